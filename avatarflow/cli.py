@@ -1,0 +1,109 @@
+"""The `avatarflow` command: start flows from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from infra.prefect_server import ensure_server, quiet_environment, use_server
+
+
+def _prepare_prefect(data_dir: Path, port: int | None) -> str:
+    quiet_environment()
+    print(f"prefect: starting or reusing the local server (127.0.0.1:{port or 'default port'}) …", flush=True)
+    url = ensure_server(data_dir / "prefect", port=port)
+    use_server(url, data_dir / "prefect" / "results")
+    print(f"prefect: {url.removesuffix('/api')} (UI)", flush=True)
+    return url
+
+
+def _print_summary(summary: dict) -> None:
+    print()
+    for stage, seconds in summary["stage_seconds"].items():
+        print(f"  stage {stage:<12} {seconds:8.2f} s (sum over avatars)")
+    if summary["realtime_factor"] is not None:
+        print(f"  {summary['video_seconds']:.1f} s of video in {summary['wall_seconds']:.1f} s wall "
+              f"({summary['realtime_factor']:.2f}x real time)")
+    print(f"finished: {len(summary['finished'])} ({len(summary['reused'])} reused)   "
+          f"quarantined: {len(summary['failed'])}")
+    for failure in summary["failed"]:
+        print(f"  line {failure['line']} id {failure['id'] or '?'}: {failure['stage']}: {failure['error']}")
+    print(f"quarantine report: {summary['quarantine']}")
+    print(f"gallery: {summary['report']}")
+    print(f"outputs: {summary['output_folder']}")
+
+
+def produce_command(args: argparse.Namespace, manifest: Path, input_roots: list[str]) -> int:
+    from stores.manifest import ManifestError, read_manifest
+
+    try:
+        read_manifest(manifest)  # unreadable files and unknown columns end here, before any server starts
+    except ManifestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_prefect(data_dir, args.prefect_port)
+
+    from infra.profiles import get_profile, make_task_runner
+
+    try:
+        profile = get_profile(args.profile, args.dask_address, args.workers)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from flows.produce import produce
+
+    where = profile.dask_address or f"a LocalCluster of {profile.n_workers} worker process(es)"
+    print(f"dask: {where}; preset {args.preset}; data {data_dir}", flush=True)
+    runner = make_task_runner(profile)
+    summary = produce.with_options(task_runner=runner)(
+        manifest=str(manifest.resolve()), data_dir=str(data_dir), preset=args.preset,
+        input_roots=input_roots, gpu_tasks=profile.gpu_tasks,
+    )
+    _print_summary(summary)
+    return 0 if summary["finished"] or not summary["failed"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="avatarflow", description="Talking 3D doubles from a manifest.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def run_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data-dir", default="avatarflow-data", help="store, outputs and MLflow (default ./avatarflow-data)")
+        sub.add_argument("--dask-address", help="address of an existing dask scheduler (default: start a LocalCluster)")
+        sub.add_argument("--profile", choices=["local", "gpu", "cluster"], help="execution profile (default: auto)")
+        sub.add_argument("--workers", type=int, help="LocalCluster worker processes (default 2)")
+        sub.add_argument("--preset", default="photo", help="pipeline preset: photo (default), lit or dataset")
+        sub.add_argument("--prefect-port", type=int, help="local Prefect server port (default 4200)")
+
+    produce = commands.add_parser("produce", help="build, animate and render every row of a manifest")
+    produce.add_argument("manifest", type=Path, help="CSV or Parquet manifest")
+    produce.add_argument("--input-root", action="append", default=[], help="extra folder inputs may come from")
+    run_options(produce)
+
+    demo = commands.add_parser("demo", help="run produce on the bundled sample manifest")
+    run_options(demo)
+
+    server = commands.add_parser("server", help="start (or find) the local Prefect server and print its URL")
+    server.add_argument("--data-dir", default="avatarflow-data")
+    server.add_argument("--prefect-port", type=int)
+
+    args = parser.parse_args(argv)
+    if args.command == "server":
+        _prepare_prefect(Path(args.data_dir).resolve(), args.prefect_port)
+        return 0
+    if args.command == "demo":
+        from avatarflow.samples import write_sample_manifest
+
+        manifest, roots = write_sample_manifest(Path(args.data_dir).resolve() / "sample")
+        print(f"sample manifest: {manifest}", flush=True)
+        return produce_command(args, manifest, roots)
+    return produce_command(args, args.manifest, args.input_root)
+
+
+if __name__ == "__main__":
+    if __package__ is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The sample job: a manifest built from data that installed packages ship (scikit-image's
+public-domain NASA astronaut portrait) plus scripts espeak-ng speaks, and, where the shared sample
+folder exists beside the repository, a few rows that use its portraits and speech clips."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from PIL import Image
+
+BUNDLED_MANIFEST = Path(__file__).with_name("samples") / "manifest.csv"
+SHARED_SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+SHARED_ROWS = [
+    {"id": "sfhq_speech", "portrait": "portraits/sfhq_pt1_00000161.jpg", "audio": "audio/en_em_echomimic_en.wav"},
+    {"id": "mona_lisa_fr", "portrait": "portraits/lp_s9_mona_lisa.jpg",
+     "text": "Bonjour. Je suis un double numérique, et je parle français.", "language": "fr"},
+]
+
+
+def write_sample_manifest(folder: Path) -> tuple[Path, list[str]]:
+    """Write the sample manifest and its portrait into `folder`; return it and the extra input roots."""
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    with BUNDLED_MANIFEST.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    roots = []
+    if SHARED_SAMPLES.is_dir():
+        roots.append(str(SHARED_SAMPLES))
+        for row in SHARED_ROWS:
+            rows.append({k: str(SHARED_SAMPLES / v) if k in ("portrait", "audio") else v for k, v in row.items()})
+    columns = ["id", "portrait", "text", "audio", "language"]
+    manifest = folder / "manifest.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in columns})
+    return manifest, roots

@@ -1,0 +1,1 @@
+"""Prefect flows: short lists of task calls."""

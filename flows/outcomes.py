@@ -1,0 +1,33 @@
+"""Read each avatar's chain of task futures into one outcome: finished, or the first stage that failed."""
+
+from __future__ import annotations
+
+from prefect.futures import PrefectFuture
+
+from tasks.common.rows import AvatarRow
+
+
+def row_outcome(row: AvatarRow, chain: dict[str, PrefectFuture]) -> dict:
+    """Wait for a row's stages; report its outputs, or the first failed stage and its message."""
+    seconds: dict[str, float] = {}
+    warnings: list[str] = []
+    for stage, future in chain.items():
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            ref = future.result()
+            seconds[stage] = ref.seconds
+            warnings += ref.info.get("warnings", [])
+            continue
+        if state.name == "NotReady":
+            continue  # an upstream stage failed; its own message is reported
+        message = state.message or state.name
+        if state.is_failed() and not message.startswith(f"{stage}:"):
+            error = future.result(raise_on_failure=False)
+            detail = (str(error).strip().splitlines() or [""])[0]
+            message = f"{stage}: {type(error).__name__}: {detail}"
+        stage_name, _, error_text = message.partition(": ")
+        return {"id": row.id, "line": row.line, "status": "failed", "stage": stage_name, "error": error_text or message}
+    final = chain["render"].result()
+    return {"id": row.id, "line": row.line, "status": "complete", "seconds": seconds, "warnings": warnings,
+            "outputs": final.info["outputs"], "frames": final.info["frames"], "video_seconds": final.info["video_seconds"]}

@@ -1,0 +1,39 @@
+"""The production flow: manifest → for every row, ingest → (reconstruct ∥ animate) → render."""
+
+from __future__ import annotations
+
+import contextlib
+
+import dask
+from prefect import flow
+
+from avatarflow.presets import get_preset
+from flows.outcomes import row_outcome
+from infra.profiles import get_profile, make_task_runner
+from tasks.animate.task import animate_avatar
+from tasks.batch.task import plan_run, publish_run
+from tasks.ingest.task import ingest_avatar
+from tasks.reconstruct.task import reconstruct_avatar
+from tasks.render.task import render_avatar
+
+
+def gpu_slot(enabled: bool):
+    """Dask resource annotation for GPU-capable tasks; only where workers advertise GPUs."""
+    return dask.annotate(resources={"GPU": 1}) if enabled else contextlib.nullcontext()
+
+
+@flow(name="produce", task_runner=make_task_runner(get_profile()))
+def produce(manifest: str, data_dir: str = "avatarflow-data", preset: str = "photo",
+            input_roots: list[str] | None = None, gpu_tasks: bool = False) -> dict:
+    config = get_preset(preset).with_input_roots(tuple(input_roots or ()))
+    plan = plan_run(manifest, data_dir, config)
+    chains = {}
+    for row in plan.pending:
+        ingested = ingest_avatar.submit(plan.store_url, plan.run, row, plan.manifest_dir, config.ingest)
+        rig = reconstruct_avatar.submit(ingested, row, config.reconstruct)
+        motion = animate_avatar.submit(ingested, row, config.animate)
+        with gpu_slot(gpu_tasks):
+            video = render_avatar.submit(rig, motion, row, plan.data_dir, config.render)
+        chains[row] = {"ingest": ingested, "reconstruct": rig, "animate": motion, "render": video}
+    outcomes = [row_outcome(row, chain) for row, chain in chains.items()]
+    return publish_run(plan, outcomes, preset, config)

@@ -1,0 +1,1 @@
+"""Execution profiles, the local Prefect server and cluster manifests."""

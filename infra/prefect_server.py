@@ -1,0 +1,77 @@
+"""Start or reuse one local Prefect server (sqlite), bound to 127.0.0.1.
+
+Without a server, every Dask worker process would start its own ephemeral server on the same
+sqlite file ("database is locked"), and the UI would show nothing useful.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+QUIET_ENVIRONMENT = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DASK_LOGGING__DISTRIBUTED": "warning",
+    "DASK_DISTRIBUTED__WORKER__DAEMON": "false",
+}
+DEFAULT_PORT = 4200
+
+
+def quiet_environment() -> None:
+    """Telemetry off (offline it only logs errors) and Dask's chatter down to warnings."""
+    for key, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+
+
+def api_url(host: str, port: int) -> str:
+    return f"http://{host}:{port}/api"
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def ensure_server(home: Path, port: int | None = None, host: str = "127.0.0.1", wait_s: float = 90.0) -> str:
+    """Return the API URL of a healthy server on host:port, starting one in the background if needed.
+
+    The server keeps running after this process exits, so later runs reuse it.
+    """
+    port = port or int(os.environ.get("AVATARFLOW_PREFECT_PORT", DEFAULT_PORT))
+    url = api_url(host, port)
+    if is_healthy(url):
+        return url
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_HOME": str(home), **QUIET_ENVIRONMENT}
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "server.log").open("ab")
+    prefect = Path(sys.executable).with_name("prefect")
+    command = [str(prefect), "server", "start", "--host", host, "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if is_healthy(url):
+            return url
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited with code {process.returncode}; see {home / 'server.log'}")
+        time.sleep(0.5)
+    raise RuntimeError(f"prefect server did not become healthy within {wait_s:.0f}s; see {home / 'server.log'}")
+
+
+def use_server(url: str, results_dir: Path) -> None:
+    """Point this process (and the Dask workers it starts, which inherit it) at the server."""
+    quiet_environment()
+    os.environ["PREFECT_API_URL"] = url
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(results_dir))

@@ -1,0 +1,119 @@
+"""Great Expectations suites that gate the pipeline's boundaries.
+
+`validate_manifest` runs the manifest suite on a pandas frame and turns every failed expectation
+into a one-line error for each offending row, so a bad row is quarantined and the rest go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+LANGUAGE_PATTERN = r"^[a-z]{2,3}([-_][A-Za-z0-9]{1,8})*$"
+INTEGER_PATTERN = r"^[0-9]{1,5}$"
+
+
+@dataclass(frozen=True)
+class ManifestLimits:
+    """Bounds the manifest suite enforces."""
+
+    min_fps: int = 1
+    """Lowest frame rate a row may ask for."""
+    max_fps: int = 60
+    """Highest frame rate a row may ask for."""
+    min_resolution: int = 64
+    """Smallest square output size in pixels."""
+    max_resolution: int = 2048
+    """Largest square output size in pixels."""
+
+
+def _context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def manifest_suite(limits: ManifestLimits):
+    """The manifest expectation suite, with a user-facing message for each expectation."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    checks = [
+        (e.ExpectColumnValuesToNotBeNull(column="id"), "id is empty"),
+        (e.ExpectColumnValuesToMatchRegex(column="id", regex=ID_PATTERN),
+         "id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"),
+        (e.ExpectColumnValuesToNotBeNull(column="portrait"), "portrait is empty"),
+        (e.ExpectColumnValuesToBeInSet(column="speech_source", value_set=["text", "audio"]),
+         "give exactly one of 'text' or 'audio'"),
+        (e.ExpectColumnValuesToMatchRegex(column="language", regex=LANGUAGE_PATTERN),
+         "language must be an espeak-ng code such as en, en-us or fr"),
+        (e.ExpectColumnValuesToMatchRegex(column="fps", regex=INTEGER_PATTERN), "fps must be a whole number"),
+        (e.ExpectColumnValuesToBeBetween(column="fps_value", min_value=limits.min_fps, max_value=limits.max_fps),
+         f"fps must be between {limits.min_fps} and {limits.max_fps}"),
+        (e.ExpectColumnValuesToMatchRegex(column="resolution", regex=INTEGER_PATTERN),
+         "resolution must be a whole number"),
+        (e.ExpectColumnValuesToBeBetween(column="resolution_value", min_value=limits.min_resolution,
+                                         max_value=limits.max_resolution),
+         f"resolution must be between {limits.min_resolution} and {limits.max_resolution}"),
+        (e.ExpectColumnValuesToBeInSet(column="resolution_parity", value_set=[0]),
+         "resolution must be even (H.264 needs even frame sizes)"),
+        (e.ExpectColumnValuesToBeUnique(column="id"), "duplicate id"),
+    ]
+    suite = gx.ExpectationSuite(name="avatarflow-manifest")
+    messages = {}
+    for expectation, message in checks:
+        suite.add_expectation(expectation)
+        messages[(expectation.expectation_type, expectation.column)] = message
+    return suite, messages
+
+
+def _with_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    has_text = frame["text"].notna()
+    has_audio = frame["audio"].notna()
+    frame["speech_source"] = np.where(has_text & ~has_audio, "text", np.where(has_audio & ~has_text, "audio", "both-or-none"))
+    for column in ("fps", "resolution"):
+        frame[f"{column}_value"] = pd.to_numeric(frame[column], errors="coerce")
+    frame["resolution_parity"] = frame["resolution_value"] % 2
+    return frame
+
+
+def validate_manifest(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimits()) -> dict[int, str]:
+    """Return {row index: error message} for every row that fails the manifest suite."""
+    context = _context()
+    source = context.data_sources.add_pandas("manifest")
+    batch_definition = source.add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
+    suite, messages = manifest_suite(limits)
+    derived = _with_derived_columns(frame)
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": derived})
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+
+    errors: dict[int, list[str]] = {}
+    for outcome in result.results:
+        if outcome.success:
+            continue
+        config = outcome.expectation_config
+        message = messages[(config.type, config.kwargs.get("column"))]
+        for index in outcome.result.get("unexpected_index_list") or []:
+            index = int(index)
+            if message == "duplicate id":
+                row_id = derived.at[index, "id"]
+                first = int(derived.index[derived["id"] == row_id][0])
+                if index == first:
+                    continue  # the first occurrence runs; later ones are quarantined
+                message_for_row = f"duplicate id '{row_id}' (already used by an earlier row)"
+            else:
+                message_for_row = message
+            errors.setdefault(index, []).append(message_for_row)
+    return {index: "; ".join(found) for index, found in sorted(errors.items())}

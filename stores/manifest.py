@@ -1,0 +1,113 @@
+"""Read a manifest (CSV or Parquet) into rows of strings, keeping byte-level problems per row."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+REQUIRED_COLUMNS = ("id", "portrait")
+OPTIONAL_COLUMNS = ("text", "audio", "language", "voice", "fps", "resolution")
+KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+
+class ManifestError(Exception):
+    """The manifest as a whole cannot be used (unreadable, unknown or missing columns)."""
+
+
+@dataclass
+class ManifestTable:
+    """A manifest as read: one dict of strings per row, plus per-row decoding errors."""
+
+    path: Path
+    rows: list[dict[str, str]]
+    line_numbers: list[int]
+    row_errors: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def to_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows, columns=list(KNOWN_COLUMNS), dtype=object)
+        return frame.where(frame.notna(), None)
+
+
+def _has_undecodable(value: str) -> bool:
+    # surrogateescape maps each undecodable byte to U+DC80..U+DCFF.
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def _check_columns(columns: list[str], path: Path) -> None:
+    unknown = [c for c in columns if c not in KNOWN_COLUMNS]
+    if unknown:
+        raise ManifestError(
+            f"{path.name}: unknown column(s) {', '.join(repr(c) for c in unknown)}; "
+            f"allowed columns are {', '.join(KNOWN_COLUMNS)}"
+        )
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ManifestError(f"{path.name}: missing required column(s) {', '.join(missing)}")
+
+
+def _clean(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def read_manifest(path: str | Path) -> ManifestTable:
+    """Read a CSV or Parquet manifest. Non-UTF-8 fields become a row error, not a failed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    if path.stat().st_size == 0:
+        raise ManifestError(f"manifest is empty: {path}")
+
+    row_errors: dict[int, str] = {}
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises many types for a corrupt file
+            raise ManifestError(f"{path.name}: not a readable Parquet file ({exc})") from None
+        columns = [str(c) for c in frame.columns]
+        _check_columns(columns, path)
+        raw_rows = []
+        for index, record in enumerate(frame.to_dict(orient="records")):
+            row = {}
+            for key, value in record.items():
+                if isinstance(value, bytes):
+                    try:
+                        value = value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        row_errors[index] = f"column '{key}' is not valid UTF-8"
+                        value = value.decode("utf-8", errors="replace")
+                row[str(key)] = _clean(value)
+            raw_rows.append(row)
+        line_numbers = [i + 1 for i in range(len(raw_rows))]
+    else:
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        _check_columns(columns, path)
+        raw_rows, line_numbers = [], []
+        for index, record in enumerate(reader):
+            row = {}
+            for key, value in record.items():
+                if key is None:  # more fields than header columns
+                    row_errors[index] = "row has more fields than the header"
+                    continue
+                if value is not None and _has_undecodable(value):
+                    row_errors[index] = f"column '{key.strip()}' is not valid UTF-8"
+                    value = value.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+                row[key.strip()] = _clean(value)
+            raw_rows.append(row)
+            line_numbers.append(reader.line_num)
+    if not raw_rows:
+        raise ManifestError(f"{path.name}: the manifest has no rows")
+    rows = [{c: row.get(c) for c in KNOWN_COLUMNS} for row in raw_rows]
+    return ManifestTable(path=path, rows=rows, line_numbers=line_numbers, row_errors=row_errors)

@@ -1,0 +1,1 @@
+"""Pipeline stages. Each stage package holds config.py, pure compute modules and a thin task.py."""

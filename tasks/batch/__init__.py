@@ -1,0 +1,1 @@
+"""Batch bookkeeping around the stages: plan a run from a manifest, then publish its reports."""

@@ -1,0 +1,117 @@
+"""Run-level tasks: plan_run (manifest → plan, avatar groups created before fan-out) and
+publish_run (quarantine report, gallery, summary, MLflow run, Prefect artifact)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from avatarflow.presets import PipelineConfig, config_json, config_to_dict
+from stores.avatar_store import AvatarStore
+from stores.expectations import validate_manifest
+from stores.manifest import read_manifest
+from stores.outputs import RunOutputs, write_quarantine, write_report, write_summary
+from stores.tracking import RunTracker
+from tasks.batch.plan import RunPlan, run_name, split_rows
+
+
+@task(name="plan-run", cache_policy=NO_CACHE, persist_result=False)
+def plan_run(manifest: str, data_dir: str, config: PipelineConfig) -> RunPlan:
+    started_at = time.time()
+    table = read_manifest(manifest)
+    errors = validate_manifest(table.to_frame(), config.manifest)
+    for index, message in table.row_errors.items():
+        errors[index] = message if index not in errors else f"{message}; {errors[index]}"
+    rows, quarantined = split_rows(table.rows, table.line_numbers, errors, config.ingest.default_language)
+
+    manifest_bytes = Path(manifest).read_bytes()
+    data_path = Path(data_dir).resolve()
+    store_url = str(data_path / "avatars.zarr")
+    plan = RunPlan(
+        run=run_name(Path(manifest).stem, manifest_bytes, config_json(config)),
+        store_url=store_url,
+        data_dir=str(data_path),
+        manifest_dir=str(table.folder.resolve()),
+        manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        started_at=started_at,
+        quarantined=quarantined,
+    )
+    store = AvatarStore(store_url)
+    for row in rows:
+        if store.is_complete(plan.run, row.id):
+            plan.reused.append(row)
+        else:
+            store.prepare_avatar(plan.run, row.id, row.to_dict())
+            plan.pending.append(row)
+    return plan
+
+
+@task(name="publish-run", cache_policy=NO_CACHE, persist_result=False)
+def publish_run(plan: RunPlan, outcomes: list[dict], preset: str, config: PipelineConfig) -> dict:
+    store = AvatarStore(plan.store_url)
+    outputs = RunOutputs(Path(plan.data_dir), plan.run)
+    finished = [o for o in outcomes if o["status"] == "complete"]
+    failures = plan.quarantined + [o for o in outcomes if o["status"] != "complete"]
+    for row in plan.reused:
+        attrs = store.attrs(plan.run, row.id)
+        finished.append({
+            "id": row.id, "line": row.line, "status": "complete", "reused": True,
+            "seconds": {stage: info["seconds"] for stage, info in attrs.get("stages", {}).items()},
+            "video_seconds": attrs.get("render", {}).get("frames", 0) / row.fps,
+            "frames": attrs.get("render", {}).get("frames", 0),
+            "outputs": attrs.get("outputs", {}), "warnings": [],
+        })
+    failures.sort(key=lambda f: f.get("line", 0))
+    wall = time.time() - plan.started_at
+    built = [o for o in finished if not o.get("reused")]
+    video_seconds = sum(o["video_seconds"] for o in built)
+    stage_seconds: dict[str, float] = {}
+    for outcome in built:
+        for stage, seconds in outcome["seconds"].items():
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
+
+    quarantine_path = write_quarantine(outputs, failures)
+    report_path = write_report(outputs, sorted(finished, key=lambda o: o["line"]), failures)
+    summary = {
+        "run": plan.run, "preset": preset, "output_folder": str(outputs.folder),
+        "report": str(report_path), "quarantine": str(quarantine_path),
+        "finished": [o["id"] for o in finished], "reused": [r.id for r in plan.reused],
+        "failed": [{"id": f["id"], "line": f["line"], "stage": f["stage"], "error": f["error"]} for f in failures],
+        "wall_seconds": wall, "video_seconds": video_seconds,
+        "realtime_factor": video_seconds / wall if built else None,
+        "stage_seconds": stage_seconds,
+    }
+    write_summary(outputs, summary)
+
+    with RunTracker(plan.data_dir, "avatarflow-produce", plan.run, tags={"preset": preset}) as tracker:
+        tracker.log_params({"preset": preset, "manifest_sha256": plan.manifest_sha256, "run": plan.run,
+                            "rows": len(plan.pending) + len(plan.reused) + len(plan.quarantined)})
+        tracker.log_dict(config_to_dict(config), "config.json")
+        metrics = {"avatars_finished": len(finished), "avatars_failed": len(failures), "avatars_reused": len(plan.reused),
+                   "wall_seconds": wall, "video_seconds": video_seconds,
+                   "frames": sum(o.get("frames", 0) for o in built)}
+        if built:
+            metrics["realtime_factor"] = video_seconds / wall
+        metrics.update({f"stage_seconds_{stage}": seconds for stage, seconds in stage_seconds.items()})
+        tracker.log_metrics(metrics)
+        for outcome in finished:
+            poster = outcome["outputs"].get("poster")
+            if poster and Path(poster).is_file():
+                tracker.log_artifact(poster, artifact_path=f"posters/{outcome['id']}")
+        tracker.log_artifact(report_path)
+        tracker.log_artifact(quarantine_path)
+        summary["mlflow_run_id"] = tracker.run_id
+
+    lines = [f"# avatarflow run `{plan.run}`", "", f"Outputs: `{outputs.folder}`", "",
+             "| id | status | stage | detail |", "|---|---|---|---|"]
+    for o in sorted(finished, key=lambda o: o["line"]):
+        lines.append(f"| {o['id']} | {'reused' if o.get('reused') else 'finished'} | | {o.get('video_seconds', 0):.1f} s video |")
+    for f in failures:
+        lines.append(f"| {f['id']} | failed | {f['stage']} | {f['error']} |")
+    create_markdown_artifact(markdown="\n".join(lines), key="produce-report", description="avatarflow produce run")
+    return summary

@@ -1,0 +1,1 @@
+"""Names and errors shared by every stage."""

@@ -1,0 +1,53 @@
+"""A manifest row after validation, with the defaults filled in."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AvatarRow:
+    """One manifest row: who to build and what they say."""
+
+    id: str
+    """Unique avatar id, also the output folder name."""
+    line: int
+    """Line (CSV) or row number (Parquet) in the manifest, for error messages."""
+    portrait: str
+    """Portrait image path as written in the manifest."""
+    text: str | None = None
+    """Script spoken by espeak-ng; exactly one of text and audio is set."""
+    audio: str | None = None
+    """Speech recording path as written in the manifest."""
+    language: str = "en"
+    """espeak-ng language code for the text."""
+    voice: str | None = None
+    """espeak-ng voice name; overrides the language's default voice."""
+    fps: int = 25
+    """Frames per second of the animation and the video."""
+    resolution: int = 512
+    """Side of the square output video in pixels."""
+
+    @property
+    def seed(self) -> int:
+        """A stable per-avatar seed, so re-runs of a row animate the same way."""
+        return int.from_bytes(hashlib.sha256(self.id.encode("utf-8")).digest()[:4], "little")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, values: dict[str, str | None], line: int, default_language: str = "en") -> "AvatarRow":
+        return cls(
+            id=str(values["id"]),
+            line=line,
+            portrait=str(values["portrait"]),
+            text=values.get("text"),
+            audio=values.get("audio"),
+            language=values.get("language") or default_language,
+            voice=values.get("voice"),
+            fps=int(values.get("fps") or 25),
+            resolution=int(values.get("resolution") or 512),
+        )

@@ -1,0 +1,36 @@
+"""What every stage task does around its compute: time it, record status in the store, log a
+progress line, and turn an expected input error into a Failed state with a one-line message
+(no traceback for bad input; real bugs still raise)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from prefect import get_run_logger
+from prefect.states import Failed, State
+
+from stores.avatar_store import ArrayRef, AvatarStore, StageRef
+from tasks.common.errors import AvatarInputError
+
+StageCompute = Callable[[AvatarStore], tuple[dict[str, ArrayRef], dict]]
+
+
+def run_stage(stage: str, store_url: str, run: str, avatar: str, compute: StageCompute) -> StageRef | State:
+    """Run one stage for one avatar; `compute` reads and writes the store and returns (arrays, info)."""
+    logger = get_run_logger()
+    store = AvatarStore(store_url)
+    logger.info(f"{avatar}: {stage} started")
+    started = time.perf_counter()
+    try:
+        arrays, info = compute(store)
+    except AvatarInputError as error:
+        seconds = time.perf_counter() - started
+        store.record_stage(run, avatar, stage, "failed", seconds, error=str(error))
+        store.mark_failed(run, avatar, stage, str(error))
+        logger.warning(f"{avatar}: {stage} failed: {error}")
+        return Failed(message=f"{stage}: {error}")
+    seconds = time.perf_counter() - started
+    store.record_stage(run, avatar, stage, "ok", seconds, **{k: v for k, v in info.items() if k == "warnings"})
+    logger.info(f"{avatar}: {stage} done in {seconds:.2f}s")
+    return StageRef(store_url=store_url, run=run, avatar=avatar, stage=stage, seconds=seconds, arrays=arrays, info=info)

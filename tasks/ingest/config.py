@@ -1,0 +1,43 @@
+"""Settings of the ingest stage: limits on input media and text-to-speech parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Limits and defaults used when decoding a row's portrait, audio and text."""
+
+    sample_rate: int = 16000
+    """Sample rate (Hz) every decoded or synthesized audio clip is resampled to, mono float32."""
+
+    max_image_pixels: int = 40_000_000
+    """Largest accepted image (width × height), checked from the header before any pixel is decoded."""
+
+    max_file_bytes: int = 200 * 1024 * 1024
+    """Largest accepted input file on disk, in bytes (images and audio alike)."""
+
+    max_audio_seconds: float = 120.0
+    """Longest accepted audio, uploaded or synthesized, in seconds."""
+
+    min_audio_seconds: float = 0.3
+    """Shortest accepted audio in seconds; shorter clips cannot carry a spoken word."""
+
+    silence_rms_dbfs: float = -45.0
+    """Audio whose loudest 100 ms window has an RMS below this level (dB full scale) is rejected as silent."""
+
+    clipping_warn_fraction: float = 0.001
+    """Fraction of samples at full scale above which a clipping warning is reported (the audio is still accepted)."""
+
+    default_language: str = "en"
+    """espeak-ng language or voice used for text rows that name no language."""
+
+    tts_rate_wpm: int = 160
+    """Speaking rate of espeak-ng in words per minute."""
+
+    speech_padding_seconds: float = 0.25
+    """Silence added before and after synthesized speech so the avatar starts and ends with a closed mouth."""
+
+    allowed_roots: tuple[str, ...] = ()
+    """Extra directories input files may live in, besides the manifest's own directory."""

@@ -1,0 +1,201 @@
+"""Decoding of a row's portrait image and audio, with the checks that turn bad files into AvatarInputError.
+
+Images are opened with Pillow (size checked from the header before pixels are decoded, EXIF orientation applied).
+Audio of any common container/codec is decoded with PyAV and resampled to mono float32 at the configured rate.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tasks.common.errors import AvatarInputError
+from tasks.ingest.config import IngestConfig
+
+# Loudness is judged on windows of this length (seconds) when deciding whether audio is silent.
+_LOUDNESS_WINDOW_S = 0.1
+# Samples at or above this magnitude count as clipped (resampling blurs exact full-scale values a little).
+_CLIP_LEVEL = 0.98
+# A decoded stream shorter than this fraction of the container's declared duration is treated as truncated.
+_MIN_DECODED_FRACTION = 0.5
+
+
+def resolve_input_path(path: str | os.PathLike, base_dir: str | os.PathLike, config: IngestConfig) -> Path:
+    """Resolve a manifest path (relative ones against base_dir) and require it to lie under an allowed root.
+
+    Allowed roots are base_dir itself and config.allowed_roots; symlinks are resolved first so they cannot escape.
+    """
+    base = Path(base_dir).resolve()
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    resolved = candidate.resolve()
+    roots = [base] + [Path(r).resolve() for r in config.allowed_roots]
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        raise AvatarInputError(f"{Path(path).name}: path is outside the allowed input directories")
+    return resolved
+
+
+def _check_file(path: Path, config: IngestConfig) -> int:
+    """Check that the file exists, is a regular non-empty file within the size limit; return its size."""
+    name = path.name
+    if not path.exists():
+        raise AvatarInputError(f"{name}: file not found")
+    if not path.is_file():
+        raise AvatarInputError(f"{name}: not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise AvatarInputError(f"{name}: empty file")
+    if size > config.max_file_bytes:
+        raise AvatarInputError(
+            f"{name}: file is too large ({size / 1e6:.1f} MB > {config.max_file_bytes / 1e6:.1f} MB)")
+    return size
+
+
+def load_image(path: str | os.PathLike, config: IngestConfig) -> np.ndarray:
+    """Decode an image file to an H×W×3 uint8 RGB array, upright according to its EXIF orientation."""
+    path = Path(path)
+    name = path.name
+    _check_file(path, config)
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit is checked below; Pillow's bomb warning would only duplicate it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width <= 0 or height <= 0:
+                    raise AvatarInputError(f"{name}: image has no pixels ({width}x{height})")
+                if width * height > config.max_image_pixels:
+                    raise AvatarInputError(
+                        f"{name}: too many pixels ({width}x{height} > {config.max_image_pixels} pixels)")
+                image.load()
+                upright = ImageOps.exif_transpose(image)
+                rgb = upright.convert("RGB")
+                pixels = np.asarray(rgb, dtype=np.uint8)
+    except AvatarInputError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise AvatarInputError(f"{name}: too many pixels ({error})") from error
+    except UnidentifiedImageError as error:
+        raise AvatarInputError(f"{name}: not an image or an unsupported image format") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise AvatarInputError(f"{name}: corrupt image ({error})") from error
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise AvatarInputError(f"{name}: could not decode to an RGB image")
+    return np.ascontiguousarray(pixels)
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+    """Duration the container or stream header claims, or None when it states none."""
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def load_audio(path: str | os.PathLike, config: IngestConfig) -> np.ndarray:
+    """Decode any audio file PyAV/FFmpeg reads (wav, mp3, flac, m4a/aac, ogg/opus, ...) to mono float32.
+
+    The result is resampled to config.sample_rate. Too long, too short, silent, truncated or undecodable
+    audio raises AvatarInputError; clipped audio is accepted (see audio_warnings).
+    """
+    path = Path(path)
+    name = path.name
+    _check_file(path, config)
+    rate = config.sample_rate
+    max_samples = int(round(config.max_audio_seconds * rate))
+    chunks: list[np.ndarray] = []
+    decoded = 0
+    try:
+        with av.open(str(path), mode="r") as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise AvatarInputError(f"{name}: no audio stream in the file")
+            declared = _declared_seconds(container, stream)
+            # Reject overlong audio from the header, before decoding all of it.
+            if declared is not None and declared > config.max_audio_seconds:
+                raise AvatarInputError(
+                    f"{name}: audio is too long ({declared:.1f} s > {config.max_audio_seconds:g} s)")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            frames = container.decode(stream)
+            for frame in frames:
+                for out in resampler.resample(frame):
+                    chunk = out.to_ndarray().reshape(-1)
+                    chunks.append(chunk)
+                    decoded += chunk.size
+                if decoded > max_samples:
+                    # Headers can lie or be absent; stop decoding as soon as the limit is passed.
+                    raise AvatarInputError(
+                        f"{name}: audio is too long (more than {config.max_audio_seconds:g} s)")
+            for out in resampler.resample(None):
+                chunk = out.to_ndarray().reshape(-1)
+                chunks.append(chunk)
+                decoded += chunk.size
+    except AvatarInputError:
+        raise
+    except av.error.FFmpegError as error:
+        raise AvatarInputError(f"{name}: not a readable audio file or corrupt ({error.strerror or error})") from error
+    except (OSError, ValueError) as error:
+        raise AvatarInputError(f"{name}: not a readable audio file or corrupt ({error})") from error
+
+    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    seconds = audio.size / rate
+    if decoded > max_samples:
+        raise AvatarInputError(f"{name}: audio is too long ({seconds:.1f} s > {config.max_audio_seconds:g} s)")
+    if declared is not None and seconds < _MIN_DECODED_FRACTION * declared:
+        raise AvatarInputError(
+            f"{name}: audio is truncated or corrupt (decoded {seconds:.2f} s of a declared {declared:.2f} s)")
+    if seconds < config.min_audio_seconds:
+        raise AvatarInputError(f"{name}: audio is too short ({seconds:.2f} s < {config.min_audio_seconds:g} s)")
+    if not np.all(np.isfinite(audio)):
+        raise AvatarInputError(f"{name}: audio decodes to invalid sample values")
+    check_audible(audio, config, name=name)
+    return audio
+
+
+def loudest_window_dbfs(audio: np.ndarray, sample_rate: int, window_seconds: float = _LOUDNESS_WINDOW_S) -> float:
+    """RMS level (dB full scale) of the loudest window of the clip; -inf for digital silence."""
+    samples = np.asarray(audio, dtype=np.float64).reshape(-1)
+    if samples.size == 0:
+        return float("-inf")
+    window = max(1, min(samples.size, int(round(window_seconds * sample_rate))))
+    power = np.concatenate([[0.0], np.cumsum(samples * samples)])
+    # Windows hop by a quarter window: fine enough not to miss a loud burst.
+    hop = max(1, window // 4)
+    starts = np.arange(0, samples.size - window + 1, hop)
+    mean_power = (power[starts + window] - power[starts]) / window
+    peak = float(mean_power.max())
+    return float(10.0 * np.log10(peak)) if peak > 0 else float("-inf")
+
+
+def check_audible(audio: np.ndarray, config: IngestConfig, name: str = "audio") -> None:
+    """Raise AvatarInputError when even the loudest 100 ms of the clip is below config.silence_rms_dbfs."""
+    level = loudest_window_dbfs(audio, config.sample_rate)
+    if level < config.silence_rms_dbfs:
+        shown = "-inf" if not np.isfinite(level) else f"{level:.1f}"
+        raise AvatarInputError(
+            f"{name}: audio is silent (loudest 100 ms at {shown} dBFS < {config.silence_rms_dbfs:g} dBFS)")
+
+
+def clipping_fraction(audio: np.ndarray) -> float:
+    """Fraction of samples whose magnitude reaches full scale (clipped)."""
+    samples = np.asarray(audio).reshape(-1)
+    if samples.size == 0:
+        return 0.0
+    return float(np.count_nonzero(np.abs(samples) >= _CLIP_LEVEL) / samples.size)
+
+
+def audio_warnings(audio: np.ndarray, config: IngestConfig | None = None) -> list[str]:
+    """Human-readable warnings about accepted audio (currently: clipping)."""
+    config = config or IngestConfig()
+    notes: list[str] = []
+    clipped = clipping_fraction(audio)
+    if clipped > config.clipping_warn_fraction:
+        notes.append(f"audio is clipped: {clipped * 100:.2f}% of samples at full scale")
+    return notes

@@ -1,0 +1,39 @@
+"""Ingest task: decode the portrait, and load the speech or speak the text, into `input/*`."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.common.rows import AvatarRow
+from tasks.common.stage_task import run_stage
+from tasks.ingest.config import IngestConfig
+from tasks.ingest.media import audio_warnings, load_audio, load_image, resolve_input_path
+from tasks.ingest.speech import synthesize, validate_language
+
+
+@task(name="ingest", cache_policy=NO_CACHE, persist_result=False)
+def ingest_avatar(store_url: str, run: str, row: AvatarRow, manifest_dir: str, config: IngestConfig):
+    def compute(store):
+        portrait_path = resolve_input_path(row.portrait, manifest_dir, config)
+        image = load_image(portrait_path, config)
+        arrays = {"portrait": store.write(run, row.id, "input/portrait", image, attrs={"file": portrait_path.name})}
+        if row.text is not None:
+            speech = synthesize(row.text, row.voice or row.language, config)
+            audio, phonemes, warnings, source = speech.audio, speech.phonemes, list(speech.warnings), "text"
+        else:
+            if row.language != config.default_language:
+                validate_language(row.language)
+            audio_path = resolve_input_path(row.audio, manifest_dir, config)
+            audio = load_audio(audio_path, config)
+            phonemes, warnings, source = [], audio_warnings(audio, config), "audio"
+        arrays["audio"] = store.write(
+            run, row.id, "input/audio", audio,
+            chunks=(config.sample_rate * 30,),
+            attrs={"sample_rate": config.sample_rate, "source": source,
+                   "phonemes": [[symbol, round(start, 4), round(end, 4)] for symbol, start, end in phonemes]},
+        )
+        duration = audio.size / config.sample_rate
+        return arrays, {"warnings": warnings, "duration_s": duration, "source": source}
+
+    return run_stage("ingest", store_url, run, row.id, compute)

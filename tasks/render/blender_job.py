@@ -1,0 +1,744 @@
+"""One render job inside Blender (bpy): rig + animation -> video, poster, frames, GLB, .blend.
+
+Run it in its own process, one job per process:
+
+    python tasks/render/blender_job.py --job JOB.json
+
+It imports only the standard library, numpy and bpy, so it runs as a plain file path. The job
+file names every input and output path (see `JOB_FIELDS`). The job writes `out_dir/blender.log`
+and `out_dir/result.json` ({"paths", "frames", "seconds", "blender_version", "animation_max_error"}),
+prints the result path and exits 0; on failure it logs the traceback, prints one line to stderr
+and exits 1.
+
+The scene is built once per job. Shape-key values and the head pose are keyed with one keyframe
+per frame (LINEAR), written through `keyframe_points.foreach_set`. Blender 5.0 actions are
+layered: F-curves live in a channelbag of a keyframe strip, bound to a slot of the animated ID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+LOG = logging.getLogger("avatarflow.blender_job")
+
+# field -> accepted types; "outputs" entries are file names relative to out_dir, or null
+JOB_FIELDS: dict[str, tuple[type, ...]] = {
+    "rig_npz": (str,),
+    "texture_png": (str,),
+    "shape_key_names": (list,),
+    "fps": (int,),
+    "resolution": (int,),
+    "mode": (str,),
+    "cycles_samples": (int,),
+    "cycles_device": (str,),
+    "seed": (int,),
+    "out_dir": (str,),
+    "outputs": (dict,),
+    "poster_frame": (int,),
+}
+OUTPUT_KEYS = ("video", "glb", "blend", "poster", "frames_dir")
+OPTIONAL_JOB_FIELDS: dict[str, object] = {"video_quality": "HIGH", "video_gop_size": 25}
+RIG_KEYS = ("vertices", "faces", "uv_photo", "uv_canonical", "deltas", "weights", "head_pose", "pivot")
+
+FACE_OBJECT = "avatar_face"
+HEAD_OBJECT = "avatar_head"
+BACKGROUND_OBJECT = "photo_background"
+BACKGROUND_Z = -2.0
+PHOTO_CAMERA_Z = 5.0
+# lit mode: camera lens, its direction from the face (right, up, front), room around the face
+LIT_LENS_MM = 85.0
+LIT_VIEW_DIRECTION = (0.3, 0.1, 1.0)
+LIT_FRAME_MARGIN = 1.35
+# the evaluated mesh must follow the keyed weights and pose this closely (world units = crop widths)
+ANIMATION_TOLERANCE = 1e-4
+
+
+class JobError(Exception):
+    """The job file or its inputs cannot be rendered; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# job and rig files
+
+
+def load_job(job_path: Path) -> dict:
+    """Read and check the job JSON; relative paths are taken relative to the job file."""
+    try:
+        job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise JobError(f"cannot read job file {job_path}: {exc}") from exc
+    if not isinstance(job, dict):
+        raise JobError(f"job file {job_path} must hold a JSON object")
+    missing = [key for key in JOB_FIELDS if key not in job]
+    if missing:
+        raise JobError(f"job file {job_path} lacks {missing}")
+    for key, types in JOB_FIELDS.items():
+        if not isinstance(job[key], types) or isinstance(job[key], bool):
+            raise JobError(f"job field {key!r} has type {type(job[key]).__name__}")
+    for key, default in OPTIONAL_JOB_FIELDS.items():
+        job.setdefault(key, default)
+    if job["mode"] not in ("photo", "lit"):
+        raise JobError(f"job mode must be 'photo' or 'lit', got {job['mode']!r}")
+    if job["cycles_device"] not in ("auto", "cpu", "gpu"):
+        raise JobError(f"cycles_device must be auto, cpu or gpu, got {job['cycles_device']!r}")
+    if job["fps"] < 1 or job["cycles_samples"] < 1:
+        raise JobError("fps and cycles_samples must be >= 1")
+    # H.264 yuv420p needs even frame sizes
+    if job["resolution"] < 2 or job["resolution"] % 2:
+        raise JobError(f"resolution must be an even number >= 2, got {job['resolution']}")
+    unknown = set(job["outputs"]) - set(OUTPUT_KEYS)
+    if unknown:
+        raise JobError(f"unknown outputs {sorted(unknown)}; known: {OUTPUT_KEYS}")
+    outputs = {key: job["outputs"].get(key) for key in OUTPUT_KEYS}
+    for key, name in outputs.items():
+        if name is not None and (not isinstance(name, str) or not name or Path(name).is_absolute()
+                                 or ".." in Path(name).parts):
+            raise JobError(f"output {key!r} must be a file name inside out_dir, got {name!r}")
+    job["outputs"] = outputs
+    base = Path(job_path).resolve().parent
+    for key in ("rig_npz", "texture_png", "out_dir"):
+        job[key] = str((base / job[key]).resolve())
+    return job
+
+
+def load_rig(npz_path: str, shape_key_names: list) -> dict[str, np.ndarray]:
+    """Load the rig and animation arrays (no pickles) and check that their shapes agree."""
+    with np.load(npz_path, allow_pickle=False) as data:
+        missing = [key for key in RIG_KEYS if key not in data.files]
+        if missing:
+            raise JobError(f"rig file {npz_path} lacks arrays {missing}")
+        rig = {key: np.asarray(data[key]) for key in RIG_KEYS}
+    n_vertices = rig["vertices"].shape[0]
+    n_shapes = len(shape_key_names)
+    expected = {
+        "vertices": (n_vertices, 3),
+        "uv_photo": (n_vertices, 2),
+        "uv_canonical": (n_vertices, 2),
+        "deltas": (n_shapes, n_vertices, 3),
+        "pivot": (3,),
+    }
+    for key, shape in expected.items():
+        if rig[key].shape != shape:
+            raise JobError(f"rig array {key} has shape {rig[key].shape}, expected {shape}")
+    n_frames = rig["weights"].shape[0]
+    if rig["weights"].shape != (n_frames, n_shapes) or n_frames < 1:
+        raise JobError(f"weights have shape {rig['weights'].shape}, expected (T>=1, {n_shapes})")
+    if rig["head_pose"].shape != (n_frames, 6):
+        raise JobError(f"head_pose has shape {rig['head_pose'].shape}, expected ({n_frames}, 6)")
+    faces = rig["faces"]
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape[0] < 1:
+        raise JobError(f"faces have shape {faces.shape}, expected (F>=1, 3)")
+    if faces.min() < 0 or faces.max() >= n_vertices:
+        raise JobError("faces index vertices that do not exist")
+    for key in RIG_KEYS:
+        if key != "faces" and not np.all(np.isfinite(rig[key])):
+            raise JobError(f"rig array {key} holds NaN or infinite values")
+    if len(set(shape_key_names)) != n_shapes or not all(isinstance(n, str) and n for n in shape_key_names):
+        raise JobError("shape_key_names must be distinct non-empty strings")
+    return rig
+
+
+def euler_xyz_matrix(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """Rotation matrix of Blender's XYZ Euler: X first, then Y, then Z (R = Rz Ry Rx)."""
+    cx, sx = math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    cz, sz = math.cos(roll), math.sin(roll)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def expected_world_vertices(rig: dict[str, np.ndarray], frame_index: int) -> np.ndarray:
+    """Where the rig's vertices must be at a 0-based frame: blended shapes, then head pose."""
+    weights = rig["weights"][frame_index].astype(np.float64)
+    shaped = rig["vertices"].astype(np.float64) + np.tensordot(weights, rig["deltas"].astype(np.float64), axes=1)
+    pose = rig["head_pose"][frame_index].astype(np.float64)
+    pivot = rig["pivot"].astype(np.float64)
+    rotation = euler_xyz_matrix(*pose[:3])
+    return (shaped - pivot) @ rotation.T + pivot + pose[3:]
+
+
+# ---------------------------------------------------------------------------------------------
+# scene building
+
+
+def reset_blender(bpy) -> None:
+    """Empty factory scene, no auto-run scripts (a .blend's Python never runs here)."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.preferences.filepaths.use_scripts_auto_execute = False
+
+
+def load_texture(bpy, texture_png: str):
+    """Load the rig texture (photo rows on top, mouth band below) as an sRGB image."""
+    image = bpy.data.images.load(texture_png, check_existing=False)
+    image.name = "avatar_texture"
+    image.colorspace_settings.name = "sRGB"
+    width, height = image.size
+    if width < 1 or height <= width:
+        raise JobError(f"texture is {width}x{height}; it needs photo rows plus a band below (height > width)")
+    return image
+
+
+def make_material(bpy, image, mode: str):
+    """One material: image texture -> Principled base colour. Workbench TEXTURE mode reads the
+    image node directly; Cycles and the glTF exporter read the Principled BSDF."""
+    material = bpy.data.materials.new("avatar_material")
+    # 5.0 creates materials and worlds with node trees (Principled BSDF, Background)
+    nodes = material.node_tree.nodes
+    links = material.node_tree.links
+    bsdf = next(node for node in nodes if node.type == "BSDF_PRINCIPLED")
+    bsdf.inputs["Roughness"].default_value = 0.5
+    uv_node = nodes.new("ShaderNodeUVMap")
+    uv_node.uv_map = "photo"
+    texture_node = nodes.new("ShaderNodeTexImage")
+    texture_node.image = image
+    # Closest keeps the photo pixel-exact under the orthographic camera
+    texture_node.interpolation = "Closest" if mode == "photo" else "Linear"
+    texture_node.extension = "EXTEND"
+    links.new(uv_node.outputs["UV"], texture_node.inputs["Vector"])
+    links.new(texture_node.outputs["Color"], bsdf.inputs["Base Color"])
+    nodes.active = texture_node
+    return material, texture_node
+
+
+def set_uv_layer(mesh, name: str, face_corner_uv: np.ndarray):
+    """Add a UV layer from per-corner UVs (F*3, 2)."""
+    layer = mesh.uv_layers.new(name=name)
+    layer.uv.foreach_set("vector", np.ascontiguousarray(face_corner_uv, dtype=np.float32).ravel())
+    return layer
+
+
+def build_mesh(bpy, name: str, vertices: np.ndarray, faces: np.ndarray):
+    """Triangle mesh from arrays, filled with foreach_set."""
+    n_vertices, n_faces = len(vertices), len(faces)
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(n_vertices)
+    mesh.vertices.foreach_set("co", np.ascontiguousarray(vertices, dtype=np.float32).ravel())
+    mesh.loops.add(3 * n_faces)
+    mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(faces, dtype=np.int32).ravel())
+    mesh.polygons.add(n_faces)
+    mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * n_faces, 3, dtype=np.int32))
+    mesh.update(calc_edges=True)
+    if mesh.validate(verbose=False):
+        raise JobError(f"mesh {name} had invalid geometry (degenerate or duplicate faces)")
+    if len(mesh.polygons) != n_faces:
+        raise JobError(f"mesh {name}: {n_faces} faces given, {len(mesh.polygons)} valid")
+    return mesh
+
+
+def build_face(bpy, rig: dict, shape_key_names: list, material):
+    """The face mesh object: UV layers "photo" (rendered) and "canonical", Basis + one relative
+    shape key per name."""
+    mesh = build_mesh(bpy, FACE_OBJECT, rig["vertices"], rig["faces"])
+    corners = rig["faces"].ravel()
+    photo = set_uv_layer(mesh, "photo", rig["uv_photo"][corners])
+    set_uv_layer(mesh, "canonical", rig["uv_canonical"][corners])
+    mesh.uv_layers.active = photo
+    photo.active_render = True
+    mesh.materials.append(material)
+    mesh.shade_smooth()
+    face = bpy.data.objects.new(FACE_OBJECT, mesh)
+    bpy.context.scene.collection.objects.link(face)
+    face.shape_key_add(name="Basis", from_mix=False)
+    base = rig["vertices"].astype(np.float32)
+    for name, delta in zip(shape_key_names, rig["deltas"]):
+        block = face.shape_key_add(name=name, from_mix=False)
+        block.slider_min, block.slider_max = 0.0, 1.0
+        block.points.foreach_set("co", (base + delta.astype(np.float32)).ravel())
+    mesh.shape_keys.use_relative = True
+    return face
+
+
+def build_background(bpy, texture_size: tuple[int, int], material):
+    """The photo as a plane at z=-2 spanning [-0.5, 0.5]^2, UV into the photo rows of the texture."""
+    width, height = texture_size
+    v_bottom = (height - width) / height  # band height B over texture height S+B
+    vertices = np.array([[-0.5, -0.5, BACKGROUND_Z], [0.5, -0.5, BACKGROUND_Z],
+                         [0.5, 0.5, BACKGROUND_Z], [-0.5, 0.5, BACKGROUND_Z]], dtype=np.float32)
+    faces = np.array([[0, 1, 2], [0, 2, 3]], dtype=np.int32)
+    uv = np.array([[0.0, v_bottom], [1.0, v_bottom], [1.0, 1.0], [0.0, 1.0]], dtype=np.float32)
+    mesh = build_mesh(bpy, BACKGROUND_OBJECT, vertices, faces)
+    set_uv_layer(mesh, "photo", uv[faces.ravel()]).active_render = True
+    mesh.materials.append(material)
+    plane = bpy.data.objects.new(BACKGROUND_OBJECT, mesh)
+    bpy.context.scene.collection.objects.link(plane)
+    return plane
+
+
+def build_head(bpy, face, pivot: np.ndarray):
+    """An Empty at the pivot that carries the head pose; the face is its child, unmoved at rest."""
+    head = bpy.data.objects.new(HEAD_OBJECT, None)
+    head.empty_display_type = "SPHERE"
+    head.empty_display_size = 0.05
+    head.rotation_mode = "XYZ"
+    head.location = tuple(float(x) for x in pivot)
+    bpy.context.scene.collection.objects.link(head)
+    bpy.context.view_layer.update()
+    face.parent = head
+    face.matrix_parent_inverse = head.matrix_world.inverted()
+    return head
+
+
+def new_channelbag(bpy, animated_id, id_type: str, name: str):
+    """A layered action with one keyframe strip and one slot, assigned to `animated_id`;
+    returns the channelbag that holds the slot's F-curves."""
+    action = bpy.data.actions.new(name)
+    slot = action.slots.new(id_type=id_type, name=animated_id.name)
+    strip = action.layers.new("animation").strips.new(type="KEYFRAME")
+    channelbag = strip.channelbag(slot, ensure=True)
+    animation = animated_id.animation_data_create()
+    animation.action = action
+    animation.action_slot = slot
+    return channelbag
+
+
+def key_fcurve(channelbag, data_path: str, index: int, values: np.ndarray, group: str) -> None:
+    """One keyframe per frame (frames 1..T) with LINEAR interpolation, set in bulk."""
+    curve = channelbag.fcurves.new(data_path, index=index, group_name=group)
+    n_frames = len(values)
+    co = np.empty((n_frames, 2), dtype=np.float32)
+    co[:, 0] = np.arange(1, n_frames + 1)
+    co[:, 1] = values
+    points = curve.keyframe_points
+    points.add(n_frames)
+    points.foreach_set("co", co.ravel())
+    interpolation = points[0].bl_rna.properties["interpolation"].enum_items["LINEAR"].value
+    points.foreach_set("interpolation", np.full(n_frames, interpolation, dtype=np.int32))
+    curve.update()
+
+
+def animate(bpy, face, head, rig: dict, shape_key_names: list) -> None:
+    """Key the shape-key weights on the mesh's Key and the head pose on the Empty."""
+    key = face.data.shape_keys
+    shapes = new_channelbag(bpy, key, "KEY", "avatar_shape_keys")
+    for k, name in enumerate(shape_key_names):
+        key_fcurve(shapes, f'key_blocks["{name}"].value', 0, rig["weights"][:, k], "shape_keys")
+    pose = new_channelbag(bpy, head, "OBJECT", "avatar_head_pose")
+    for axis in range(3):
+        key_fcurve(pose, "rotation_euler", axis, rig["head_pose"][:, axis], "head")
+        key_fcurve(pose, "location", axis, rig["pivot"][axis] + rig["head_pose"][:, 3 + axis], "head")
+
+
+def check_animation(bpy, face, rig: dict) -> float:
+    """Evaluate the frame with the most motion and compare the evaluated mesh with numpy's
+    blend + pose; returns the max vertex error (world units)."""
+    motion = np.abs(rig["weights"]).sum(axis=1) + np.abs(rig["head_pose"]).sum(axis=1)
+    frame_index = int(np.argmax(motion))
+    scene = bpy.context.scene
+    scene.frame_set(frame_index + 1)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = face.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
+        mesh.vertices.foreach_get("co", co)
+        matrix = np.array(evaluated.matrix_world, dtype=np.float64)
+    finally:
+        evaluated.to_mesh_clear()
+    local = co.reshape(-1, 3).astype(np.float64)
+    world = local @ matrix[:3, :3].T + matrix[:3, 3]
+    error = float(np.abs(world - expected_world_vertices(rig, frame_index)).max())
+    LOG.info("animation check at frame %d: max vertex error %.2e", frame_index + 1, error)
+    if error > ANIMATION_TOLERANCE:
+        raise JobError(f"evaluated mesh at frame {frame_index + 1} is {error:.3g} away from the keyed animation")
+    scene.frame_set(1)
+    return error
+
+
+def look_at(obj, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> None:
+    """Point an object's -Z axis (cameras, lights) at a target with its +Y toward world +Y
+    (the rig is y-up; mathutils' to_track_quat would keep world Z up)."""
+    from mathutils import Matrix
+
+    forward = np.asarray(target, dtype=np.float64) - np.asarray(obj.location, dtype=np.float64)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    camera_up = np.cross(right, forward)
+    rotation = np.stack([right, camera_up, -forward], axis=1)  # columns: local X, Y, Z in world
+    obj.rotation_mode = "XYZ"
+    obj.rotation_euler = Matrix(rotation.tolist()).to_euler("XYZ")
+
+
+def add_camera(bpy, name: str):
+    """A camera object linked to the scene and made the scene camera."""
+    camera = bpy.data.objects.new(name, bpy.data.cameras.new(name))
+    bpy.context.scene.collection.objects.link(camera)
+    bpy.context.scene.camera = camera
+    return camera
+
+
+def setup_photo_mode(bpy, scene, texture_size, material) -> None:
+    """Orthographic camera framing the photo exactly; Workbench, flat texture colour, no AA."""
+    build_background(bpy, texture_size, material)
+    camera = add_camera(bpy, "photo_camera")
+    camera.data.type = "ORTHO"
+    camera.data.ortho_scale = 1.0
+    camera.data.clip_start = 0.1
+    camera.data.clip_end = 100.0
+    camera.data.sensor_fit = "AUTO"
+    camera.location = (0.0, 0.0, PHOTO_CAMERA_Z)
+    camera.rotation_euler = (0.0, 0.0, 0.0)  # looks down -Z
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.display.render_aa = "OFF"
+    shading = scene.display.shading
+    shading.light = "FLAT"
+    shading.color_type = "TEXTURE"
+    shading.show_specular_highlight = False
+    shading.show_shadows = False
+    shading.show_cavity = False
+    shading.show_object_outline = False
+    shading.show_xray = False
+    shading.use_dof = False
+    shading.show_backface_culling = False
+
+
+def choose_cycles_device(bpy, requested: str) -> str:
+    """Enable OptiX or CUDA devices when asked and present; returns "GPU" or "CPU"."""
+    if requested == "cpu":
+        return "CPU"
+    preferences = bpy.context.preferences.addons["cycles"].preferences
+    for backend in ("OPTIX", "CUDA"):
+        try:
+            preferences.compute_device_type = backend
+        except TypeError:  # backend not compiled into this build
+            continue
+        preferences.refresh_devices()
+        gpus = [d for d in preferences.get_devices_for_type(backend) if d.type == backend]
+        if gpus:
+            for device in preferences.devices:
+                device.use = device.type == backend
+            LOG.info("Cycles uses %s: %s", backend, ", ".join(d.name for d in gpus))
+            return "GPU"
+    preferences.compute_device_type = "NONE"
+    if requested == "gpu":
+        raise JobError("cycles_device 'gpu' was asked for, but Cycles finds no OptiX or CUDA device")
+    LOG.info("Cycles finds no GPU; rendering on the CPU")
+    return "CPU"
+
+
+def setup_lit_mode(bpy, scene, job: dict, vertices: np.ndarray) -> None:
+    """Cycles with a perspective camera a little right of and above the face, framing its
+    bounding box; key/fill/rim area lights around it; a neutral grey world."""
+    low, high = vertices.min(axis=0), vertices.max(axis=0)
+    target = (low + high) / 2.0
+    radius = float(max(high[0] - low[0], high[1] - low[1])) / 2.0 * LIT_FRAME_MARGIN
+    camera = add_camera(bpy, "lit_camera")
+    camera.data.type = "PERSP"
+    camera.data.lens = LIT_LENS_MM
+    camera.data.sensor_width = 36.0
+    camera.data.sensor_fit = "HORIZONTAL"
+    distance = radius * LIT_LENS_MM / (camera.data.sensor_width / 2.0)
+    direction = np.array(LIT_VIEW_DIRECTION) / np.linalg.norm(LIT_VIEW_DIRECTION)
+    camera.location = tuple(target + distance * direction)
+    camera.data.clip_start = distance / 100.0
+    camera.data.clip_end = distance * 100.0
+    look_at(camera, target)
+    lights = (
+        # name, offset from the face in units of the camera distance, power (W) per unit^2, size
+        ("key_light", (0.6, 0.45, 0.8), 20.0, 0.35),
+        ("fill_light", (-0.7, 0.05, 0.65), 7.0, 0.5),
+        ("rim_light", (0.15, 0.6, -0.6), 14.0, 0.3),
+    )
+    for name, offset, power, size in lights:
+        light_data = bpy.data.lights.new(name, type="AREA")
+        light_data.energy = power * distance**2  # inverse-square: same irradiance at any scale
+        light_data.size = size * distance
+        light = bpy.data.objects.new(name, light_data)
+        light.location = tuple(target + distance * np.asarray(offset))
+        scene.collection.objects.link(light)
+        look_at(light, target)
+    world = bpy.data.worlds.new("neutral_world")
+    background = world.node_tree.nodes["Background"]
+    background.inputs["Color"].default_value = (0.18, 0.18, 0.18, 1.0)
+    background.inputs["Strength"].default_value = 0.5
+    scene.world = world
+
+    scene.render.engine = "CYCLES"
+    cycles = scene.cycles
+    cycles.device = choose_cycles_device(bpy, job["cycles_device"])
+    cycles.samples = job["cycles_samples"]
+    cycles.use_adaptive_sampling = False
+    cycles.use_denoising = False
+    cycles.seed = job["seed"]
+    cycles.use_animated_seed = False
+    cycles.max_bounces = 4
+    scene.render.threads_mode = "AUTO"
+
+
+def setup_common(scene, job: dict, n_frames: int) -> None:
+    """Size, frame range and colour management shared by both modes (Standard, no dither)."""
+    render = scene.render
+    render.resolution_x = render.resolution_y = job["resolution"]
+    render.resolution_percentage = 100
+    render.pixel_aspect_x = render.pixel_aspect_y = 1.0
+    render.fps = job["fps"]
+    render.fps_base = 1.0
+    render.film_transparent = False
+    render.dither_intensity = 0.0
+    render.use_compositing = False
+    render.use_sequencer = False
+    render.use_border = False
+    scene.frame_start = 1
+    scene.frame_end = n_frames
+    scene.frame_step = 1
+    scene.display_settings.display_device = "sRGB"
+    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.look = "None"
+    scene.view_settings.exposure = 0.0
+    scene.view_settings.gamma = 1.0
+    scene.view_settings.use_curve_mapping = False
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs
+
+
+def use_png(scene) -> None:
+    """8-bit RGB PNG output."""
+    settings = scene.render.image_settings
+    settings.media_type = "IMAGE"
+    settings.file_format = "PNG"
+    settings.color_mode = "RGB"
+    settings.color_depth = "8"
+    settings.compression = 15
+
+
+def render_poster(bpy, scene, path: Path, frame: int) -> None:
+    """One frame as PNG."""
+    use_png(scene)
+    scene.frame_set(frame)
+    scene.render.filepath = str(path)
+    scene.render.use_file_extension = False
+    bpy.ops.render.render(write_still=True)
+    if not path.is_file():
+        raise JobError(f"Blender did not write the poster {path}")
+
+
+def render_frames(bpy, scene, frames_dir: Path, n_frames: int) -> list[str]:
+    """Every frame as frames_dir/frame_0001.png ... (1-based, like Blender's frames)."""
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    use_png(scene)
+    scene.render.filepath = str(frames_dir / "frame_####")
+    scene.render.use_file_extension = True
+    bpy.ops.render.render(animation=True)
+    written = [frames_dir / f"frame_{i:04d}.png" for i in range(1, n_frames + 1)]
+    missing = [p.name for p in written if not p.is_file()]
+    if missing:
+        raise JobError(f"Blender did not write frames {missing[:5]}")
+    return [str(p) for p in written]
+
+
+def render_video(bpy, scene, path: Path, job: dict) -> None:
+    """The animation as H.264 in MP4, written by Blender's own FFmpeg."""
+    settings = scene.render.image_settings
+    settings.media_type = "VIDEO"  # 5.0: must precede the FFmpeg settings
+    settings.file_format = "FFMPEG"
+    settings.color_mode = "RGB"
+    settings.color_depth = "8"
+    ffmpeg = scene.render.ffmpeg
+    ffmpeg.format = "MPEG4"
+    ffmpeg.codec = "H264"
+    ffmpeg.constant_rate_factor = job["video_quality"]
+    ffmpeg.ffmpeg_preset = "GOOD"
+    ffmpeg.gopsize = job["video_gop_size"]
+    ffmpeg.use_max_b_frames = False
+    ffmpeg.audio_codec = "NONE"
+    # a '#'-free name would get the frame range appended; render to a fixed stem and rename
+    staging = path.with_name(path.stem + "_####")
+    scene.render.filepath = str(staging)
+    scene.render.use_file_extension = True
+    bpy.ops.render.render(animation=True)
+    candidates = sorted(path.parent.glob(path.stem + "_*" + ".mp4"))
+    if len(candidates) != 1:
+        raise JobError(f"expected one video from Blender next to {path}, found {[c.name for c in candidates]}")
+    candidates[0].replace(path)
+
+
+def shift_keyframes(bpy, frames: float) -> None:
+    """Move every keyframe of every action by `frames` along time."""
+    for action in bpy.data.actions:
+        for layer in action.layers:
+            for strip in layer.strips:
+                for channelbag in strip.channelbags:
+                    for curve in channelbag.fcurves:
+                        points = curve.keyframe_points
+                        for prop in ("co", "handle_left", "handle_right"):
+                            values = np.empty(len(points) * 2, dtype=np.float32)
+                            points.foreach_get(prop, values)
+                            values[0::2] += frames
+                            points.foreach_set(prop, values)
+                        curve.update()
+
+
+def export_glb(bpy, path: Path, face, head, texture_node) -> None:
+    """GLB: textured face, 52 morph targets (names in mesh extras.targetNames), and one
+    animation "talk" of head pose and morph weights whose frame 1 is at t=0, as in the video.
+    The texture is sampled linearly there (viewers magnify it)."""
+    interpolation = texture_node.interpolation
+    texture_node.interpolation = "Linear"
+    scene = bpy.context.scene
+    frame_range = scene.frame_start, scene.frame_end
+    shift_keyframes(bpy, -1.0)
+    scene.frame_start, scene.frame_end = frame_range[0] - 1, frame_range[1] - 1
+    for obj in bpy.context.scene.objects:
+        obj.select_set(obj in (face, head))
+    bpy.context.view_layer.objects.active = face
+    try:
+        result = bpy.ops.export_scene.gltf(
+            filepath=str(path),
+            check_existing=False,
+            export_format="GLB",
+            use_selection=True,
+            export_texcoords=True,
+            export_normals=True,
+            export_materials="EXPORT",
+            export_image_format="AUTO",
+            export_yup=False,  # the rig is already y-up with +z toward the viewer, as glTF wants
+            export_apply=False,
+            export_morph=True,
+            export_morph_normal=False,
+            export_morph_tangent=False,
+            export_morph_animation=True,
+            export_animations=True,
+            export_animation_mode="ACTIVE_ACTIONS",
+            export_nla_strips_merged_animation_name="talk",
+            export_force_sampling=False,
+            export_cameras=False,
+            export_lights=False,
+            export_extras=False,
+        )
+    finally:
+        texture_node.interpolation = interpolation
+        shift_keyframes(bpy, 1.0)
+        scene.frame_start, scene.frame_end = frame_range
+    if "FINISHED" not in result or not path.is_file():
+        raise JobError(f"glTF export did not write {path}")
+
+
+def save_blend(bpy, path: Path, image) -> None:
+    """Self-contained .blend: the texture is packed into it."""
+    image.pack()
+    bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True, copy=True)
+    if not path.is_file():
+        raise JobError(f"Blender did not write {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+
+
+def run_job(job: dict) -> dict:
+    """Build the scene once, render and export everything the job asks for; returns the result."""
+    import bpy
+
+    out_dir = Path(job["out_dir"])
+    outputs = job["outputs"]
+    names = list(job["shape_key_names"])
+    rig = load_rig(job["rig_npz"], names)
+    n_frames = int(rig["weights"].shape[0])
+    if not 1 <= job["poster_frame"] <= n_frames:
+        raise JobError(f"poster_frame {job['poster_frame']} is outside frames 1..{n_frames}")
+    seconds: dict[str, float] = {}
+    paths: dict[str, object] = {}
+
+    started = time.perf_counter()
+    reset_blender(bpy)
+    scene = bpy.context.scene
+    image = load_texture(bpy, job["texture_png"])
+    material, texture_node = make_material(bpy, image, job["mode"])
+    face = build_face(bpy, rig, names, material)
+    head = build_head(bpy, face, rig["pivot"])
+    animate(bpy, face, head, rig, names)
+    setup_common(scene, job, n_frames)
+    if job["mode"] == "photo":
+        setup_photo_mode(bpy, scene, tuple(image.size), material)
+    else:
+        setup_lit_mode(bpy, scene, job, rig["vertices"])
+    animation_error = check_animation(bpy, face, rig)
+    seconds["build"] = time.perf_counter() - started
+    LOG.info("scene built: %d vertices, %d faces, %d shape keys, %d frames, mode %s in %.2fs",
+             len(rig["vertices"]), len(rig["faces"]), len(names), n_frames, job["mode"], seconds["build"])
+
+    started = time.perf_counter()
+    if outputs["poster"]:
+        paths["poster"] = out_dir / outputs["poster"]
+        render_poster(bpy, scene, paths["poster"], job["poster_frame"])
+    if outputs["frames_dir"]:
+        paths["frames_dir"] = out_dir / outputs["frames_dir"]
+        paths["frames"] = render_frames(bpy, scene, paths["frames_dir"], n_frames)
+    if outputs["video"]:
+        paths["video"] = out_dir / outputs["video"]
+        render_video(bpy, scene, paths["video"], job)
+    seconds["render"] = time.perf_counter() - started
+    LOG.info("rendered in %.2fs", seconds["render"])
+
+    started = time.perf_counter()
+    scene.frame_set(1)
+    if outputs["blend"]:
+        paths["blend"] = out_dir / outputs["blend"]
+        save_blend(bpy, paths["blend"], image)
+    if outputs["glb"]:
+        paths["glb"] = out_dir / outputs["glb"]
+        export_glb(bpy, paths["glb"], face, head, texture_node)
+    seconds["export"] = time.perf_counter() - started
+    LOG.info("exported in %.2fs", seconds["export"])
+
+    return {
+        "paths": {key: value if isinstance(value, list) else str(value) for key, value in paths.items()},
+        "frames": n_frames,
+        "seconds": seconds,
+        "blender_version": bpy.app.version_string,
+        "animation_max_error": animation_error,
+    }
+
+
+def setup_logging(out_dir: Path) -> None:
+    """Log to out_dir/blender.log (appending: the runner sends Blender's own output there too)."""
+    handler = logging.FileHandler(out_dir / "blender.log", mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: --job JOB.json; exit 0 and print result.json's path, or exit 1."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, type=Path, help="job JSON file")
+    args = parser.parse_args(argv)
+    try:
+        job = load_job(args.job)
+        out_dir = Path(job["out_dir"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (JobError, OSError) as exc:
+        print(f"blender job failed: {exc}", file=sys.stderr)
+        return 1
+    setup_logging(out_dir)
+    LOG.info("job %s", args.job.resolve())
+    try:
+        result = run_job(job)
+    except Exception as exc:  # report every failure as one line; the log keeps the traceback
+        LOG.error("job failed:\n%s", traceback.format_exc())
+        message = str(exc) if isinstance(exc, JobError) else f"{type(exc).__name__}: {exc}"
+        print(f"blender job failed: {message}", file=sys.stderr)
+        return 1
+    result_path = out_dir / "result.json"
+    result_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    LOG.info("wrote %s", result_path)
+    print(result_path, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Settings of the render stage: which engine renders the talk video and what else is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RENDER_MODES = ("photo", "lit")
+CYCLES_DEVICES = ("auto", "cpu", "gpu")
+VIDEO_QUALITIES = ("LOSSLESS", "PERC_LOSSLESS", "HIGH", "MEDIUM", "LOW", "VERYLOW", "LOWEST")
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How one avatar's rig and animation become a video, a poster, a GLB and a .blend."""
+
+    mode: str = "photo"
+    """"photo": Workbench, flat texture colour, orthographic camera over the photo; the still
+    frame is pixel-exact to the portrait. "lit": Cycles, perspective camera, key/fill/rim lights."""
+
+    cycles_samples: int = 16
+    """Path-tracing samples per pixel in lit mode (adaptive sampling and denoising are off)."""
+
+    cycles_device: str = "auto"
+    """Lit-mode device: "cpu"; "gpu" (OptiX or CUDA, an error when neither exists);
+    "auto" (a GPU when Cycles finds one, else the CPU)."""
+
+    write_blend: bool = True
+    """Save the scene, texture packed in, as a self-contained .blend."""
+
+    write_glb: bool = True
+    """Export a GLB with the textured mesh, the 52 morph targets and the animation."""
+
+    keep_frames: bool = False
+    """Also write every frame as a PNG (dataset mode); normally the MP4 is the only frame output."""
+
+    timeout_seconds: float = 1800.0
+    """Wall-clock limit of one Blender job process; the job is killed and the row fails after it."""
+
+    video_quality: str = "HIGH"
+    """H.264 constant-rate quality as Blender names it (ffmpeg.constant_rate_factor):
+    LOSSLESS, PERC_LOSSLESS, HIGH, MEDIUM, LOW, VERYLOW or LOWEST."""
+
+    video_gop_size: int = 25
+    """Frames between H.264 keyframes (one second at 25 fps, so seeking stays cheap)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in RENDER_MODES:
+            raise ValueError(f"render mode must be one of {RENDER_MODES}, got {self.mode!r}")
+        if self.cycles_device not in CYCLES_DEVICES:
+            raise ValueError(f"cycles_device must be one of {CYCLES_DEVICES}, got {self.cycles_device!r}")
+        if self.video_quality not in VIDEO_QUALITIES:
+            raise ValueError(f"video_quality must be one of {VIDEO_QUALITIES}, got {self.video_quality!r}")
+        if self.cycles_samples < 1:
+            raise ValueError(f"cycles_samples must be >= 1, got {self.cycles_samples}")
+        if self.timeout_seconds <= 0:
+            raise ValueError(f"timeout_seconds must be > 0, got {self.timeout_seconds}")
+        if self.video_gop_size < 1:
+            raise ValueError(f"video_gop_size must be >= 1, got {self.video_gop_size}")

@@ -1,0 +1,73 @@
+"""Render task: one Blender process per avatar renders the MP4 frames, GLB, .blend and poster;
+ffmpeg muxes the speech in; the files are published under outputs/<run>/<avatar>/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from stores.avatar_store import StageRef
+from stores.outputs import RunOutputs, publish_file
+from tasks.common.arkit import ARKIT_NAMES
+from tasks.common.rows import AvatarRow
+from tasks.common.stage_task import run_stage
+from tasks.render.config import RenderConfig
+from tasks.render.runner import mux_audio, run_blender_job, write_job
+
+RIG_ARRAYS = {
+    "vertices": "mesh/vertices",
+    "faces": "mesh/faces",
+    "uv_photo": "mesh/uv",
+    "uv_canonical": "mesh/uv_canonical",
+    "pivot": "mesh/pivot",
+    "deltas": "blendshapes/deltas",
+    "texture": "texture/photo",
+    "weights": "animation/weights",
+    "head_pose": "animation/head_pose",
+}
+
+
+@task(name="render", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
+def render_avatar(rig: StageRef, motion: StageRef, row: AvatarRow, data_dir: str, config: RenderConfig):
+    run = rig.run
+    outputs = RunOutputs(Path(data_dir), run)
+
+    def compute(store):
+        arrays = {key: store.read(run, row.id, name) for key, name in RIG_ARRAYS.items()}
+        audio = store.read(run, row.id, "input/audio")
+        sample_rate = int(store.array_attrs(run, row.id, "input/audio")["sample_rate"])
+        job_dir = Path(data_dir) / "work" / run / row.id
+        if job_dir.exists():
+            shutil.rmtree(job_dir)  # a retry starts clean
+        job_path = write_job(job_dir, **arrays, settings=config, fps=row.fps, resolution=row.resolution,
+                             seed=row.seed, shape_key_names=ARKIT_NAMES)
+        result = run_blender_job(job_path, timeout_s=config.timeout_seconds)
+        written = {k: Path(v) for k, v in result["paths"].items()}
+        talk = mux_audio(written["video"], audio, sample_rate, job_dir / "talk.mp4")
+        published = {"video": str(publish_file(talk, outputs.avatar_file(row.id, "video")))}
+        for kind in ("glb", "blend", "poster"):
+            if kind in written:
+                published[kind] = str(publish_file(written[kind], outputs.avatar_file(row.id, kind)))
+        refs = {}
+        if config.keep_frames and "frames_dir" in written:
+            refs["frames"] = _store_frames(store, run, row.id, written["frames_dir"])
+        frames = int(result["frames"])
+        store.update_attrs(run, row.id, render={"frames": frames, "fps": row.fps, "mode": config.mode,
+                                                "blender_seconds": result.get("seconds", {})})
+        store.mark_complete(run, row.id, published)
+        return refs, {"frames": frames, "outputs": published, "video_seconds": frames / row.fps,
+                      "blender_seconds": result.get("seconds", {})}
+
+    return run_stage("render", rig.store_url, run, row.id, compute)
+
+
+def _store_frames(store, run: str, avatar: str, frames_dir: Path):
+    from PIL import Image
+
+    paths = sorted(Path(frames_dir).glob("*.png"))
+    frames = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    return store.write(run, avatar, "render/frames", frames, chunks=(1, *frames.shape[1:]))
