@@ -1,12 +1,16 @@
 """Triangle topology and canonical UV layout of MediaPipe's 478-point face mesh.
 
 The mediapipe wheel ships the tessellation only as an edge list (FACEMESH_TESSELATION), not the
-canonical face model. So the triangles are the 3-cliques of that edge graph, and the canonical UV
-layout is a Tutte (barycentric) embedding of the same graph: the face oval is pinned to an ellipse,
-each eye and the mouth hole gets a temporary centre vertex, and every other vertex sits at the
-mean of its neighbours. That embedding is planar, so the two 3-cliques that are not faces (they
-enclose other vertices) are found and dropped in it, and every triangle is oriented
-counter-clockwise in it, which is counter-clockwise seen from the camera for a frontal face.
+canonical face model. So the triangles are the 3-cliques of that edge graph. A Tutte (barycentric)
+embedding of the graph (face oval pinned to an ellipse, a temporary centre vertex in each eye and
+the mouth hole) is planar, so the two 3-cliques that are not faces (they enclose other vertices)
+are found and dropped in it.
+
+The canonical UV layout then flattens the canonical face shape (see canonical_shape.py) with
+Floater's mean-value weights, the face oval pinned at its frontal projection: a fold-free
+layout that looks like a frontal face, with the sides of the face unrolled. Every triangle is
+oriented counter-clockwise in it, which is counter-clockwise seen from the camera for a frontal
+face.
 
 Everything is computed once per process, lazily, and cached.
 """
@@ -20,6 +24,8 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 from mediapipe.python.solutions import face_mesh_connections as connections
+
+from tasks.reconstruct.canonical_shape import load_canonical_shape
 
 N_MESH_POINTS = 468
 """Landmarks of the tessellated surface; 468..477 are the iris points."""
@@ -42,9 +48,12 @@ MOUTH_CORNERS_INNER = (78, 308)
 MOUTH_CORNERS_OUTER = (61, 291)
 """MediaPipe indices of the outer-lip mouth corners: subject's right, then left."""
 
-# Where the face oval is pinned in canonical UV space; the corners stay free for the mouth parts.
+# Where the face oval is pinned for the topological (Tutte) embedding.
 _OVAL_CENTRE = (0.5, 0.5)
 _OVAL_RADII = (0.42, 0.47)
+
+_UV_MARGIN = 0.03
+"""Gap between the face's canonical UV bounding box and the edge of the unit square."""
 
 
 def _ordered_loop(edges) -> list[int]:
@@ -194,6 +203,39 @@ def _tutte_layout(n_vertices, edges, boundary, hole_loops) -> np.ndarray:
     return positions
 
 
+def _mean_value_layout(shape, triangles, boundary) -> np.ndarray:
+    """Floater's mean-value parameterization of a 3D triangle mesh with a pinned boundary.
+
+    The boundary keeps the (x, y) of `shape`; the weights are positive, so with a convex
+    boundary every triangle keeps its orientation.
+    """
+    n_vertices = len(shape)
+    rows, cols, weights = [], [], []
+    for corner in range(3):
+        i = triangles[:, corner]
+        j = triangles[:, (corner + 1) % 3]
+        k = triangles[:, (corner + 2) % 3]
+        e_ij, e_ik = shape[j] - shape[i], shape[k] - shape[i]
+        len_ij, len_ik = np.linalg.norm(e_ij, axis=1), np.linalg.norm(e_ik, axis=1)
+        cos_angle = np.clip((e_ij * e_ik).sum(axis=1) / (len_ij * len_ik), -1.0, 1.0)
+        half_tan = np.tan(np.arccos(cos_angle) / 2)
+        # The angle at i in this triangle borders both edges i-j and i-k.
+        rows += [i, i]
+        cols += [j, k]
+        weights += [half_tan / len_ij, half_tan / len_ik]
+    rows, cols, weights = np.concatenate(rows), np.concatenate(cols), np.concatenate(weights)
+    weight_matrix = scipy.sparse.coo_matrix((weights, (rows, cols)), shape=(n_vertices, n_vertices)).tocsr()
+    laplacian = scipy.sparse.diags(np.asarray(weight_matrix.sum(axis=1)).ravel()) - weight_matrix
+    is_free = np.ones(n_vertices, bool)
+    is_free[boundary] = False
+    free = np.flatnonzero(is_free)
+    positions = shape[:, :2].copy()
+    solve = scipy.sparse.linalg.factorized(laplacian[free][:, free].tocsc())
+    rhs = -laplacian[free][:, boundary] @ positions[boundary]
+    positions[free] = np.stack([solve(rhs[:, 0]), solve(rhs[:, 1])], axis=1)
+    return positions
+
+
 def _points_in_triangle(points, a, b, c, eps=1e-12) -> np.ndarray:
     """Mask of points strictly inside triangle abc (either orientation)."""
     def cross(p, q, r):
@@ -313,9 +355,6 @@ def face_topology() -> FaceTopology:
 
     holes = [inner_lip_loop] + eye_loops
     layout = _tutte_layout(N_MESH_POINTS, edges, oval, holes)
-    # Traversal direction of the oval is arbitrary: mirror so the subject's left eye lands at larger u.
-    if layout[eye_loops[0], 0].mean() < layout[eye_loops[1], 0].mean():
-        layout[:, 0] = 2 * _OVAL_CENTRE[0] - layout[:, 0]
 
     # A 3-clique is a face unless it encloses another vertex (or a hole's centre) in the embedding.
     true_faces = []
@@ -324,25 +363,32 @@ def face_topology() -> FaceTopology:
         others = np.delete(layout, list(tri), axis=0)
         if not _points_in_triangle(others, a, b, c).any():
             true_faces.append(tri)
-    faces = _orient_ccw(np.array(true_faces, dtype=np.int32), layout)
+    true_faces = np.array(true_faces, dtype=np.int32)
+
+    # Flatten the canonical shape; the holes get fans to their centroids so they stay open and round.
+    shape = load_canonical_shape()
+    augmented_shape = np.concatenate([shape[:N_MESH_POINTS]] + [shape[loop].mean(axis=0, keepdims=True)
+                                                                for loop in holes])
+    fans = [np.stack([np.full(len(loop), N_MESH_POINTS + h), loop, np.roll(loop, -1)], axis=1)
+            for h, loop in enumerate(holes)]
+    flat = _mean_value_layout(augmented_shape, np.concatenate([true_faces] + fans), np.array(oval))
+    low, high = flat[:N_MESH_POINTS].min(axis=0), flat[:N_MESH_POINTS].max(axis=0)
+    scale = (1 - 2 * _UV_MARGIN) / (high - low).max()
+    layout = (flat - (low + high) / 2) * scale + 0.5
+    faces = _orient_ccw(true_faces, layout)
 
     uv = np.zeros((N_LANDMARKS, 2))
     uv[:N_MESH_POINTS] = layout[:N_MESH_POINTS]
-    centre_u = _OVAL_CENTRE[0]
+    centre_u = 0.5
     eye_left = _eye_region(connections.FACEMESH_LEFT_EYE, connections.FACEMESH_LEFT_IRIS,
                            connections.FACEMESH_LEFT_EYEBROW, uv, centre_u)
     eye_right = _eye_region(connections.FACEMESH_RIGHT_EYE, connections.FACEMESH_RIGHT_IRIS,
                             connections.FACEMESH_RIGHT_EYEBROW, uv, centre_u)
     for eye in (eye_left, eye_right):
-        centre = uv[eye.loop].mean(axis=0)
-        radius = 0.3 * np.linalg.norm(uv[eye.upper[0]] - uv[eye.upper[-1]]) / 2
-        uv[eye.iris[0]] = centre
-        # MediaPipe's iris contours start at the image-right point and turn clockwise (seen from
-        # the front) on the left eye and counter-clockwise on the right eye.
-        turn = -1.0 if centre[0] > centre_u else 1.0
-        for k, point in enumerate(eye.iris[1:]):
-            angle = turn * k * np.pi / 2
-            uv[point] = centre + radius * np.array([np.cos(angle), np.sin(angle)])
+        # Iris points: the canonical shape's (x, y), mapped by the eye contour's best affine fit.
+        design = np.concatenate([shape[eye.loop, :2], np.ones((len(eye.loop), 1))], axis=1)
+        affine, *_ = np.linalg.lstsq(design, uv[eye.loop], rcond=None)
+        uv[eye.iris] = np.concatenate([shape[eye.iris, :2], np.ones((len(eye.iris), 1))], axis=1) @ affine
 
     eye_fill = np.array(_strip_triangles(eye_left.upper, eye_left.lower)
                         + _strip_triangles(eye_right.upper, eye_right.lower), dtype=np.int32)

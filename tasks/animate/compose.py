@@ -1,0 +1,68 @@
+"""Whole-clip animation: speech-driven mouth weights merged with idle blinks, gaze, brows and head motion.
+
+Mouth and jaw channels come from speech; every other channel comes from the idle layer. The result is the
+animation arrays of the common convention: weights (T, 52) float32 in [0, 1] and head_pose (T, 6) float32.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from tasks.animate.audio_features import speech_energy, weights_from_audio
+from tasks.animate.config import AnimationConfig
+from tasks.animate.idle import idle_motion
+from tasks.animate.visemes import MOUTH_INDICES, mouth_open_series, weights_from_phonemes
+
+__all__ = ["frame_count", "animate_from_phonemes", "animate_from_audio", "animate_idle", "merge_layers",
+           "mouth_open_series"]
+
+
+def frame_count(duration_seconds: float, fps: float) -> int:
+    """T = max(1, round(duration_seconds * fps))."""
+    return max(1, int(round(float(duration_seconds) * fps)))
+
+
+def merge_layers(speech_weights: np.ndarray, idle_weights: np.ndarray) -> np.ndarray:
+    """Mouth/jaw channels from speech, the rest from idle (speech wins where both set a non-mouth channel)."""
+    merged = np.maximum(np.asarray(idle_weights, np.float64), np.asarray(speech_weights, np.float64))
+    merged[:, MOUTH_INDICES] = np.asarray(speech_weights, np.float64)[:, MOUTH_INDICES]
+    return np.clip(merged, 0.0, 1.0).astype(np.float32)
+
+
+def animate_from_phonemes(phonemes: Sequence[tuple[str, float, float]], duration_seconds: float,
+                          config: AnimationConfig, seed: int, audio: np.ndarray | None = None,
+                          sample_rate: int = 16000) -> tuple[np.ndarray, np.ndarray]:
+    """Animation for timed espeak-ng phonemes (symbol, start_s, end_s) over a clip of duration_seconds.
+
+    When the spoken audio is given, its loudness drives nods and brow accents; otherwise the phoneme-driven
+    mouth opening does.
+    """
+    n_frames = frame_count(duration_seconds, config.fps)
+    speech = weights_from_phonemes(phonemes, n_frames, config.fps, config)
+    if audio is not None:
+        energy = speech_energy(audio, sample_rate, n_frames, config.fps, config)
+    else:
+        opening = mouth_open_series(speech)
+        energy = opening / opening.max() if opening.max() > 0 else opening
+    idle_weights, head_pose = idle_motion(n_frames, config.fps, seed, config, speech_energy=energy)
+    return merge_layers(speech, idle_weights), head_pose
+
+
+def animate_from_audio(audio: np.ndarray, sample_rate: int, config: AnimationConfig,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Animation for a speech recording in any language: mouth from the audio signal, plus idle motion."""
+    samples = np.asarray(audio, dtype=np.float64).reshape(-1)
+    n_frames = frame_count(samples.size / sample_rate, config.fps)
+    speech = weights_from_audio(samples, sample_rate, n_frames, config.fps, config)
+    energy = speech_energy(samples, sample_rate, n_frames, config.fps, config)
+    idle_weights, head_pose = idle_motion(n_frames, config.fps, seed, config, speech_energy=energy)
+    return merge_layers(speech, idle_weights), head_pose
+
+
+def animate_idle(duration_seconds: float, config: AnimationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Animation with no speech: closed mouth, blinks, gaze and head sway."""
+    n_frames = frame_count(duration_seconds, config.fps)
+    idle_weights, head_pose = idle_motion(n_frames, config.fps, seed, config)
+    return merge_layers(np.zeros_like(idle_weights), idle_weights), head_pose

@@ -1,0 +1,155 @@
+"""The whole production flow on a 3-row manifest (one text row, one audio row, one bad row),
+through the `avatarflow` command: a real Prefect server, LocalCluster, Zarr store, MLflow sqlite,
+espeak-ng, MediaPipe and Blender, at a small size."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from tests.conftest import REPO, free_port, sample
+from tasks.common.arkit import ARKIT_NAMES, INDEX
+
+pytestmark = pytest.mark.flow
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "avatarflow.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory):
+    from PIL import Image
+    from skimage import data
+
+    work = tmp_path_factory.mktemp("flow")
+    Image.fromarray(data.astronaut()).save(work / "astronaut.png")
+    (work / "empty.jpg").write_bytes(b"")
+    speech = sample("audio", "en_em_echomimic_en.wav")
+    portrait = sample("portraits", "sfhq_pt1_00000161.jpg")
+    manifest = work / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "portrait", "text", "audio", "resolution"])
+        writer.writerow(["texter", "astronaut.png", "Hello there. Nice to meet you.", "", "192"])
+        writer.writerow(["speaker", str(portrait), "", str(speech), "128"])
+        writer.writerow(["broken", "empty.jpg", "This portrait is an empty file.", "", "128"])
+    data_dir = work / "data"
+    port = str(free_port())
+    args = ["produce", str(manifest), "--data-dir", str(data_dir), "--prefect-port", port,
+            "--input-root", str(speech.parents[1])]
+    first = run_cli(*args, cwd=work)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    summary = json.loads(next((data_dir / "outputs").glob("*/summary.json")).read_text())
+    second = run_cli(*args, cwd=work)
+    return {"data_dir": data_dir, "summary": summary, "first": first, "second": second,
+            "speech": speech, "run": summary["run"]}
+
+
+def test_cli_prints_progress_timings_and_output_folder(produced):
+    out = produced["first"].stdout + produced["first"].stderr
+    assert "texter: reconstruct done" in out and "speaker: render done" in out
+    assert "stage render" in out and "x real time" in out
+    assert f"outputs: {produced['summary']['output_folder']}" in produced["first"].stdout
+
+
+def test_every_output_is_written(produced):
+    from tasks.render.runner import probe_video
+
+    folder = Path(produced["summary"]["output_folder"])
+    store = zarr.open_group(str(produced["data_dir"] / "avatars.zarr"), mode="r")
+    for avatar, fps in (("texter", 25), ("speaker", 25)):
+        for name in ("talk.mp4", "avatar.glb", "avatar.blend", "poster.png"):
+            assert (folder / avatar / name).stat().st_size > 0, f"{avatar}/{name}"
+        video = probe_video(folder / avatar / "talk.mp4")
+        assert video["codec"] == "h264" and video["pix_fmt"] == "yuv420p" and video["audio_codec"] == "aac"
+        assert video["fps"] == fps
+        group = store[f"runs/{produced['run']}/{avatar}"]
+        speech_seconds = group["input/audio"].shape[0] / group["input/audio"].attrs["sample_rate"]
+        assert abs(video["duration"] - speech_seconds) <= 1.0 / fps
+        assert video["n_frames"] == group["animation/weights"].shape[0]
+    assert (folder / "report.html").is_file()
+
+
+def test_bad_row_is_quarantined_with_one_line(produced):
+    with open(Path(produced["summary"]["output_folder"]) / "quarantine.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["id"], r["stage"]) for r in rows] == [("broken", "ingest")]
+    assert rows[0]["error"] == "empty.jpg: empty file"
+    assert sorted(produced["summary"]["finished"]) == ["speaker", "texter"]
+
+
+def test_zarr_store_follows_the_schema(produced):
+    store = zarr.open_group(str(produced["data_dir"] / "avatars.zarr"), mode="r")
+    group = store[f"runs/{produced['run']}/texter"]
+    vertices = group["mesh/vertices"]
+    n_vertices = vertices.shape[0]
+    assert vertices.shape[1] == 3 and n_vertices >= 478 and vertices.dtype == np.float32
+    assert group["mesh/faces"].shape[1] == 3 and group["mesh/faces"].dtype == np.int32
+    assert group["mesh/uv"].shape == (n_vertices, 2)
+    assert group["texture/albedo"].dtype == np.uint8 and group["texture/albedo"].shape[2] == 3
+    assert group["blendshapes/deltas"].shape == (52, n_vertices, 3)
+    assert list(group["blendshapes/deltas"].attrs["names"]) == list(ARKIT_NAMES)
+    weights = group["animation/weights"]
+    assert weights.shape[1] == 52 and weights.attrs["fps"] == 25
+    assert group["animation/head_pose"].shape == (weights.shape[0], 6)
+    attrs = dict(group.attrs)
+    assert attrs["complete"] is True
+    assert set(attrs["stages"]) == {"ingest", "reconstruct", "animate", "render"}
+    assert attrs["manifest_row"]["id"] == "texter"
+    broken = dict(store[f"runs/{produced['run']}/broken"].attrs)
+    assert broken["complete"] is False and broken["error"]["stage"] == "ingest"
+
+
+def test_speech_opens_the_jaw_and_silence_closes_it(produced):
+    store = zarr.open_group(str(produced["data_dir"] / "avatars.zarr"), mode="r")
+    for avatar in ("texter", "speaker"):
+        weights = store[f"runs/{produced['run']}/{avatar}/animation/weights"][...]
+        jaw = weights[:, INDEX["jawOpen"]]
+        assert jaw.max() > 0.3, avatar
+    texter = store[f"runs/{produced['run']}/texter/animation/weights"][...]
+    assert texter[0, INDEX["jawOpen"]] < 0.05  # synthesized speech starts with silence
+
+
+def test_glb_has_arkit_morph_targets(produced):
+    import pygltflib
+
+    glb = pygltflib.GLTF2().load(str(Path(produced["summary"]["output_folder"]) / "texter" / "avatar.glb"))
+    meshes = [m for m in glb.meshes if m.extras and "targetNames" in m.extras]
+    assert meshes, "no mesh carries extras.targetNames"
+    names = meshes[0].extras["targetNames"]
+    assert list(names) == list(ARKIT_NAMES)
+    targets = meshes[0].primitives[0].targets
+    nonzero = sum(1 for t in targets if any(abs(v) > 1e-6 for v in glb.accessors[t["POSITION"]].max
+                                               + glb.accessors[t["POSITION"]].min))
+    assert nonzero >= 20
+    assert glb.images and glb.textures, "the GLB carries no texture"
+
+
+def test_mlflow_run_records_the_flow_run(produced):
+    import mlflow
+
+    from stores.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(produced["data_dir"]))
+    runs = mlflow.search_runs(experiment_names=["avatarflow-produce"], output_format="list")
+    first = [r for r in runs if r.data.metrics.get("avatars_finished") == 2 and r.data.metrics.get("avatars_reused") == 0]
+    assert first, [r.data.metrics for r in runs]
+    metrics = first[0].data.metrics
+    assert metrics["realtime_factor"] > 0 and metrics["frames"] > 0 and metrics["stage_seconds_render"] > 0
+    assert first[0].data.params["manifest_sha256"]
+
+
+def test_rerun_reuses_completed_avatars(produced):
+    second = produced["second"]
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "finished: 2 (2 reused)" in second.stdout
+    assert "render started" not in second.stdout + second.stderr

@@ -1,0 +1,179 @@
+"""Render stage on a real portrait with a small synthetic rig: real Blender jobs (photo mode with
+Workbench, lit mode with Cycles) in their own processes, then the video, frames, GLB and .blend
+they wrote."""
+
+from __future__ import annotations
+
+import numpy as np
+import pygltflib
+import pytest
+from PIL import Image
+
+from tasks.common.arkit import ARKIT_NAMES, INDEX
+from tasks.render.config import RenderConfig
+from tasks.render.runner import mux_audio, probe_video, run_blender_job, write_job
+from tests.render_rig import JAW_DROP, MOVING_SHAPES, PORTRAIT, make_animation, make_rig, make_texture
+
+SIZE = 128
+N_FRAMES = 10
+POSE_FROM = 7  # 0-based: frames 1..7 keep the head still, 8..10 turn it
+FPS = 25
+
+
+@pytest.fixture(scope="module")
+def photo_render(tmp_path_factory):
+    """One photo-mode job: 10 frames at 128^2, all outputs."""
+    assert PORTRAIT.is_file(), f"sample portrait missing: {PORTRAIT}"
+    job_dir = tmp_path_factory.mktemp("photo")
+    rig = make_rig(SIZE)
+    texture = make_texture(SIZE)
+    weights, head_pose = make_animation(N_FRAMES, pose_from=POSE_FROM)
+    settings = RenderConfig(mode="photo", keep_frames=True)
+    job_path = write_job(job_dir, **rig, texture=texture, weights=weights, head_pose=head_pose,
+                         settings=settings, fps=FPS, resolution=SIZE, seed=0, poster_frame=5)
+    result = run_blender_job(job_path, timeout_s=300)
+    return {"result": result, "rig": rig, "texture": texture, "weights": weights, "dir": job_dir}
+
+
+def read_png(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+
+
+def test_photo_video_is_h264_yuv420p_with_every_frame(photo_render):
+    result = photo_render["result"]
+    assert result["frames"] == N_FRAMES
+    info = probe_video(result["paths"]["video"])
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    assert info["n_frames"] == N_FRAMES and info["fps"] == pytest.approx(FPS)
+    assert (info["width"], info["height"]) == (SIZE, SIZE)
+    assert len(result["paths"]["frames"]) == N_FRAMES
+
+
+def test_photo_frame_at_rest_is_pixel_exact(photo_render):
+    photo = photo_render["texture"][:SIZE].astype(np.int16)
+    first = read_png(photo_render["result"]["paths"]["frames"][0])
+    assert first.shape == photo.shape
+    assert np.array_equal(first, photo)
+
+
+def test_poster_is_the_requested_frame(photo_render):
+    paths = photo_render["result"]["paths"]
+    assert np.array_equal(read_png(paths["poster"]), read_png(paths["frames"][4]))
+
+
+def test_jaw_frame_differs_inside_the_mesh_area_only(photo_render):
+    photo = photo_render["texture"][:SIZE].astype(np.int16)
+    frame_index = POSE_FROM - 1  # jaw open, head still
+    assert photo_render["weights"][frame_index, INDEX["jawOpen"]] > 0.5
+    frame = read_png(photo_render["result"]["paths"]["frames"][frame_index])
+    changed = np.any(frame != photo, axis=2)
+    assert changed.sum() > 50
+    vertices = photo_render["rig"]["vertices"]
+    # the mesh's pixel box at rest, grown by the largest shape offset and one pixel
+    reach = JAW_DROP * SIZE + 1
+    x0 = (vertices[:, 0].min() + 0.5) * SIZE - reach
+    x1 = (vertices[:, 0].max() + 0.5) * SIZE + reach
+    y0 = (0.5 - vertices[:, 1].max()) * SIZE - reach
+    y1 = (0.5 - vertices[:, 1].min()) * SIZE + reach
+    rows, cols = np.nonzero(changed)
+    assert rows.min() >= y0 and rows.max() <= y1 and cols.min() >= x0 and cols.max() <= x1
+
+
+def test_head_turn_moves_the_face(photo_render):
+    frames = photo_render["result"]["paths"]["frames"]
+    # the last two frames have nearly the same weights but different head pose
+    assert np.any(read_png(frames[-1]) != read_png(frames[-2]))
+    assert photo_render["result"]["animation_max_error"] < 1e-4
+
+
+COMPONENT_DTYPES = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
+
+
+def accessor_array(gltf: pygltflib.GLTF2, index: int) -> np.ndarray:
+    """Decode a float VEC3 accessor of a GLB, dense or sparse, as (count, 3)."""
+    accessor = gltf.accessors[index]
+    blob = gltf.binary_blob()
+
+    def view_bytes(view_index: int, offset: int) -> bytes:
+        view = gltf.bufferViews[view_index]
+        start = (view.byteOffset or 0) + (offset or 0)
+        return blob[start:start + view.byteLength - (offset or 0)]
+
+    values = np.zeros((accessor.count, 3), np.float32)
+    if accessor.bufferView is not None:
+        dense = np.frombuffer(view_bytes(accessor.bufferView, accessor.byteOffset), np.float32)
+        values[:] = dense[:accessor.count * 3].reshape(-1, 3)
+    if accessor.sparse is not None:
+        sparse = accessor.sparse
+        rows = np.frombuffer(view_bytes(sparse.indices.bufferView, sparse.indices.byteOffset),
+                             COMPONENT_DTYPES[sparse.indices.componentType])[:sparse.count]
+        moved = np.frombuffer(view_bytes(sparse.values.bufferView, sparse.values.byteOffset), np.float32)
+        values[rows] = moved[:sparse.count * 3].reshape(-1, 3)
+    return values
+
+
+def test_glb_has_the_textured_mesh_morph_targets_and_animation(photo_render):
+    gltf = pygltflib.GLTF2().load(photo_render["result"]["paths"]["glb"])
+    assert len(gltf.meshes) == 1
+    mesh = gltf.meshes[0]
+    assert mesh.extras["targetNames"] == list(ARKIT_NAMES)
+    primitive = mesh.primitives[0]
+    assert len(primitive.targets) == len(ARKIT_NAMES)
+    assert primitive.attributes.TEXCOORD_0 is not None
+
+    def moves(target) -> bool:
+        accessor = gltf.accessors[target["POSITION"]]
+        return max(abs(v) for v in accessor.max + accessor.min) > 1e-6
+
+    moving = {name for name, target in zip(ARKIT_NAMES, primitive.targets) if moves(target)}
+    assert moving == set(MOVING_SHAPES)
+    # the exported jawOpen offsets are the rig's, vertex for vertex (the rig is already y-up)
+    rig = photo_render["rig"]
+    base = accessor_array(gltf, primitive.attributes.POSITION)
+    distance = np.linalg.norm(base[:, None, :] - rig["vertices"][None, :, :], axis=2)
+    rig_index = distance.argmin(axis=1)
+    assert distance.min(axis=1).max() < 1e-5
+    jaw = accessor_array(gltf, primitive.targets[INDEX["jawOpen"]]["POSITION"])
+    np.testing.assert_allclose(jaw, rig["deltas"][INDEX["jawOpen"]][rig_index], atol=1e-6)
+    assert len(gltf.images) == 1 and gltf.materials[0].pbrMetallicRoughness.baseColorTexture is not None
+    assert len(gltf.animations) == 1
+    paths = {channel.target.path for channel in gltf.animations[0].channels}
+    assert {"weights", "rotation", "translation"} <= paths
+    times = gltf.accessors[gltf.animations[0].samplers[0].input]
+    assert times.count == N_FRAMES and times.min == [0.0]
+    assert times.max[0] == pytest.approx((N_FRAMES - 1) / FPS)
+
+
+def test_blend_file_is_written(photo_render):
+    blend = photo_render["result"]["paths"]["blend"]
+    head = open(blend, "rb").read(4)
+    # zstd-compressed (Blender >= 3.0) or plain "BLEN"
+    assert head in (b"\x28\xb5\x2f\xfd", b"BLEN")
+
+
+def test_mux_audio_into_the_rendered_video(photo_render, tmp_path):
+    rate = 16000
+    audio = 0.2 * np.sin(np.linspace(0, 200, int(0.5 * rate))).astype(np.float32)
+    talk = mux_audio(photo_render["result"]["paths"]["video"], audio, rate, tmp_path / "talk.mp4")
+    info = probe_video(talk)
+    assert info["n_frames"] == N_FRAMES and info["pix_fmt"] == "yuv420p" and info["audio_codec"] == "aac"
+    assert abs(info["duration"] - N_FRAMES / FPS) <= 1 / FPS
+
+
+def test_lit_mode_renders_with_cycles(tmp_path):
+    size, n_frames = 64, 2
+    rig = make_rig(size, grid=9)
+    weights, head_pose = make_animation(n_frames)
+    settings = RenderConfig(mode="lit", cycles_samples=1, cycles_device="cpu", write_glb=False, write_blend=False)
+    job_path = write_job(tmp_path, **rig, texture=make_texture(size), weights=weights, head_pose=head_pose,
+                         settings=settings, fps=FPS, resolution=size, seed=3, poster_frame=1)
+    result = run_blender_job(job_path, timeout_s=300)
+    assert set(result["paths"]) == {"video", "poster"}
+    info = probe_video(result["paths"]["video"])
+    assert info["n_frames"] == n_frames and info["pix_fmt"] == "yuv420p"
+    poster = read_png(result["paths"]["poster"])
+    assert poster.shape == (size, size, 3)
+    # the lit face sits in the middle, on the flat grey world
+    corner, centre = poster[:4, :4].reshape(-1, 3), poster[28:36, 28:36].reshape(-1, 3)
+    assert np.ptp(corner, axis=0).max() <= 2
+    assert np.abs(centre.mean(axis=0) - corner.mean(axis=0)).max() > 20

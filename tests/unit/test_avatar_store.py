@@ -1,0 +1,45 @@
+"""The Zarr avatar store: refs, attrs, the complete flag and the remote/in-memory variants."""
+
+import numpy as np
+
+from stores.avatar_store import AvatarStore
+
+
+def test_write_read_round_trip_and_ref(tmp_path):
+    store = AvatarStore(str(tmp_path / "avatars.zarr"))
+    store.prepare_avatar("run1", "alice", {"id": "alice"})
+    vertices = np.arange(12, dtype=np.float32).reshape(4, 3)
+    ref = store.write("run1", "alice", "mesh/vertices", vertices)
+    assert ref.group == "runs/run1/alice" and ref.shape == (4, 3) and ref.dtype == "float32"
+    again = AvatarStore(str(tmp_path / "avatars.zarr"))  # a second process would open it like this
+    np.testing.assert_array_equal(again.read("run1", "alice", "mesh/vertices"), vertices)
+
+
+def test_complete_flag_is_separate_per_avatar_and_run():
+    store = AvatarStore("memory://store-test")
+    store.prepare_avatar("r", "a", {"id": "a"})
+    store.prepare_avatar("r", "b", {"id": "b"})
+    store.record_stage("r", "a", "ingest", "ok", 0.5)
+    assert not store.is_complete("r", "a")
+    store.mark_complete("r", "a", {"video": "talk.mp4"})
+    assert store.is_complete("r", "a") and not store.is_complete("r", "b") and not store.is_complete("other", "a")
+    attrs = store.attrs("r", "a")
+    assert attrs["stages"]["ingest"]["status"] == "ok" and attrs["outputs"] == {"video": "talk.mp4"}
+    assert attrs["manifest_row"] == {"id": "a"}
+
+
+def test_frames_are_chunked_one_per_frame(tmp_path):
+    store = AvatarStore(str(tmp_path / "s.zarr"))
+    frames = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    store.write("r", "a", "render/frames", frames, chunks=(1, 8, 8, 3))
+    import zarr
+
+    array = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["runs/r/a/render/frames"]
+    assert array.chunks == (1, 8, 8, 3)
+
+
+def test_fsspec_url_variant(tmp_path):
+    url = f"file://{tmp_path / 'f.zarr'}"
+    store = AvatarStore(url)
+    store.write("r", "a", "animation/weights", np.ones((2, 52), np.float32), attrs={"fps": 25})
+    assert store.array_attrs("r", "a", "animation/weights") == {"fps": 25}

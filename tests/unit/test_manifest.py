@@ -1,0 +1,87 @@
+"""Manifest reading and the great-expectations manifest suite."""
+
+from pathlib import Path
+
+import pytest
+
+from stores.expectations import validate_manifest
+from stores.manifest import ManifestError, read_manifest
+from tasks.batch.plan import run_name, split_rows
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "m.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return path
+
+
+def test_unknown_column_rejects_the_manifest(tmp_path):
+    path = write(tmp_path, "id,portrait,text,emotion\na,p.jpg,hi,happy\n")
+    with pytest.raises(ManifestError, match="unknown column.*'emotion'"):
+        read_manifest(path)
+
+
+def test_missing_required_column(tmp_path):
+    with pytest.raises(ManifestError, match="missing required column.*portrait"):
+        read_manifest(write(tmp_path, "id,text\na,hi\n"))
+
+
+def test_non_utf8_field_is_a_row_error_not_a_file_error(tmp_path):
+    path = write(tmp_path, b"id,portrait,text\na,p.jpg,hello\nb,p.jpg,caf\xe9\n")
+    table = read_manifest(path)
+    assert [r["id"] for r in table.rows] == ["a", "b"]
+    assert table.row_errors == {1: "column 'text' is not valid UTF-8"}
+    assert table.line_numbers == [2, 3]
+
+
+def test_parquet_manifest(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "m.parquet"
+    pd.DataFrame({"id": ["a"], "portrait": ["p.jpg"], "audio": ["x.wav"]}).to_parquet(path)
+    table = read_manifest(path)
+    assert table.rows[0]["audio"] == "x.wav" and table.rows[0]["text"] is None
+
+
+def test_suite_flags_each_bad_row_with_all_its_reasons(tmp_path):
+    path = write(tmp_path, "\n".join([
+        "id,portrait,text,audio,language,fps,resolution",
+        "ok,p.jpg,hello,,en,25,512",
+        "dup,p.jpg,hello,,,,",
+        "dup,p.jpg,hello,,,,",
+        "bad id!,p.jpg,hi,,,,",
+        "both,p.jpg,hi,x.wav,,,",
+        "neither,p.jpg,,,,,",
+        "limits,p.jpg,hi,,e n,99,513",
+        "nofps,p.jpg,hi,,,fast,",
+    ]) + "\n")
+    errors = validate_manifest(read_manifest(path).to_frame())
+    assert 0 not in errors and 1 not in errors  # the first 'dup' runs
+    assert errors[2].startswith("duplicate id 'dup'")
+    assert "1-64 characters" in errors[3]
+    assert errors[4] == errors[5] == "give exactly one of 'text' or 'audio'"
+    assert set(errors[6].split("; ")) == {
+        "language must be an espeak-ng code such as en, en-us or fr",
+        "fps must be between 1 and 60",
+        "resolution must be even (H.264 needs even frame sizes)",
+    }
+    assert errors[7] == "fps must be a whole number"
+
+
+def test_split_rows_applies_defaults_and_quarantines():
+    rows = [{"id": "a", "portrait": "p", "text": "hi", "audio": None, "language": None, "voice": None,
+             "fps": None, "resolution": "256"},
+            {"id": "b", "portrait": "p", "text": None, "audio": None, "language": None, "voice": None,
+             "fps": None, "resolution": None}]
+    valid, quarantined = split_rows(rows, [2, 3], {1: "give exactly one of 'text' or 'audio'"}, "en")
+    assert len(valid) == 1 and valid[0].fps == 25 and valid[0].resolution == 256 and valid[0].language == "en"
+    assert quarantined == [{"line": 3, "id": "b", "stage": "manifest", "error": "give exactly one of 'text' or 'audio'"}]
+    assert valid[0].seed == valid[0].seed and isinstance(valid[0].seed, int)
+
+
+def test_run_name_is_stable_and_changes_with_content():
+    a = run_name("my manifest", b"id,portrait\n", "{}")
+    assert a == run_name("my manifest", b"id,portrait\n", "{}")
+    assert a.startswith("my-manifest-")
+    assert a != run_name("my manifest", b"id,portrait\nx,y\n", "{}")
+    assert a != run_name("my manifest", b"id,portrait\n", '{"a": 1}')
