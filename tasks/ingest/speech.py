@@ -186,7 +186,8 @@ class _Engine:
         self._collected = 0
         self._aborted = False
         self._sample_limit = int(max_seconds * self.native_rate)
-        data = text.encode("utf-8")
+        # A NUL byte would end the C string early.
+        data = text.replace("\0", " ").encode("utf-8")
         status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         self.lib.espeak_Synchronize()
         if status != _EE_OK:

@@ -525,18 +525,19 @@ def render_poster(bpy, scene, path: Path, frame: int) -> None:
         raise JobError(f"Blender did not write the poster {path}")
 
 
-def render_frames(bpy, scene, frames_dir: Path, n_frames: int) -> list[str]:
-    """Every frame as frames_dir/frame_0001.png ... (1-based, like Blender's frames)."""
+def render_frames(bpy, scene, frames_dir: Path, n_frames: int) -> None:
+    """Every frame as frames_dir/frame_0001.png ... (1-based like Blender's frames; names are
+    zero-padded to at least 4 digits, all of one width)."""
     frames_dir.mkdir(parents=True, exist_ok=True)
     use_png(scene)
-    scene.render.filepath = str(frames_dir / "frame_####")
+    digits = max(4, len(str(n_frames)))  # equal widths keep the names in frame order when sorted
+    scene.render.filepath = str(frames_dir / ("frame_" + "#" * digits))
     scene.render.use_file_extension = True
     bpy.ops.render.render(animation=True)
-    written = [frames_dir / f"frame_{i:04d}.png" for i in range(1, n_frames + 1)]
+    written = [frames_dir / f"frame_{i:0{digits}d}.png" for i in range(1, n_frames + 1)]
     missing = [p.name for p in written if not p.is_file()]
     if missing:
         raise JobError(f"Blender did not write frames {missing[:5]}")
-    return [str(p) for p in written]
 
 
 def render_video(bpy, scene, path: Path, job: dict) -> None:
@@ -556,10 +557,12 @@ def render_video(bpy, scene, path: Path, job: dict) -> None:
     ffmpeg.audio_codec = "NONE"
     # a '#'-free name would get the frame range appended; render to a fixed stem and rename
     staging = path.with_name(path.stem + "_####")
+    for stale in path.parent.glob(path.stem + "_*.mp4"):  # left by an interrupted earlier try
+        stale.unlink()
     scene.render.filepath = str(staging)
     scene.render.use_file_extension = True
     bpy.ops.render.render(animation=True)
-    candidates = sorted(path.parent.glob(path.stem + "_*" + ".mp4"))
+    candidates = sorted(path.parent.glob(path.stem + "_*.mp4"))
     if len(candidates) != 1:
         raise JobError(f"expected one video from Blender next to {path}, found {[c.name for c in candidates]}")
     candidates[0].replace(path)
@@ -676,7 +679,7 @@ def run_job(job: dict) -> dict:
         render_poster(bpy, scene, paths["poster"], job["poster_frame"])
     if outputs["frames_dir"]:
         paths["frames_dir"] = out_dir / outputs["frames_dir"]
-        paths["frames"] = render_frames(bpy, scene, paths["frames_dir"], n_frames)
+        render_frames(bpy, scene, paths["frames_dir"], n_frames)
     if outputs["video"]:
         paths["video"] = out_dir / outputs["video"]
         render_video(bpy, scene, paths["video"], job)
@@ -695,7 +698,7 @@ def run_job(job: dict) -> dict:
     LOG.info("exported in %.2fs", seconds["export"])
 
     return {
-        "paths": {key: value if isinstance(value, list) else str(value) for key, value in paths.items()},
+        "paths": {key: str(value) for key, value in paths.items()},
         "frames": n_frames,
         "seconds": seconds,
         "blender_version": bpy.app.version_string,

@@ -4,6 +4,11 @@ they wrote."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pygltflib
 import pytest
@@ -11,7 +16,7 @@ from PIL import Image
 
 from tasks.common.arkit import ARKIT_NAMES, INDEX
 from tasks.render.config import RenderConfig
-from tasks.render.runner import mux_audio, probe_video, run_blender_job, write_job
+from tasks.render.runner import RenderError, mux_audio, probe_video, run_blender_job, write_job
 from tests.render_rig import JAW_DROP, MOVING_SHAPES, PORTRAIT, make_animation, make_rig, make_texture
 
 SIZE = 128
@@ -32,7 +37,8 @@ def photo_render(tmp_path_factory):
     job_path = write_job(job_dir, **rig, texture=texture, weights=weights, head_pose=head_pose,
                          settings=settings, fps=FPS, resolution=SIZE, seed=0, poster_frame=5)
     result = run_blender_job(job_path, timeout_s=300)
-    return {"result": result, "rig": rig, "texture": texture, "weights": weights, "dir": job_dir}
+    frames = [Path(result["paths"]["frames_dir"]) / f"frame_{i:04d}.png" for i in range(1, N_FRAMES + 1)]
+    return {"result": result, "rig": rig, "texture": texture, "weights": weights, "frames": frames}
 
 
 def read_png(path) -> np.ndarray:
@@ -46,26 +52,27 @@ def test_photo_video_is_h264_yuv420p_with_every_frame(photo_render):
     assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
     assert info["n_frames"] == N_FRAMES and info["fps"] == pytest.approx(FPS)
     assert (info["width"], info["height"]) == (SIZE, SIZE)
-    assert len(result["paths"]["frames"]) == N_FRAMES
+    assert all(path.is_file() for path in photo_render["frames"])
+    assert len(list(Path(result["paths"]["frames_dir"]).iterdir())) == N_FRAMES
 
 
 def test_photo_frame_at_rest_is_pixel_exact(photo_render):
     photo = photo_render["texture"][:SIZE].astype(np.int16)
-    first = read_png(photo_render["result"]["paths"]["frames"][0])
+    first = read_png(photo_render["frames"][0])
     assert first.shape == photo.shape
     assert np.array_equal(first, photo)
 
 
 def test_poster_is_the_requested_frame(photo_render):
     paths = photo_render["result"]["paths"]
-    assert np.array_equal(read_png(paths["poster"]), read_png(paths["frames"][4]))
+    assert np.array_equal(read_png(paths["poster"]), read_png(photo_render["frames"][4]))
 
 
 def test_jaw_frame_differs_inside_the_mesh_area_only(photo_render):
     photo = photo_render["texture"][:SIZE].astype(np.int16)
     frame_index = POSE_FROM - 1  # jaw open, head still
     assert photo_render["weights"][frame_index, INDEX["jawOpen"]] > 0.5
-    frame = read_png(photo_render["result"]["paths"]["frames"][frame_index])
+    frame = read_png(photo_render["frames"][frame_index])
     changed = np.any(frame != photo, axis=2)
     assert changed.sum() > 50
     vertices = photo_render["rig"]["vertices"]
@@ -80,7 +87,7 @@ def test_jaw_frame_differs_inside_the_mesh_area_only(photo_render):
 
 
 def test_head_turn_moves_the_face(photo_render):
-    frames = photo_render["result"]["paths"]["frames"]
+    frames = photo_render["frames"]
     # the last two frames have nearly the same weights but different head pose
     assert np.any(read_png(frames[-1]) != read_png(frames[-2]))
     assert photo_render["result"]["animation_max_error"] < 1e-4
@@ -144,11 +151,33 @@ def test_glb_has_the_textured_mesh_morph_targets_and_animation(photo_render):
     assert times.max[0] == pytest.approx((N_FRAMES - 1) / FPS)
 
 
-def test_blend_file_is_written(photo_render):
+BLEND_CHECK = """
+import json, sys, bpy
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1], load_ui=False)
+face = bpy.data.objects["avatar_face"]
+image = bpy.data.images["avatar_texture"]
+bpy.context.scene.frame_set(6)
+print(json.dumps({
+    "shape_keys": [block.name for block in face.data.shape_keys.key_blocks],
+    "packed": image.packed_file is not None,
+    "jaw_at_6": face.data.shape_keys.key_blocks["jawOpen"].value,
+    "frames": [bpy.context.scene.frame_start, bpy.context.scene.frame_end],
+    "parent": face.parent.name,
+}))
+"""
+
+
+def test_blend_file_is_self_contained_and_animated(photo_render):
     blend = photo_render["result"]["paths"]["blend"]
-    head = open(blend, "rb").read(4)
     # zstd-compressed (Blender >= 3.0) or plain "BLEN"
-    assert head in (b"\x28\xb5\x2f\xfd", b"BLEN")
+    assert open(blend, "rb").read(4) in (b"\x28\xb5\x2f\xfd", b"BLEN")
+    completed = subprocess.run([sys.executable, "-c", BLEND_CHECK, blend], capture_output=True, text=True,
+                               check=True, timeout=120)
+    info = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert info["shape_keys"] == ["Basis", *ARKIT_NAMES]
+    assert info["packed"] is True
+    assert info["jaw_at_6"] == pytest.approx(float(photo_render["weights"][5, INDEX["jawOpen"]]), abs=1e-6)
+    assert info["frames"] == [1, N_FRAMES] and info["parent"] == "avatar_head"
 
 
 def test_mux_audio_into_the_rendered_video(photo_render, tmp_path):
@@ -177,3 +206,19 @@ def test_lit_mode_renders_with_cycles(tmp_path):
     corner, centre = poster[:4, :4].reshape(-1, 3), poster[28:36, 28:36].reshape(-1, 3)
     assert np.ptp(corner, axis=0).max() <= 2
     assert np.abs(centre.mean(axis=0) - corner.mean(axis=0)).max() > 20
+
+
+def test_gpu_request_uses_a_gpu_or_fails_clearly(tmp_path):
+    size = 32
+    rig = make_rig(size, grid=5)
+    weights, head_pose = make_animation(1)
+    settings = RenderConfig(mode="lit", cycles_samples=1, cycles_device="gpu", write_glb=False, write_blend=False)
+    job_path = write_job(tmp_path, **rig, texture=make_texture(size), weights=weights, head_pose=head_pose,
+                         settings=settings, fps=FPS, resolution=size, seed=0)
+    try:
+        result = run_blender_job(job_path, timeout_s=300)
+    except RenderError as failure:
+        assert "no OptiX or CUDA device" in str(failure)
+    else:
+        assert "Cycles uses" in (tmp_path / "blender.log").read_text()
+        assert probe_video(result["paths"]["video"])["n_frames"] == 1

@@ -1,0 +1,44 @@
+"""Animate task: speech (phoneme timings or the audio signal) → per-frame ARKit weights and head pose."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from stores.avatar_store import StageRef
+from tasks.animate.compose import animate_from_audio, animate_from_phonemes
+from tasks.animate.config import AnimationConfig
+from tasks.common.arkit import ARKIT_NAMES
+from tasks.common.rows import AvatarRow
+from tasks.common.stage_task import run_stage
+
+
+@task(name="animate", cache_policy=NO_CACHE, persist_result=False)
+def animate_avatar(ingested: StageRef, row: AvatarRow, config: AnimationConfig):
+    run = ingested.run
+    settings = dataclasses.replace(config, fps=float(row.fps))
+
+    def compute(store):
+        audio = store.read(run, row.id, "input/audio")
+        audio_attrs = store.array_attrs(run, row.id, "input/audio")
+        sample_rate = int(audio_attrs["sample_rate"])
+        phonemes = [(symbol, float(start), float(end)) for symbol, start, end in audio_attrs.get("phonemes", [])]
+        if phonemes:
+            weights, head_pose = animate_from_phonemes(phonemes, audio.size / sample_rate, settings, row.seed,
+                                                       audio=audio, sample_rate=sample_rate)
+            driver = "phonemes"
+        else:
+            weights, head_pose = animate_from_audio(audio, sample_rate, settings, row.seed)
+            driver = "audio"
+        arrays = {
+            "weights": store.write(run, row.id, "animation/weights", weights,
+                                   attrs={"fps": row.fps, "names": list(ARKIT_NAMES), "driver": driver}),
+            "head_pose": store.write(run, row.id, "animation/head_pose", head_pose,
+                                     attrs={"fps": row.fps, "columns": ["pitch", "yaw", "roll", "tx", "ty", "tz"]}),
+        }
+        store.update_attrs(run, row.id, seeds={"animation": row.seed})
+        return arrays, {"frames": int(weights.shape[0]), "driver": driver}
+
+    return run_stage("animate", ingested.store_url, run, row.id, compute)
