@@ -10,6 +10,9 @@ and `out_dir/result.json` ({"paths", "frames", "seconds", "blender_version", "an
 prints the result path and exits 0; on failure it logs the traceback, prints one line to stderr
 and exits 1.
 
+Photo mode is pixel-exact to the texture's photo rows when `resolution` equals the texture
+width S (then every pixel centre samples one texel centre); other sizes resample to nearest.
+
 The scene is built once per job. Shape-key values and the head pose are keyed with one keyframe
 per frame (LINEAR), written through `keyframe_points.foreach_set`. Blender 5.0 actions are
 layered: F-curves live in a channelbag of a keyframe strip, bound to a slot of the animated ID.
