@@ -50,6 +50,8 @@ JOB_FIELDS: dict[str, tuple[type, ...]] = {
 }
 OUTPUT_KEYS = ("video", "glb", "blend", "poster", "frames_dir")
 OPTIONAL_JOB_FIELDS: dict[str, object] = {"video_quality": "HIGH", "video_gop_size": 25}
+# Blender's ffmpeg.constant_rate_factor names
+VIDEO_QUALITIES = ("LOSSLESS", "PERC_LOSSLESS", "HIGH", "MEDIUM", "LOW", "VERYLOW", "LOWEST")
 RIG_KEYS = ("vertices", "faces", "uv_photo", "uv_canonical", "deltas", "weights", "head_pose", "pivot")
 
 FACE_OBJECT = "avatar_face"
@@ -93,6 +95,12 @@ def load_job(job_path: Path) -> dict:
         raise JobError(f"job mode must be 'photo' or 'lit', got {job['mode']!r}")
     if job["cycles_device"] not in ("auto", "cpu", "gpu"):
         raise JobError(f"cycles_device must be auto, cpu or gpu, got {job['cycles_device']!r}")
+    if job["video_quality"] not in VIDEO_QUALITIES:
+        raise JobError(f"video_quality must be one of {VIDEO_QUALITIES}, got {job['video_quality']!r}")
+    if not isinstance(job["video_gop_size"], int) or job["video_gop_size"] < 1:
+        raise JobError(f"video_gop_size must be an integer >= 1, got {job['video_gop_size']!r}")
+    if job["seed"] < 0:
+        raise JobError(f"seed must be >= 0, got {job['seed']}")
     if job["fps"] < 1 or job["cycles_samples"] < 1:
         raise JobError("fps and cycles_samples must be >= 1")
     # H.264 yuv420p needs even frame sizes
