@@ -75,10 +75,11 @@ class AvatarStore:
         return self._root.require_group(self.group_path(run, avatar))
 
     def prepare_avatar(self, run: str, avatar: str, row: dict[str, Any]) -> None:
-        """Create the avatar's group before fan-out, so workers never create parent groups."""
+        """Create the avatar's groups before fan-out, so workers never create parent groups."""
         group = self.avatar_group(run, avatar)
+        group.require_group("stages")
         if "manifest_row" not in group.attrs:
-            group.attrs.update({"manifest_row": row, "stages": {}, "complete": False})
+            group.attrs.update({"manifest_row": row, "complete": False})
 
     def write(
         self,
@@ -124,11 +125,16 @@ class AvatarStore:
         self.avatar_group(run, avatar).attrs.update(values)
 
     def record_stage(self, run: str, avatar: str, stage: str, status: str, seconds: float, **extra: Any) -> None:
-        """Record a stage's status and timing in the group's attrs (one writer per avatar at a time)."""
+        """Record a stage's status and timing in its own `stages/<stage>` group: stages that run in
+        parallel for one avatar never rewrite the same metadata document."""
+        record = {"status": status, "seconds": round(seconds, 4), "finished_at": time.time(), **extra}
+        self.avatar_group(run, avatar).require_group(f"stages/{stage}").attrs.update(record)
+
+    def stage_records(self, run: str, avatar: str) -> dict[str, dict[str, Any]]:
         group = self.avatar_group(run, avatar)
-        stages = dict(group.attrs.get("stages", {}))
-        stages[stage] = {"status": status, "seconds": round(seconds, 4), "finished_at": time.time(), **extra}
-        group.attrs["stages"] = stages
+        if "stages" not in group:
+            return {}
+        return {name: dict(sub.attrs) for name, sub in group["stages"].groups()}
 
     def is_complete(self, run: str, avatar: str) -> bool:
         try:
@@ -137,11 +143,13 @@ class AvatarStore:
             return False
         return bool(group.attrs.get("complete", False))
 
-    def mark_complete(self, run: str, avatar: str, outputs: dict[str, str]) -> None:
-        """Record the outputs, then set `complete`, always as the very last write."""
+    def mark_complete(self, run: str, avatar: str, outputs: dict[str, str], **summary: Any) -> None:
+        """Gather the stage records into the group's attrs with the outputs, then set `complete`,
+        always as the very last write."""
         group = self.avatar_group(run, avatar)
-        group.attrs["outputs"] = outputs
+        group.attrs.update({"stages": self.stage_records(run, avatar), "outputs": outputs, **summary})
         group.attrs["complete"] = True
 
     def mark_failed(self, run: str, avatar: str, stage: str, message: str) -> None:
-        self.update_attrs(run, avatar, complete=False, error={"stage": stage, "message": message})
+        self.update_attrs(run, avatar, complete=False, stages=self.stage_records(run, avatar),
+                          error={"stage": stage, "message": message})

@@ -34,11 +34,11 @@ def animate_avatar(ingested: StageRef, row: AvatarRow, config: AnimationConfig):
             driver = "audio"
         arrays = {
             "weights": store.write(run, row.id, "animation/weights", weights,
-                                   attrs={"fps": row.fps, "names": list(ARKIT_NAMES), "driver": driver}),
+                                   attrs={"fps": row.fps, "names": list(ARKIT_NAMES), "driver": driver,
+                                          "seed": row.seed}),
             "head_pose": store.write(run, row.id, "animation/head_pose", head_pose,
                                      attrs={"fps": row.fps, "columns": ["pitch", "yaw", "roll", "tx", "ty", "tz"]}),
         }
-        store.update_attrs(run, row.id, seeds={"animation": row.seed})
         return arrays, {"frames": int(weights.shape[0]), "driver": driver}
 
     return run_stage("animate", ingested.store_url, run, row.id, compute)

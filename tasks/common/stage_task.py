@@ -14,10 +14,15 @@ from stores.avatar_store import ArrayRef, AvatarStore, StageRef
 from tasks.common.errors import AvatarInputError
 
 StageCompute = Callable[[AvatarStore], tuple[dict[str, ArrayRef], dict]]
+StageFinish = Callable[[AvatarStore, dict], None]
 
 
-def run_stage(stage: str, store_url: str, run: str, avatar: str, compute: StageCompute) -> StageRef | State:
-    """Run one stage for one avatar; `compute` reads and writes the store and returns (arrays, info)."""
+def run_stage(
+    stage: str, store_url: str, run: str, avatar: str, compute: StageCompute, finish: StageFinish | None = None
+) -> StageRef | State:
+    """Run one stage for one avatar; `compute` reads and writes the store and returns (arrays, info).
+    `finish(store, info)` runs after the stage's own record is written (the last stage marks the
+    avatar complete there)."""
     logger = get_run_logger()
     store = AvatarStore(store_url)
     logger.info(f"{avatar}: {stage} started")
@@ -32,5 +37,7 @@ def run_stage(stage: str, store_url: str, run: str, avatar: str, compute: StageC
         return Failed(message=f"{stage}: {error}")
     seconds = time.perf_counter() - started
     store.record_stage(run, avatar, stage, "ok", seconds, **{k: v for k, v in info.items() if k == "warnings"})
+    if finish is not None:
+        finish(store, info)
     logger.info(f"{avatar}: {stage} done in {seconds:.2f}s")
     return StageRef(store_url=store_url, run=run, avatar=avatar, stage=stage, seconds=seconds, arrays=arrays, info=info)

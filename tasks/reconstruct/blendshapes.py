@@ -119,7 +119,6 @@ class _ShapeBuilder:
         self.mouth_centre = self.local[self.topology.lips_inner_loop].mean(axis=0)
         self.corner_right, self.corner_left = corners[0], corners[1]
         self.hinge = np.array(JAW_HINGE_LOCAL) * self.iod
-        self.hinge[1:] += 0.0
         self.jaw_weight = self._jaw_weight()
 
     # -- helpers -----------------------------------------------------------------------------
@@ -147,31 +146,30 @@ class _ShapeBuilder:
         self.deltas[INDEX[name]] = full
 
     def _cavity_follow(self, full: np.ndarray) -> np.ndarray:
-        """Cavity vertices follow the inner-lip loop: exactly at its duplicate front ring, less deeper in."""
+        """Cavity vertices follow the inner-lip loop: exactly on its duplicate front ring, less deeper in.
+
+        Each half of the cavity follows its own lip (both hang from the corners), weighted by
+        horizontal distance, fading with depth behind the lips.
+        """
         extra = np.zeros_like(full)
         loop = self.topology.lips_inner_loop
         loop_points = self.local[loop]
-        loop_deltas = full[loop]
         n_upper = len(self.topology.lips_inner_upper)
-        in_upper_half = np.zeros(len(loop), bool)
-        in_upper_half[:n_upper] = True
+        upper_half = np.arange(len(loop)) < n_upper
+        lower_half = ~upper_half
+        lower_half[[0, n_upper - 1]] = True
         depth_scale = max(self.config.mouth_depth * self.width, 1e-9)
-        for label, half in (("cavity_upper", in_upper_half), ("cavity_lower", ~in_upper_half)):
-            half = half.copy()
-            half[[0, n_upper - 1]] = True  # both halves hang from the corners
+        front_z = loop_points[:, 2].mean()
+        for label, half in (("cavity_upper", upper_half), ("cavity_lower", lower_half)):
             members = np.flatnonzero(self.parts == label)
             if len(members) == 0:
                 continue
             dx = self.local[members, 0][:, None] - loop_points[half, 0][None]
-            dyz = np.linalg.norm(self.local[members, None, 1:] - loop_points[None, half, 1:], axis=2)
             weights = np.exp(-(dx / (0.12 * self.width)) ** 2) + 1e-12
-            weights *= (dyz < 1e-7) * 1e6 + 1.0  # a vertex on the loop copies that landmark exactly
-            blended = (weights @ loop_deltas[half]) / weights.sum(axis=1, keepdims=True)
-            depth = np.clip((loop_points[:, 2].mean() - self.local[members, 2]) / depth_scale, 0.0, 1.0)
-            on_loop = (dyz.min(axis=1) < 1e-7) & (np.abs(dx).min(axis=1) < 1e-7)
-            attenuation = np.where(on_loop, 1.0, 1.0 - 0.6 * depth)
-            extra[members] = blended * attenuation[:, None]
-        return extra
+            blended = (weights @ full[loop][half]) / weights.sum(axis=1, keepdims=True)
+            depth = np.clip((front_z - self.local[members, 2]) / depth_scale, 0.0, 1.0)
+            extra[members] = blended * (1.0 - 0.6 * depth)[:, None] - full[members]
+        return extra + self._cavity_follow_fix(full + extra)
 
     def rotate_about_hinge(self, angle_per_weight: float, weight: np.ndarray) -> np.ndarray:
         """Deltas of rotating each vertex about the jaw hinge's x axis by angle × weight."""

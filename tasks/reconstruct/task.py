@@ -22,7 +22,8 @@ def reconstruct_avatar(ingested: StageRef, row: AvatarRow, config: ReconstructCo
         rig = reconstruct(image, row.resolution, config)
         write = lambda name, array, **kw: store.write(run, row.id, name, array, **kw)  # noqa: E731
         arrays = {
-            "vertices": write("mesh/vertices", rig.vertices),
+            "vertices": write("mesh/vertices", rig.vertices,
+                              attrs={"crop_box": [int(v) for v in rig.crop_box], "units": "crop heights"}),
             "faces": write("mesh/faces", rig.faces),
             "uv": write("mesh/uv", rig.uv_photo, attrs={"layout": "photo projection into texture/photo"}),
             "uv_canonical": write("mesh/uv_canonical", rig.uv_canonical),
@@ -35,7 +36,6 @@ def reconstruct_avatar(ingested: StageRef, row: AvatarRow, config: ReconstructCo
         warnings = []
         if rig.n_faces_found > 1:
             warnings.append(f"{rig.n_faces_found} faces found in the portrait; using the largest")
-        store.update_attrs(run, row.id, crop_box=[int(v) for v in rig.crop_box])
         return arrays, {"warnings": warnings, "n_faces": rig.n_faces_found}
 
     return run_stage("reconstruct", ingested.store_url, run, row.id, compute)

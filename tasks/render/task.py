@@ -56,13 +56,15 @@ def render_avatar(rig: StageRef, motion: StageRef, row: AvatarRow, data_dir: str
         if config.keep_frames and "frames_dir" in written:
             refs["frames"] = _store_frames(store, run, row.id, written["frames_dir"])
         frames = int(result["frames"])
-        store.update_attrs(run, row.id, render={"frames": frames, "fps": row.fps, "mode": config.mode,
-                                                "blender_seconds": result.get("seconds", {})})
-        store.mark_complete(run, row.id, published)
         return refs, {"frames": frames, "outputs": published, "video_seconds": frames / row.fps,
                       "blender_seconds": result.get("seconds", {})}
 
-    return run_stage("render", rig.store_url, run, row.id, compute)
+    def finish(store, info):
+        store.mark_complete(run, row.id, info["outputs"], seeds={"animation": row.seed},
+                            render={"frames": info["frames"], "fps": row.fps, "mode": config.mode,
+                                    "blender_seconds": info["blender_seconds"]})
+
+    return run_stage("render", rig.store_url, run, row.id, compute, finish)
 
 
 def _store_frames(store, run: str, avatar: str, frames_dir: Path):

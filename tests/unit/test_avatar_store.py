@@ -21,10 +21,17 @@ def test_complete_flag_is_separate_per_avatar_and_run():
     store.prepare_avatar("r", "b", {"id": "b"})
     store.record_stage("r", "a", "ingest", "ok", 0.5)
     assert not store.is_complete("r", "a")
+    store.record_stage("r", "a", "animate", "ok", 0.25)
+    assert set(store.stage_records("r", "a")) == {"ingest", "animate"}
     store.mark_complete("r", "a", {"video": "talk.mp4"})
     assert store.is_complete("r", "a") and not store.is_complete("r", "b") and not store.is_complete("other", "a")
     attrs = store.attrs("r", "a")
     assert attrs["stages"]["ingest"]["status"] == "ok" and attrs["outputs"] == {"video": "talk.mp4"}
+    store.record_stage("r", "b", "ingest", "failed", 0.1, error="x.jpg: empty file")
+    store.mark_failed("r", "b", "ingest", "x.jpg: empty file")
+    failed = store.attrs("r", "b")
+    assert failed["complete"] is False and failed["error"] == {"stage": "ingest", "message": "x.jpg: empty file"}
+    assert failed["stages"]["ingest"]["status"] == "failed"
     assert attrs["manifest_row"] == {"id": "a"}
 
 
