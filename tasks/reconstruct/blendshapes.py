@@ -78,6 +78,11 @@ def _landmark_regions() -> dict[str, np.ndarray]:
     return {"jaw": jaw, "lower_lip": lower_lip, "upper_lip": upper_lip, "in_lips": in_lips.astype(np.float64)}
 
 
+def _falloff(distance_over_radius: np.ndarray) -> np.ndarray:
+    """Gaussian falloff cut to exactly zero beyond three radii, so far regions stay untouched."""
+    return np.where(distance_over_radius < 3.0, np.exp(-distance_over_radius ** 2), 0.0)
+
+
 def _spread(local: np.ndarray, handles: np.ndarray, handle_deltas: np.ndarray, radius: float,
             anchors: np.ndarray | None = None) -> np.ndarray:
     """Deltas for the face landmarks: handles move exactly, anchors stay, others follow their
@@ -90,7 +95,7 @@ def _spread(local: np.ndarray, handles: np.ndarray, handle_deltas: np.ndarray, r
     weights = 1.0 / (distance ** 2 + (0.05 * radius) ** 2)
     blended = (weights @ source_deltas) / weights.sum(axis=1, keepdims=True)
     nearest = distance[:, :len(handles)].min(axis=1)
-    deltas = blended * np.exp(-(nearest / radius) ** 2)[:, None]
+    deltas = blended * _falloff(nearest / radius)[:, None]
     deltas[handles] = handle_deltas
     return deltas
 
@@ -98,7 +103,7 @@ def _spread(local: np.ndarray, handles: np.ndarray, handle_deltas: np.ndarray, r
 def _brush(local: np.ndarray, centre: np.ndarray, radius: float, delta: np.ndarray) -> np.ndarray:
     """Gaussian brush on the landmarks, by distance in the face plane."""
     points = local[:N_LANDMARKS]
-    falloff = np.exp(-(np.linalg.norm(points[:, :2] - centre[:2], axis=1) / radius) ** 2)
+    falloff = _falloff(np.linalg.norm(points[:, :2] - centre[:2], axis=1) / radius)
     return falloff[:, None] * np.asarray(delta, np.float64)[None]
 
 
@@ -237,7 +242,7 @@ class _ShapeBuilder:
     def mouth_round(self) -> None:
         w = self.width
         points = self.local[:N_LANDMARKS]
-        falloff = np.exp(-(np.linalg.norm(points[:, :2] - self.mouth_centre[:2], axis=1) / (0.7 * w)) ** 2)
+        falloff = _falloff(np.linalg.norm(points[:, :2] - self.mouth_centre[:2], axis=1) / (0.7 * w))
         towards_centre = -(points[:, 0] - self.mouth_centre[0])
         pucker = np.stack([0.35 * towards_centre, np.zeros(len(points)), np.full(len(points), 0.12 * w)], axis=1)
         self.set("mouthPucker", pucker * falloff[:, None])

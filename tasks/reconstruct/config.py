@@ -38,7 +38,7 @@ class ReconstructConfig:
     teeth_depth: float = 0.12
     """Distance of the teeth behind the inner lip line, as a multiple of the mouth width."""
 
-    jaw_open_degrees: float = 16.0
+    jaw_open_degrees: float = 24.0
     """Jaw rotation of jawOpen = 1 about the jaw hinge."""
 
     def __post_init__(self) -> None:

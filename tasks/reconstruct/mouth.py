@@ -86,12 +86,12 @@ class MouthColours:
 def mouth_colours(lip_rgb: np.ndarray, face_luma: float) -> MouthColours:
     """Mouth colours tinted by the subject's lips and dimmed for dark photos."""
     lip = np.asarray(lip_rgb, np.float64)
-    brightness = float(np.clip(face_luma / 160.0, 0.55, 1.0))
+    brightness = float(np.clip(face_luma / 130.0, 0.7, 1.0))
     teeth = np.array([236.0, 228.0, 210.0]) * brightness
     tongue = 0.6 * lip + 0.4 * np.array([190.0, 80.0, 80.0]) * brightness
     return MouthColours(
         cavity_front=0.35 * lip, cavity_back=0.06 * lip,
-        teeth_centre=teeth, teeth_side=0.72 * teeth,
+        teeth_centre=teeth, teeth_side=0.8 * teeth,
         tongue_tip=tongue, tongue_root=0.55 * tongue)
 
 
@@ -216,9 +216,9 @@ def build_mouth_interior(landmarks_world: np.ndarray, frame: FaceFrame, config: 
     upper_yz = _interp_along_x(upper_arc, x)
     lower_yz = _interp_along_x(lower_arc, x)
     teeth_z_upper = upper_yz[:, 1] - config.teeth_depth * width - arch
-    teeth_z_lower = lower_yz[:, 1] - (config.teeth_depth + 0.04) * width - arch
-    upper_rows = [(0.16, 0.0), (0.0, 0.0), (-0.09, 0.01)]   # (height above lip line, extra depth)
-    lower_rows = [(0.07, 0.01), (0.0, 0.0), (-0.16, 0.0)]
+    teeth_z_lower = lower_yz[:, 1] - (config.teeth_depth + 0.04) * width - 0.7 * arch
+    upper_rows = [(0.16, 0.0), (0.0, 0.0), (-0.075, 0.01)]   # (height above lip line, extra depth)
+    lower_rows = [(-0.01, 0.01), (-0.06, 0.0), (-0.18, 0.0)]
     upper_grid = np.stack([add(np.stack([x, upper_yz[:, 0] + dy * width, teeth_z_upper - dz * width], axis=1),
                                "teeth_upper", "teeth", teeth_gradient) for dy, dz in upper_rows])
     lower_grid = np.stack([add(np.stack([x, lower_yz[:, 0] + dy * width, teeth_z_lower - dz * width], axis=1),
@@ -227,13 +227,13 @@ def build_mouth_interior(landmarks_world: np.ndarray, frame: FaceFrame, config: 
 
     # 3. Tongue: a low dome on the lower cavity floor, from behind the lower teeth backwards.
     front_z = float(lower_yz[len(x) // 2, 1]) - (config.teeth_depth + 0.12) * width
-    floor_y = float(lower_yz[len(x) // 2, 0]) - 0.13 * width
+    floor_y = float(lower_yz[len(x) // 2, 0]) - 0.10 * width
     along = np.linspace(0.0, 1.0, _TONGUE_ROWS)
     tongue_rows = []
     for a in along:
         half = 0.30 * width * (0.75 + 0.25 * np.sin(np.pi / 2 * min(1.0, 2 * a + 0.3)))
         across_t = np.linspace(-1.0, 1.0, _TONGUE_COLUMNS)
-        dome = 0.07 * width * (1 - across_t ** 2) * (0.6 + 0.4 * np.sin(np.pi * a))
+        dome = 0.08 * width * (1 - across_t ** 2) * (0.6 + 0.4 * np.sin(np.pi * a))
         points = np.stack([centre[0] + across_t * half, floor_y + dome,
                            np.full_like(across_t, front_z - a * 0.5 * depth)], axis=1)
         tongue_rows.append(add(points, "tongue", "tongue", np.full(len(points), a)))

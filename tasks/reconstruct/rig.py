@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from tasks.common.errors import AvatarInputError
 from tasks.reconstruct.blendshapes import blendshape_deltas, head_pivot
