@@ -38,6 +38,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="photo")
     parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="copies of each sample row (new ids), to see the batch's steady state")
     parser.add_argument("--data-dir", type=Path, help="default: a new temporary folder")
     args = parser.parse_args()
 
@@ -48,8 +50,10 @@ def main() -> int:
     with manifest.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*rows[0].keys(), "resolution"])
         writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "resolution": args.resolution})
+        for copy in range(args.repeat):
+            for row in rows:
+                row_id = row["id"] if copy == 0 else f"{row['id']}-{copy}"
+                writer.writerow({**row, "id": row_id, "resolution": args.resolution})
 
     command = [sys.executable, "-m", "avatarflow.cli", "produce", str(manifest), "--data-dir", str(data_dir),
                "--preset", args.preset, *[a for root in roots for a in ("--input-root", root)]]
@@ -76,7 +80,8 @@ def main() -> int:
         return code
     summary = json.loads(next((data_dir / "outputs").glob("*/summary.json")).read_text())
     print("\n=== benchmark ===")
-    print(f"preset {args.preset}, resolution {args.resolution}, avatars {len(summary['finished'])}")
+    print(f"preset {args.preset}, resolution {args.resolution}, avatars {len(summary['finished'])}, "
+          f"quarantined {len(summary['failed'])}")
     for stage, seconds in summary["stage_seconds"].items():
         print(f"  {stage:<12} {seconds:8.2f} s")
     print(f"  video        {summary['video_seconds']:8.2f} s")

@@ -20,7 +20,9 @@ QUIET_ENVIRONMENT = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "GX_ANALYTICS_ENABLED": "false",
     "DASK_LOGGING__DISTRIBUTED": "warning",
-    "DASK_DISTRIBUTED__WORKER__DAEMON": "false",
+    # MediaPipe's C++ side logs every graph start at warning level.
+    "GLOG_minloglevel": "2",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
 }
 DEFAULT_PORT = 4200
 

@@ -562,7 +562,8 @@ def render_video(bpy, scene, path: Path, job: dict) -> None:
     ffmpeg.format = "MPEG4"
     ffmpeg.codec = "H264"
     ffmpeg.constant_rate_factor = job["video_quality"]
-    ffmpeg.ffmpeg_preset = "GOOD"
+    # x264 "realtime" preset: ~10% faster per frame than "good" at this size, for a slightly larger file.
+    ffmpeg.ffmpeg_preset = "REALTIME"
     ffmpeg.gopsize = job["video_gop_size"]
     ffmpeg.use_max_b_frames = False
     ffmpeg.audio_codec = "NONE"

@@ -153,3 +153,14 @@ def test_rerun_reuses_completed_avatars(produced):
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert "finished: 2 (2 reused)" in second.stdout
     assert "render started" not in second.stdout + second.stderr
+
+
+def test_rendered_lips_follow_the_speech(produced):
+    """MediaPipe, as a viewer, finds the face in the rendered frames and sees the lips part with speech."""
+    from tasks.render.lipsync_metrics import check
+
+    folder = Path(produced["summary"]["output_folder"])
+    result = check(folder / "texter" / "talk.mp4")
+    assert result["face_found"] >= 0.98, result
+    assert result["gap_speaking"] > 2 * result["gap_silent"], result
+    assert result["gap_loudness_corr"] > 0.3, result
