@@ -27,6 +27,9 @@ def _print_summary(summary: dict) -> None:
               f"({summary['realtime_factor']:.2f}x real time)")
     print(f"finished: {len(summary['finished'])} ({len(summary['reused'])} reused)   "
           f"quarantined: {len(summary['failed'])}")
+    for avatar, warnings in summary.get("warnings", {}).items():
+        for warning in warnings:
+            print(f"  warning {avatar}: {warning}")
     for failure in summary["failed"]:
         print(f"  line {failure['line']} id {failure['id'] or '?'}: {failure['stage']}: {failure['error']}")
     print(f"quarantine report: {summary['quarantine']}")

@@ -64,7 +64,8 @@ def publish_run(plan: RunPlan, outcomes: list[dict], preset: str, config: Pipeli
             "seconds": {stage: info["seconds"] for stage, info in attrs.get("stages", {}).items()},
             "video_seconds": attrs.get("render", {}).get("frames", 0) / row.fps,
             "frames": attrs.get("render", {}).get("frames", 0),
-            "outputs": attrs.get("outputs", {}), "warnings": [],
+            "outputs": attrs.get("outputs", {}),
+            "warnings": [w for info in attrs.get("stages", {}).values() for w in info.get("warnings", [])],
         })
     failures.sort(key=lambda f: f.get("line", 0))
     wall = time.time() - plan.started_at
@@ -82,6 +83,7 @@ def publish_run(plan: RunPlan, outcomes: list[dict], preset: str, config: Pipeli
         "report": str(report_path), "quarantine": str(quarantine_path),
         "finished": [o["id"] for o in finished], "reused": [r.id for r in plan.reused],
         "failed": [{"id": f["id"], "line": f["line"], "stage": f["stage"], "error": f["error"]} for f in failures],
+        "warnings": {o["id"]: o["warnings"] for o in finished if o.get("warnings")},
         "wall_seconds": wall, "video_seconds": video_seconds,
         "realtime_factor": video_seconds / wall if built else None,
         "stage_seconds": stage_seconds,
