@@ -111,3 +111,15 @@ def test_portrait_without_a_face_is_rejected():
 def test_tiny_portrait_is_rejected():
     with pytest.raises(AvatarInputError, match="pixels"):
         reconstruct(np.zeros((20, 30, 3), np.uint8), 128, ReconstructConfig())
+
+
+def test_several_faces_use_the_largest_and_count_them():
+    big = load("sfhq_pt1_00000161.jpg")
+    small = np.asarray(Image.fromarray(load("sfhq_pt2_00000754.jpg")).resize((360, 360)))
+    canvas = np.zeros((big.shape[0], big.shape[1] + small.shape[1], 3), np.uint8)
+    canvas[:, : big.shape[1]] = big
+    canvas[: small.shape[0], big.shape[1]:] = small
+    rig = reconstruct(canvas, 128, ReconstructConfig())
+    assert rig.n_faces_found == 2
+    x0, _, side = rig.crop_box
+    assert x0 + side / 2 < big.shape[1], "the crop must be centred on the larger (left) face"
