@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from avatarflow.presets import PRESETS
 from infra.prefect_server import ensure_server, quiet_environment, use_server
 
 
@@ -47,7 +48,11 @@ def produce_command(args: argparse.Namespace, manifest: Path, input_roots: list[
         return 2
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    _prepare_prefect(data_dir, args.prefect_port)
+    try:
+        _prepare_prefect(data_dir, args.prefect_port)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     from infra.profiles import get_profile, make_task_runner
 
@@ -63,7 +68,7 @@ def produce_command(args: argparse.Namespace, manifest: Path, input_roots: list[
     runner = make_task_runner(profile)
     summary = produce.with_options(task_runner=runner)(
         manifest=str(manifest.resolve()), data_dir=str(data_dir), preset=args.preset,
-        input_roots=input_roots, gpu_tasks=profile.gpu_tasks,
+        input_roots=sorted({str(Path(root).resolve()) for root in input_roots}), gpu_tasks=profile.gpu_tasks,
     )
     _print_summary(summary)
     return 0 if summary["finished"] or not summary["failed"] else 1
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--dask-address", help="address of an existing dask scheduler (default: start a LocalCluster)")
         sub.add_argument("--profile", choices=["local", "gpu", "cluster"], help="execution profile (default: auto)")
         sub.add_argument("--workers", type=int, help="LocalCluster worker processes (default 2)")
-        sub.add_argument("--preset", default="photo", help="pipeline preset: photo (default), lit or dataset")
+        sub.add_argument("--preset", default="photo", choices=sorted(PRESETS),
+                         help="pipeline preset (default photo)")
         sub.add_argument("--prefect-port", type=int, help="local Prefect server port (default 4200)")
 
     produce = commands.add_parser("produce", help="build, animate and render every row of a manifest")

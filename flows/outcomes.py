@@ -21,6 +21,9 @@ def row_outcome(row: AvatarRow, chain: dict[str, PrefectFuture]) -> dict:
             continue
         if state.name == "NotReady":
             continue  # an upstream stage failed; its own message is reported
+        if not state.is_final():  # the worker process died (out of memory, a native crash)
+            return {"id": row.id, "line": row.line, "status": "failed", "stage": stage,
+                    "error": f"the worker running it died ({state.name})"}
         message = state.message or state.name
         if state.is_failed() and not message.startswith(f"{stage}:"):
             error = future.result(raise_on_failure=False)

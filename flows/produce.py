@@ -22,11 +22,12 @@ def gpu_slot(enabled: bool):
     return dask.annotate(resources={"GPU": 1}) if enabled else contextlib.nullcontext()
 
 
-@flow(name="produce", task_runner=make_task_runner(get_profile()))
+# Deployments run with the local profile; the CLI swaps in the profile it was given.
+@flow(name="produce", task_runner=make_task_runner(get_profile("local")))
 def produce(manifest: str, data_dir: str = "avatarflow-data", preset: str = "photo",
             input_roots: list[str] | None = None, gpu_tasks: bool = False) -> dict:
     config = get_preset(preset).with_input_roots(tuple(input_roots or ()))
-    plan = plan_run(manifest, data_dir, config)
+    plan = plan_run(manifest, data_dir, preset, config)
     chains = {}
     for row in plan.pending:
         ingested = ingest_avatar.submit(plan.store_url, plan.run, row, plan.manifest_dir, config.ingest)

@@ -15,16 +15,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
+if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
+  echo "setup: installing python3-venv"  # Debian's Python ships venv/ensurepip separately
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv python3.11-venv >/dev/null
+fi
 stamp=".venv/.avatarflow-installed"
 wanted="$(cat requirements.txt requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "setup: creating .venv and installing Python packages (first run takes several minutes)"
-  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip --version >/dev/null 2>&1 || "$PYTHON" -m venv --clear .venv
   .venv/bin/python -m pip install -q --upgrade pip
   # torch is not needed here; the lock pins every package so installs are reproducible.
   .venv/bin/python -m pip install -q -r requirements.txt -c requirements.lock

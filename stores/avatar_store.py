@@ -74,12 +74,14 @@ class AvatarStore:
     def avatar_group(self, run: str, avatar: str) -> zarr.Group:
         return self._root.require_group(self.group_path(run, avatar))
 
-    def prepare_avatar(self, run: str, avatar: str, row: dict[str, Any]) -> None:
-        """Create the avatar's groups before fan-out, so workers never create parent groups."""
+    def prepare_avatar(self, run: str, avatar: str, row: dict[str, Any], fingerprint: str = "") -> None:
+        """Start (or restart) an avatar: fresh stage records and attrs, created before fan-out so
+        workers never create parent groups."""
         group = self.avatar_group(run, avatar)
+        if "stages" in group:
+            del group["stages"]
         group.require_group("stages")
-        if "manifest_row" not in group.attrs:
-            group.attrs.update({"manifest_row": row, "complete": False})
+        group.attrs.put({"manifest_row": row, "fingerprint": fingerprint, "complete": False})
 
     def write(
         self,
@@ -103,6 +105,14 @@ class AvatarStore:
         created[...] = array
         if attrs:
             created.attrs.update(attrs)
+        return ArrayRef(self.url, self.group_path(run, avatar), name, tuple(array.shape), str(array.dtype))
+
+    def create(self, run: str, avatar: str, name: str, shape: tuple[int, ...], dtype, chunks: tuple[int, ...]) -> zarr.Array:
+        """Create an empty array to fill piece by piece (whole chunks only, from one writer)."""
+        return self.avatar_group(run, avatar).create_array(name, shape=shape, dtype=dtype, chunks=chunks, overwrite=True)
+
+    def ref(self, run: str, avatar: str, name: str) -> ArrayRef:
+        array = self.avatar_group(run, avatar)[name]
         return ArrayRef(self.url, self.group_path(run, avatar), name, tuple(array.shape), str(array.dtype))
 
     def read(self, run: str, avatar: str, name: str) -> np.ndarray:
@@ -136,10 +146,13 @@ class AvatarStore:
             return {}
         return {name: dict(sub.attrs) for name, sub in group["stages"].groups()}
 
-    def is_complete(self, run: str, avatar: str) -> bool:
+    def is_complete(self, run: str, avatar: str, fingerprint: str | None = None) -> bool:
+        """True when the avatar finished (and, given a fingerprint, was built from the same inputs)."""
         try:
             group = self._root[self.group_path(run, avatar)]
         except KeyError:
+            return False
+        if fingerprint is not None and group.attrs.get("fingerprint") != fingerprint:
             return False
         return bool(group.attrs.get("complete", False))
 

@@ -14,6 +14,10 @@ OPTIONAL_COLUMNS = ("text", "audio", "language", "voice", "fps", "resolution")
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
+# Scripts can be long; the csv module's default field limit is 128 KiB.
+csv.field_size_limit(16 * 1024 * 1024)
+
+
 class ManifestError(Exception):
     """The manifest as a whole cannot be used (unreadable, unknown or missing columns)."""
 
@@ -56,6 +60,8 @@ def _check_columns(columns: list[str], path: Path) -> None:
 def _clean(value: object) -> str | None:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a numeric Parquet column with gaps is stored as float
     text = str(value).strip()
     return text or None
 
@@ -90,12 +96,17 @@ def read_manifest(path: str | Path) -> ManifestTable:
             raw_rows.append(row)
         line_numbers = [i + 1 for i in range(len(raw_rows))]
     else:
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        columns = [c.strip() for c in (reader.fieldnames or [])]
+        try:
+            text = path.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+            reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            records = list(reader)
+        except (OSError, csv.Error) as error:
+            raise ManifestError(f"{path.name}: not a readable CSV file ({error})") from None
         _check_columns(columns, path)
         raw_rows, line_numbers = [], []
-        for index, record in enumerate(reader):
+        line = 1
+        for index, record in enumerate(records):
             row = {}
             for key, value in record.items():
                 if key is None:  # more fields than header columns
@@ -106,7 +117,8 @@ def read_manifest(path: str | Path) -> ManifestTable:
                     value = value.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
                 row[key.strip()] = _clean(value)
             raw_rows.append(row)
-            line_numbers.append(reader.line_num)
+            line += 1 + sum(str(v).count("\n") for v in record.values() if isinstance(v, str))
+            line_numbers.append(line)
     if not raw_rows:
         raise ManifestError(f"{path.name}: the manifest has no rows")
     rows = [{c: row.get(c) for c in KNOWN_COLUMNS} for row in raw_rows]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tasks.common.rows import AvatarRow
 
@@ -24,11 +26,28 @@ class RunPlan:
     quarantined: list[dict] = field(default_factory=list)
 
 
-def run_name(manifest_stem: str, manifest_bytes: bytes, settings_json: str) -> str:
-    """Same manifest and settings → same run, so a re-run finds its completed avatars."""
-    digest = hashlib.sha256(manifest_bytes + b"\0" + settings_json.encode("utf-8")).hexdigest()[:10]
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", manifest_stem).strip("-") or "manifest"
+def run_name(manifest_path: Path, preset: str) -> str:
+    """One run per manifest file and preset, so a re-run (or a fixed manifest) finds its completed avatars."""
+    digest = hashlib.sha256(f"{manifest_path.resolve()}\0{preset}".encode("utf-8")).hexdigest()[:10]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", manifest_path.stem).strip("-") or "manifest"
     return f"{stem[:40]}-{digest}"
+
+
+def row_fingerprint(row: AvatarRow, manifest_dir: Path, settings_json: str) -> str:
+    """What an avatar's outputs depend on: its row, the settings, and its input files' size and mtime.
+    A completed avatar is reused only while this stays the same."""
+    values = {k: v for k, v in row.to_dict().items() if k != "line"}
+    files = []
+    for value in (row.portrait, row.audio):
+        if value:
+            path = manifest_dir / value
+            try:
+                stat = path.stat()
+                files.append([value, stat.st_size, stat.st_mtime_ns])
+            except (OSError, ValueError):
+                files.append([value, None, None])
+    payload = json.dumps([values, files, settings_json], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def split_rows(

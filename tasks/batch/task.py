@@ -17,11 +17,11 @@ from stores.expectations import validate_manifest
 from stores.manifest import read_manifest
 from stores.outputs import RunOutputs, write_quarantine, write_report, write_summary
 from stores.tracking import RunTracker
-from tasks.batch.plan import RunPlan, run_name, split_rows
+from tasks.batch.plan import RunPlan, row_fingerprint, run_name, split_rows
 
 
 @task(name="plan-run", cache_policy=NO_CACHE, persist_result=False)
-def plan_run(manifest: str, data_dir: str, config: PipelineConfig) -> RunPlan:
+def plan_run(manifest: str, data_dir: str, preset: str, config: PipelineConfig) -> RunPlan:
     started_at = time.time()
     table = read_manifest(manifest)
     errors = validate_manifest(table.to_frame(), config.manifest)
@@ -33,7 +33,7 @@ def plan_run(manifest: str, data_dir: str, config: PipelineConfig) -> RunPlan:
     data_path = Path(data_dir).resolve()
     store_url = str(data_path / "avatars.zarr")
     plan = RunPlan(
-        run=run_name(Path(manifest).stem, manifest_bytes, config_json(config)),
+        run=run_name(Path(manifest), preset),
         store_url=store_url,
         data_dir=str(data_path),
         manifest_dir=str(table.folder.resolve()),
@@ -42,11 +42,13 @@ def plan_run(manifest: str, data_dir: str, config: PipelineConfig) -> RunPlan:
         quarantined=quarantined,
     )
     store = AvatarStore(store_url)
+    settings = config_json(config)
     for row in rows:
-        if store.is_complete(plan.run, row.id):
+        fingerprint = row_fingerprint(row, table.folder.resolve(), settings)
+        if store.is_complete(plan.run, row.id, fingerprint):
             plan.reused.append(row)
         else:
-            store.prepare_avatar(plan.run, row.id, row.to_dict())
+            store.prepare_avatar(plan.run, row.id, row.to_dict(), fingerprint)
             plan.pending.append(row)
     return plan
 
@@ -68,6 +70,9 @@ def publish_run(plan: RunPlan, outcomes: list[dict], preset: str, config: Pipeli
             "warnings": [w for info in attrs.get("stages", {}).values() for w in info.get("warnings", [])],
         })
     failures.sort(key=lambda f: f.get("line", 0))
+    for failure in outcomes:
+        if failure["status"] != "complete":
+            store.mark_failed(plan.run, failure["id"], failure["stage"], failure["error"])
     wall = time.time() - plan.started_at
     built = [o for o in finished if not o.get("reused")]
     video_seconds = sum(o["video_seconds"] for o in built)

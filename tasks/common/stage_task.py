@@ -31,8 +31,9 @@ def run_stage(
         arrays, info = compute(store)
     except AvatarInputError as error:
         seconds = time.perf_counter() - started
+        # Only this stage's own record: parallel stages of one avatar never write the same
+        # metadata document. publish_run writes the avatar-level error.
         store.record_stage(run, avatar, stage, "failed", seconds, error=str(error))
-        store.mark_failed(run, avatar, stage, str(error))
         logger.warning(f"{avatar}: {stage} failed: {error}")
         return Failed(message=f"{stage}: {error}")
     seconds = time.perf_counter() - started

@@ -34,7 +34,10 @@ def resolve_input_path(path: str | os.PathLike, base_dir: str | os.PathLike, con
     candidate = Path(path)
     if not candidate.is_absolute():
         candidate = base / candidate
-    resolved = candidate.resolve()
+    try:
+        resolved = candidate.resolve()
+    except (ValueError, RuntimeError, OSError) as error:  # NUL bytes, symlink loops
+        raise AvatarInputError(f"{Path(path).name}: unusable path ({error})") from error
     roots = [base] + [Path(r).resolve() for r in config.allowed_roots]
     if not any(resolved == root or root in resolved.parents for root in roots):
         raise AvatarInputError(f"{Path(path).name}: path is outside the allowed input directories")

@@ -18,12 +18,11 @@ def ingest_avatar(store_url: str, run: str, row: AvatarRow, manifest_dir: str, c
         portrait_path = resolve_input_path(row.portrait, manifest_dir, config)
         image = load_image(portrait_path, config)
         arrays = {"portrait": store.write(run, row.id, "input/portrait", image, attrs={"file": portrait_path.name})}
+        validate_language(row.language)
         if row.text is not None:
             speech = synthesize(row.text, row.voice or row.language, config)
             audio, phonemes, warnings, source = speech.audio, speech.phonemes, list(speech.warnings), "text"
         else:
-            if row.language != config.default_language:
-                validate_language(row.language)
             audio_path = resolve_input_path(row.audio, manifest_dir, config)
             audio = load_audio(audio_path, config)
             phonemes, warnings, source = [], audio_warnings(audio, config), "audio"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class ReconstructConfig:
     """How a portrait becomes a face rig (mesh, textures, blendshapes) on a square crop."""
 
-    max_faces: int = 4
+    max_faces: int = 10
     """Most faces MediaPipe may report in one portrait; the largest one is used."""
 
     min_detection_confidence: float = 0.5

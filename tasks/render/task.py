@@ -71,5 +71,9 @@ def _store_frames(store, run: str, avatar: str, frames_dir: Path):
     from PIL import Image
 
     paths = sorted(Path(frames_dir).glob("*.png"))
-    frames = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
-    return store.write(run, avatar, "render/frames", frames, chunks=(1, *frames.shape[1:]))
+    first = np.asarray(Image.open(paths[0]).convert("RGB"))
+    frames = store.create(run, avatar, "render/frames", (len(paths), *first.shape), np.uint8,
+                          chunks=(1, *first.shape))
+    for index, path in enumerate(paths):  # one frame in memory at a time
+        frames[index] = np.asarray(Image.open(path).convert("RGB"))
+    return store.ref(run, avatar, "render/frames")

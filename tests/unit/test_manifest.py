@@ -6,7 +6,8 @@ import pytest
 
 from stores.expectations import validate_manifest
 from stores.manifest import ManifestError, read_manifest
-from tasks.batch.plan import run_name, split_rows
+from tasks.batch.plan import row_fingerprint, run_name, split_rows
+from tasks.common.rows import AvatarRow
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "m.csv") -> Path:
@@ -79,9 +80,39 @@ def test_split_rows_applies_defaults_and_quarantines():
     assert valid[0].seed == valid[0].seed and isinstance(valid[0].seed, int)
 
 
-def test_run_name_is_stable_and_changes_with_content():
-    a = run_name("my manifest", b"id,portrait\n", "{}")
-    assert a == run_name("my manifest", b"id,portrait\n", "{}")
-    assert a.startswith("my-manifest-")
-    assert a != run_name("my manifest", b"id,portrait\nx,y\n", "{}")
-    assert a != run_name("my manifest", b"id,portrait\n", '{"a": 1}')
+def test_run_name_depends_on_the_manifest_file_and_preset(tmp_path):
+    manifest = tmp_path / "my manifest.csv"
+    a = run_name(manifest, "photo")
+    assert a == run_name(manifest, "photo") and a.startswith("my-manifest-")
+    assert a != run_name(manifest, "lit") and a != run_name(tmp_path / "other.csv", "photo")
+
+
+def test_fingerprint_follows_row_settings_and_input_files(tmp_path):
+    portrait = tmp_path / "p.jpg"
+    portrait.write_bytes(b"one")
+    row = AvatarRow(id="a", line=2, portrait="p.jpg", text="hi")
+    base = row_fingerprint(row, tmp_path, "{}")
+    assert base == row_fingerprint(AvatarRow(id="a", line=9, portrait="p.jpg", text="hi"), tmp_path, "{}")
+    assert base != row_fingerprint(AvatarRow(id="a", line=2, portrait="p.jpg", text="hello"), tmp_path, "{}")
+    assert base != row_fingerprint(row, tmp_path, '{"fps": 30}')
+    portrait.write_bytes(b"a new photo")
+    assert base != row_fingerprint(row, tmp_path, "{}")
+
+
+def test_parquet_numbers_with_gaps_stay_whole(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "m.parquet"
+    pd.DataFrame({"id": ["a", "b"], "portrait": ["p.jpg", "p.jpg"], "text": ["hi", "hi"],
+                  "fps": [30, None]}).to_parquet(path)
+    table = read_manifest(path)
+    assert table.rows[0]["fps"] == "30" and table.rows[1]["fps"] is None
+    assert validate_manifest(table.to_frame()) == {}
+
+
+def test_long_script_and_unreadable_csv(tmp_path):
+    long_text = "word " * 40000
+    table = read_manifest(write(tmp_path, f'id,portrait,text\na,p.jpg,"{long_text}"\nb,p.jpg,hi\n'))
+    assert len(table.rows[0]["text"]) > 150000 and table.line_numbers == [2, 3]
+    with pytest.raises(ManifestError, match="not a readable CSV"):
+        read_manifest(write(tmp_path, 'id,portrait\n"a,p.jpg\n', "bad.csv"))
