@@ -79,10 +79,10 @@ def _ordered_loop(edges) -> list[int]:
     return loop
 
 
-def _split_cycles(edges) -> list[list[int]]:
-    """Split an edge set made of disjoint cycles into ordered loops."""
+def _edge_components(edges) -> list[set[tuple[int, int]]]:
+    """Split an edge set into its connected components."""
     remaining = {tuple(e) for e in edges}
-    loops = []
+    components = []
     while remaining:
         component = {next(iter(remaining))}
         grew = True
@@ -94,8 +94,13 @@ def _split_cycles(edges) -> list[list[int]]:
                     component.add(edge)
                     grew = True
         remaining -= component
-        loops.append(_ordered_loop(component))
-    return loops
+        components.append(component)
+    return components
+
+
+def _split_cycles(edges) -> list[list[int]]:
+    """Split an edge set made of disjoint cycles into ordered loops."""
+    return [_ordered_loop(component) for component in _edge_components(edges)]
 
 
 def _chain(edges) -> list[int]:
@@ -309,21 +314,7 @@ def _eye_region(eye_edges, iris_edges, brow_edges, uv, face_centre_u) -> EyeRegi
 
 def _split_cycles_or_chains(edges) -> list[list[int]]:
     """Split an edge set made of disjoint open paths into ordered paths."""
-    remaining = {tuple(e) for e in edges}
-    paths = []
-    while remaining:
-        component = {next(iter(remaining))}
-        grew = True
-        while grew:
-            grew = False
-            vertices = {v for e in component for v in e}
-            for edge in list(remaining - component):
-                if edge[0] in vertices or edge[1] in vertices:
-                    component.add(edge)
-                    grew = True
-        remaining -= component
-        paths.append(_chain(component))
-    return paths
+    return [_chain(component) for component in _edge_components(edges)]
 
 
 @lru_cache(maxsize=1)
