@@ -32,8 +32,9 @@ class AvatarRow:
 
     @property
     def seed(self) -> int:
-        """A stable per-avatar seed, so re-runs of a row animate the same way."""
-        return int.from_bytes(hashlib.sha256(self.id.encode("utf-8")).digest()[:4], "little")
+        """A stable per-avatar seed, so re-runs of a row animate the same way; 31 bits, since
+        Cycles takes a signed 32-bit seed."""
+        return int.from_bytes(hashlib.sha256(self.id.encode("utf-8")).digest()[:4], "little") & 0x7FFFFFFF
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -481,7 +481,7 @@ def setup_lit_mode(bpy, scene, job: dict, vertices: np.ndarray) -> None:
     cycles.samples = job["cycles_samples"]
     cycles.use_adaptive_sampling = False
     cycles.use_denoising = False
-    cycles.seed = job["seed"]
+    cycles.seed = job["seed"] % 2**31  # Cycles' seed is a signed 32-bit int
     cycles.use_animated_seed = False
     cycles.max_bounces = 4
     scene.render.threads_mode = "AUTO"

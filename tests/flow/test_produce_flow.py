@@ -166,3 +166,20 @@ def test_rendered_lips_follow_the_speech(produced):
         assert result["face_found"] >= 0.98, (avatar, result)
         assert result["gap_speaking"] > opening * result["gap_silent"], (avatar, result)
         assert result["gap_loudness_corr"] > 0.3, (avatar, result)
+
+
+def test_lit_preset_renders_with_cycles(tmp_path):
+    """The lit preset goes through the same flow with Cycles (a one-row manifest at 64²)."""
+    from PIL import Image
+    from skimage import data
+
+    from tasks.render.runner import probe_video
+
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    (tmp_path / "lit.csv").write_text("id,portrait,text,resolution\nlit,astronaut.png,Hi.,64\n")
+    done = run_cli("produce", str(tmp_path / "lit.csv"), "--data-dir", str(tmp_path / "data"),
+                   "--preset", "lit", "--prefect-port", str(free_port()), cwd=tmp_path)
+    assert done.returncode == 0 and "finished: 1 (0 reused)" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    video = next((tmp_path / "data" / "outputs").glob("*/lit/talk.mp4"))
+    probed = probe_video(video)
+    assert (probed["width"], probed["height"]) == (64, 64) and probed["audio_codec"] == "aac"

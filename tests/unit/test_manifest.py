@@ -77,7 +77,9 @@ def test_split_rows_applies_defaults_and_quarantines():
     valid, quarantined = split_rows(rows, [2, 3], {1: "give exactly one of 'text' or 'audio'"}, "en")
     assert len(valid) == 1 and valid[0].fps == 25 and valid[0].resolution == 256 and valid[0].language == "en"
     assert quarantined == [{"line": 3, "id": "b", "stage": "manifest", "error": "give exactly one of 'text' or 'audio'"}]
-    assert valid[0].seed == valid[0].seed and isinstance(valid[0].seed, int)
+    seeds = [AvatarRow(id=f"row{i}", line=i, portrait="p", text="t").seed for i in range(200)]
+    assert len(set(seeds)) == 200 and all(0 <= s < 2**31 for s in seeds)
+    assert valid[0].seed == AvatarRow(id="a", line=99, portrait="x", text="y").seed
 
 
 def test_run_name_depends_on_the_manifest_file_and_preset(tmp_path):
