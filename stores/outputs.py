@@ -77,10 +77,13 @@ def write_report(outputs: RunOutputs, avatars: list[dict[str, Any]], failures: l
         name = html.escape(avatar["id"])
         timings = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in avatar.get("seconds", {}).items())
         warnings = "".join(f"<li>{html.escape(w)}</li>" for w in avatar.get("warnings", []))
+        written = avatar.get("outputs", {})
+        links = " · ".join(f'<a href="{name}/{AVATAR_FILES[kind]}">{label}</a>'
+                           for kind, label in (("glb", "GLB"), ("blend", ".blend"), ("video", "MP4")) if kind in written)
         cards.append(
             f"""<figure><video controls preload="none" poster="{name}/poster.png" src="{name}/talk.mp4" width="256"></video>
 <figcaption><b>{name}</b> {'(reused)' if avatar.get('reused') else ''}<br>
-<a href="{name}/avatar.glb">GLB</a> · <a href="{name}/avatar.blend">.blend</a> · <a href="{name}/talk.mp4">MP4</a><br>
+{links}<br>
 <small>{html.escape(timings)}</small><ul>{warnings}</ul></figcaption></figure>"""
         )
     rows = "".join(
