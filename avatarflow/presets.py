@@ -58,23 +58,19 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
     """Rebuild a (nested) frozen config dataclass from `config_to_dict`'s output or its JSON."""
+    defaults = cls()  # every config field has a default; its type says how to rebuild the value
+    names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
-    hints = {f.name: f for f in dataclasses.fields(cls)}
     for name, value in values.items():
-        if name not in hints:
+        if name not in names:
             raise ValueError(f"{cls.__name__} has no field {name!r}")
-        default = getattr(cls(), name) if _all_defaults(cls) else None
+        default = getattr(defaults, name)
         if dataclasses.is_dataclass(default):
             value = config_from_dict(type(default), value)
         elif isinstance(default, tuple) and isinstance(value, list):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         kwargs[name] = value
     return cls(**kwargs)
-
-
-def _all_defaults(cls: type) -> bool:
-    return all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-               for f in dataclasses.fields(cls))
 
 
 def config_json(config: Any) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,6 @@ class StageRef:
     seconds: float
     arrays: dict[str, ArrayRef] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def open_zarr_store(url: str) -> zarr.abc.store.Store:
@@ -120,13 +117,6 @@ class AvatarStore:
 
     def array_attrs(self, run: str, avatar: str, name: str) -> dict[str, Any]:
         return dict(self.avatar_group(run, avatar)[name].attrs)
-
-    def has(self, run: str, avatar: str, name: str) -> bool:
-        try:
-            self.avatar_group(run, avatar)[name]
-        except KeyError:
-            return False
-        return True
 
     def attrs(self, run: str, avatar: str) -> dict[str, Any]:
         return dict(self.avatar_group(run, avatar).attrs)
