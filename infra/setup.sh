@@ -32,7 +32,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "setup: creating .venv and installing Python packages (first run takes several minutes)"
   .venv/bin/python -m pip --version >/dev/null 2>&1 || "$PYTHON" -m venv --clear .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  # torch is not needed here; the lock pins every package so installs are reproducible.
+  # The lock pins every package (torch to its CPU build) so installs are reproducible.
   .venv/bin/python -m pip install -q -r requirements.txt -c requirements.lock
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$wanted" > "$stamp"
