@@ -9,9 +9,11 @@ from typing import Any
 
 from stores.expectations import ManifestLimits
 from tasks.animate.config import AnimationConfig
+from tasks.identity.config import IdentityConfig
 from tasks.ingest.config import IngestConfig
 from tasks.reconstruct.config import ReconstructConfig
 from tasks.render.config import RenderConfig
+from tasks.style.config import StyleConfig
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,12 @@ class PipelineConfig:
 
     ingest: IngestConfig = field(default_factory=IngestConfig)
     """Decoding limits, speech synthesis and allowed input roots."""
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    """Generated faces (GAN draws, SDEdit, upscaling) and diffusion refinement of photos."""
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
     """Face detection, crop and rig building."""
+    style: StyleConfig = field(default_factory=StyleConfig)
+    """Neural style transfer of the texture, for rows with a style."""
     animate: AnimationConfig = field(default_factory=AnimationConfig)
     """Visemes, coarticulation, blinks, head sway and gaze."""
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -75,3 +81,49 @@ def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
 
 def config_json(config: Any) -> str:
     return json.dumps(config_to_dict(config), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Every setting of one `avatarflow train` run: the dataset build and both generators."""
+
+    dataset: "DatasetConfig" = field(default_factory=lambda: _training_defaults()[0])
+    """Which images are used and how faces are aligned, cropped and unwrapped."""
+    gan: "GanConfig" = field(default_factory=lambda: _training_defaults()[1])
+    """The StyleGAN2-style generator, its discriminator and its schedule."""
+    diffusion: "DiffusionConfig" = field(default_factory=lambda: _training_defaults()[2])
+    """The denoiser (SDEdit refinement) and the 2× upscaler, and their schedule."""
+
+    def with_overrides(self, overrides: dict[str, dict[str, Any]]) -> "TrainingConfig":
+        """Replace single fields: {"gan": {"steps": 20}, "diffusion": {...}, "dataset": {...}}."""
+        unknown = set(overrides) - {"dataset", "gan", "diffusion"}
+        if unknown:
+            raise ValueError(f"unknown training section(s) {sorted(unknown)}; use dataset, gan or diffusion")
+        changed = {section: dataclasses.replace(getattr(self, section), **values)
+                   for section, values in overrides.items()}
+        return dataclasses.replace(self, **changed)
+
+
+def _training_defaults():
+    from tasks.dataset.config import DatasetConfig
+    from tasks.diffusion.config import DIFFUSION_CONFIGS
+    from tasks.gan.config import GAN_CONFIGS
+
+    return DatasetConfig(), GAN_CONFIGS["small"], DIFFUSION_CONFIGS["small"]
+
+
+def training_presets() -> dict[str, TrainingConfig]:
+    """small (minutes on 2 CPU cores), base and large (GPU); torch loads only when asked for."""
+    from tasks.dataset.config import DatasetConfig
+    from tasks.diffusion.config import DIFFUSION_CONFIGS
+    from tasks.gan.config import GAN_CONFIGS
+
+    return {name: TrainingConfig(dataset=DatasetConfig(), gan=GAN_CONFIGS[name], diffusion=DIFFUSION_CONFIGS[name])
+            for name in ("small", "base", "large")}
+
+
+def get_training_preset(name: str) -> TrainingConfig:
+    presets = training_presets()
+    if name not in presets:
+        raise ValueError(f"unknown training config {name!r}; choose one of {', '.join(presets)}")
+    return presets[name]

@@ -39,3 +39,11 @@ def write_sample_manifest(folder: Path) -> tuple[Path, list[str]]:
         for row in rows:
             writer.writerow({c: row.get(c, "") for c in columns})
     return manifest, roots
+
+
+SHARED_TRAINING_DATA = [SHARED_SAMPLES.parent / "faces128", SHARED_SAMPLES / "portraits", SHARED_SAMPLES / "video"]
+
+
+def default_training_data() -> list[str]:
+    """The shared face folders beside the repository, where they exist."""
+    return [str(path) for path in SHARED_TRAINING_DATA if path.is_dir()]

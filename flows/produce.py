@@ -1,4 +1,5 @@
-"""The production flow: manifest → for every row, ingest → (reconstruct ∥ animate) → render."""
+"""The production flow: manifest → for every row, ingest → [generate | refine] → reconstruct →
+[style] ∥ animate → render."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from flows.outcomes import row_outcome
 from infra.profiles import get_profile, make_task_runner
 from tasks.animate.task import animate_avatar
 from tasks.batch.task import plan_run, publish_run
+from tasks.identity.task import generate_avatar_identity, refine_avatar_portrait
 from tasks.ingest.task import ingest_avatar
 from tasks.reconstruct.task import reconstruct_avatar
 from tasks.render.task import render_avatar
+from tasks.style.task import stylise_avatar
 
 
 def gpu_slot(enabled: bool):
@@ -30,11 +33,20 @@ def produce(manifest: str, data_dir: str = "avatarflow-data", preset: str = "pho
     plan = plan_run(manifest, data_dir, preset, config)
     chains = {}
     for row in plan.pending:
-        ingested = ingest_avatar.submit(plan.store_url, plan.run, row, plan.manifest_dir, config.ingest)
-        rig = reconstruct_avatar.submit(ingested, row, config.reconstruct)
-        motion = animate_avatar.submit(ingested, row, config.animate)
+        chain = chains[row] = {}
+        chain["ingest"] = face = ingest_avatar.submit(plan.store_url, plan.run, row, plan.manifest_dir, config.ingest)
+        if row.generate_seed is not None:
+            with gpu_slot(gpu_tasks):
+                chain["generate"] = face = generate_avatar_identity.submit(face, row, plan.data_dir, config.identity)
+        elif row.refine:
+            with gpu_slot(gpu_tasks):
+                chain["refine"] = face = refine_avatar_portrait.submit(face, row, plan.data_dir, config.identity)
+        chain["reconstruct"] = rig = reconstruct_avatar.submit(face, row, config.reconstruct)
+        if row.style_name is not None:
+            with gpu_slot(gpu_tasks):
+                chain["style"] = rig = stylise_avatar.submit(rig, row, plan.manifest_dir, config.style, config.ingest)
+        chain["animate"] = motion = animate_avatar.submit(chain["ingest"], row, config.animate)
         with gpu_slot(gpu_tasks):
-            video = render_avatar.submit(rig, motion, row, plan.data_dir, config.render)
-        chains[row] = {"ingest": ingested, "reconstruct": rig, "animate": motion, "render": video}
+            chain["render"] = render_avatar.submit(rig, motion, row, plan.data_dir, config.render)
     outcomes = [row_outcome(row, chain) for row, chain in chains.items()]
     return publish_run(plan, outcomes, preset, config)

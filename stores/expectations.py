@@ -18,6 +18,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 LANGUAGE_PATTERN = r"^[a-z]{2,3}([-_][A-Za-z0-9]{1,8})*$"
 INTEGER_PATTERN = r"^[0-9]{1,5}$"
+IDENTITY_PATTERN = r"^generate:[0-9]{1,10}$"
+BOOLEAN_WORDS = ["true", "false", "yes", "no", "1", "0"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,12 @@ def manifest_suite(limits: ManifestLimits):
         (e.ExpectColumnValuesToNotBeNull(column="id"), "id is empty"),
         (e.ExpectColumnValuesToMatchRegex(column="id", regex=ID_PATTERN),
          "id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"),
-        (e.ExpectColumnValuesToNotBeNull(column="portrait"), "portrait is empty"),
+        (e.ExpectColumnValuesToBeInSet(column="face_source", value_set=["portrait", "identity"]),
+         "give exactly one of 'portrait' or 'identity'"),
+        (e.ExpectColumnValuesToMatchRegex(column="identity", regex=IDENTITY_PATTERN),
+         "identity must be generate:<seed> with a whole-number seed, e.g. generate:42"),
+        (e.ExpectColumnValuesToBeInSet(column="refine_word", value_set=BOOLEAN_WORDS),
+         "refine must be true or false"),
         (e.ExpectColumnValuesToBeInSet(column="speech_source", value_set=["text", "audio"]),
          "give exactly one of 'text' or 'audio'"),
         (e.ExpectColumnValuesToMatchRegex(column="language", regex=LANGUAGE_PATTERN),
@@ -82,6 +89,11 @@ def _with_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     has_text = frame["text"].notna()
     has_audio = frame["audio"].notna()
+    has_portrait = frame["portrait"].notna()
+    has_identity = frame["identity"].notna()
+    frame["face_source"] = np.where(has_portrait & ~has_identity, "portrait",
+                                    np.where(has_identity & ~has_portrait, "identity", "both-or-none"))
+    frame["refine_word"] = frame["refine"].map(lambda v: None if v is None else str(v).strip().lower())
     frame["speech_source"] = np.where(has_text & ~has_audio, "text", np.where(has_audio & ~has_text, "audio", "both-or-none"))
     for column in ("fps", "resolution"):
         frame[f"{column}_value"] = pd.to_numeric(frame[column], errors="coerce")

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-REQUIRED_COLUMNS = ("id", "portrait")
-OPTIONAL_COLUMNS = ("text", "audio", "language", "voice", "fps", "resolution")
+REQUIRED_COLUMNS = ("id",)
+FACE_COLUMNS = ("portrait", "identity")
+"""At least one of these must be a column: a row gets its face from a photo or a generator."""
+OPTIONAL_COLUMNS = ("portrait", "identity", "refine", "style", "text", "audio", "language", "voice", "fps", "resolution")
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
@@ -55,6 +57,9 @@ def _check_columns(columns: list[str], path: Path) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise ManifestError(f"{path.name}: missing required column(s) {', '.join(missing)}")
+    if not any(c in columns for c in FACE_COLUMNS):
+        raise ManifestError(f"{path.name}: needs a 'portrait' column (photo paths) or an 'identity' column "
+                            "(generate:<seed> for a new face)")
 
 
 def _clean(value: object) -> str | None:

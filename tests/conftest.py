@@ -37,3 +37,16 @@ def free_port() -> int:
 def _isolated_results(tmp_path_factory, monkeypatch):
     # Prefect result caches would otherwise leak between runs.
     monkeypatch.setenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(tmp_path_factory.mktemp("prefect-results")))
+
+
+def _single_threaded_torch() -> None:
+    # Tests share 2 cores with Blender and MediaPipe subprocesses; OpenMP threads that spin on a
+    # busy core slow torch down several-fold, one thread never does.
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
+_single_threaded_torch()

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL
 from tasks.common.rows import AvatarRow
 
 
@@ -33,12 +34,21 @@ def run_name(manifest_path: Path, preset: str) -> str:
     return f"{stem[:40]}-{digest}"
 
 
-def row_fingerprint(row: AvatarRow, manifest_dir: Path, settings_json: str) -> str:
-    """What an avatar's outputs depend on: its row, the settings, and its input files' size and mtime.
-    A completed avatar is reused only while this stays the same."""
+def models_needed(row: AvatarRow) -> tuple[str, ...]:
+    """Registered models a row's stages load."""
+    if row.generate_seed is not None:
+        return (GAN_MODEL, DIFFUSION_MODEL)
+    return (DIFFUSION_MODEL,) if row.refine else ()
+
+
+def row_fingerprint(row: AvatarRow, manifest_dir: Path, settings_json: str,
+                    model_versions: dict[str, int | None] | None = None) -> str:
+    """What an avatar's outputs depend on: its row, the settings, its input files' size and mtime,
+    and the production versions of the models it uses. A completed avatar is reused only while
+    this stays the same."""
     values = {k: v for k, v in row.to_dict().items() if k != "line"}
     files = []
-    for value in (row.portrait, row.audio):
+    for value in (row.portrait, row.audio, row.style_name):
         if value:
             path = manifest_dir / value
             try:
@@ -46,7 +56,8 @@ def row_fingerprint(row: AvatarRow, manifest_dir: Path, settings_json: str) -> s
                 files.append([value, stat.st_size, stat.st_mtime_ns])
             except (OSError, ValueError):
                 files.append([value, None, None])
-    payload = json.dumps([values, files, settings_json], sort_keys=True, default=str)
+    versions = {name: (model_versions or {}).get(name) for name in models_needed(row)}
+    payload = json.dumps([values, files, settings_json, versions], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

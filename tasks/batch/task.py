@@ -17,7 +17,8 @@ from stores.expectations import validate_manifest
 from stores.manifest import read_manifest
 from stores.outputs import RunOutputs, write_quarantine, write_report, write_summary
 from stores.tracking import RunTracker
-from tasks.batch.plan import RunPlan, row_fingerprint, run_name, split_rows
+from stores.model_registry import production_versions
+from tasks.batch.plan import RunPlan, models_needed, row_fingerprint, run_name, split_rows
 
 
 @task(name="plan-run", cache_policy=NO_CACHE, persist_result=False)
@@ -43,8 +44,9 @@ def plan_run(manifest: str, data_dir: str, preset: str, config: PipelineConfig) 
     )
     store = AvatarStore(store_url)
     settings = config_json(config)
+    versions = production_versions(data_dir, {name for row in rows for name in models_needed(row)})
     for row in rows:
-        fingerprint = row_fingerprint(row, table.folder.resolve(), settings)
+        fingerprint = row_fingerprint(row, table.folder.resolve(), settings, versions)
         if store.is_complete(plan.run, row.id, fingerprint):
             plan.reused.append(row)
         else:

@@ -15,8 +15,14 @@ class AvatarRow:
     """Unique avatar id, also the output folder name."""
     line: int
     """Line (CSV) or row number (Parquet) in the manifest, for error messages."""
-    portrait: str
-    """Portrait image path as written in the manifest."""
+    portrait: str | None = None
+    """Portrait image path as written in the manifest; None for a generated identity."""
+    identity: str | None = None
+    """`generate:<seed>`: a new face drawn from the production GAN instead of a portrait."""
+    refine: bool = False
+    """Pass the portrait through the diffusion refiner (SDEdit) before reconstruction."""
+    style: str | None = None
+    """Style preset name or style image path for the texture; None or "none" keeps it."""
     text: str | None = None
     """Script spoken by espeak-ng; exactly one of text and audio is set."""
     audio: str | None = None
@@ -29,6 +35,18 @@ class AvatarRow:
     """Frames per second of the animation and the video."""
     resolution: int = 512
     """Side of the square output video in pixels."""
+
+    @property
+    def generate_seed(self) -> int | None:
+        """The seed of a `generate:<seed>` identity, else None."""
+        if self.identity is None:
+            return None
+        return int(self.identity.removeprefix("generate:"))
+
+    @property
+    def style_name(self) -> str | None:
+        """The style to apply, or None when the texture stays as it is."""
+        return None if self.style is None or self.style.lower() == "none" else self.style
 
     @property
     def seed(self) -> int:
@@ -44,7 +62,10 @@ class AvatarRow:
         return cls(
             id=str(values["id"]),
             line=line,
-            portrait=str(values["portrait"]),
+            portrait=values.get("portrait"),
+            identity=values.get("identity"),
+            refine=str(values.get("refine") or "false").strip().lower() in ("true", "yes", "1"),
+            style=values.get("style"),
             text=values.get("text"),
             audio=values.get("audio"),
             language=values.get("language") or default_language,

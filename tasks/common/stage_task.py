@@ -31,13 +31,16 @@ def run_stage(
         arrays, info = compute(store)
     except AvatarInputError as error:
         seconds = time.perf_counter() - started
+        extra = getattr(error, "record", {})
         # Only this stage's own record: parallel stages of one avatar never write the same
         # metadata document. publish_run writes the avatar-level error.
-        store.record_stage(run, avatar, stage, "failed", seconds, error=str(error))
+        store.record_stage(run, avatar, stage, "failed", seconds, error=str(error), **extra)
         logger.warning(f"{avatar}: {stage} failed: {error}")
         return Failed(message=f"{stage}: {error}")
     seconds = time.perf_counter() - started
-    store.record_stage(run, avatar, stage, "ok", seconds, **{k: v for k, v in info.items() if k == "warnings"})
+    # "warnings" and "record" (e.g. model versions, seeds drawn) go into the stage's record.
+    store.record_stage(run, avatar, stage, "ok", seconds, **{k: v for k, v in info.items() if k == "warnings"},
+                       **info.get("record", {}))
     if finish is not None:
         finish(store, info)
     logger.info(f"{avatar}: {stage} done in {seconds:.2f}s")

@@ -15,9 +15,11 @@ from tasks.ingest.speech import synthesize, validate_language
 @task(name="ingest", cache_policy=NO_CACHE, persist_result=False)
 def ingest_avatar(store_url: str, run: str, row: AvatarRow, manifest_dir: str, config: IngestConfig):
     def compute(store):
-        portrait_path = resolve_input_path(row.portrait, manifest_dir, config)
-        image = load_image(portrait_path, config)
-        arrays = {"portrait": store.write(run, row.id, "input/portrait", image, attrs={"file": portrait_path.name})}
+        arrays = {}
+        if row.portrait is not None:  # generated identities have no photo
+            portrait_path = resolve_input_path(row.portrait, manifest_dir, config)
+            image = load_image(portrait_path, config)
+            arrays["portrait"] = store.write(run, row.id, "input/portrait", image, attrs={"file": portrait_path.name})
         validate_language(row.language)
         if row.text is not None:
             speech = synthesize(row.text, row.voice or row.language, config)

@@ -14,11 +14,12 @@ from tasks.reconstruct.rig import reconstruct
 
 
 @task(name="reconstruct", cache_policy=NO_CACHE, persist_result=False)
-def reconstruct_avatar(ingested: StageRef, row: AvatarRow, config: ReconstructConfig):
-    run = ingested.run
+def reconstruct_avatar(face: StageRef, row: AvatarRow, config: ReconstructConfig):
+    """`face` is the stage that wrote the portrait: ingest, or generate / refine."""
+    run = face.run
 
     def compute(store):
-        image = store.read(run, row.id, "input/portrait")
+        image = store.read(run, row.id, face.arrays["portrait"].name)
         rig = reconstruct(image, row.resolution, config)
         write = lambda name, array, **kw: store.write(run, row.id, name, array, **kw)  # noqa: E731
         arrays = {
@@ -38,4 +39,4 @@ def reconstruct_avatar(ingested: StageRef, row: AvatarRow, config: ReconstructCo
             warnings.append(f"{rig.n_faces_found} faces found in the portrait; using the largest")
         return arrays, {"warnings": warnings, "n_faces": rig.n_faces_found}
 
-    return run_stage("reconstruct", ingested.store_url, run, row.id, compute)
+    return run_stage("reconstruct", face.store_url, run, row.id, compute)

@@ -37,7 +37,10 @@ def render_avatar(rig: StageRef, motion: StageRef, row: AvatarRow, data_dir: str
     outputs = RunOutputs(Path(data_dir), run)
 
     def compute(store):
-        arrays = {key: store.read(run, row.id, name) for key, name in RIG_ARRAYS.items()}
+        names = dict(RIG_ARRAYS)
+        if "texture_photo" in rig.arrays:  # the style stage's texture, when it ran
+            names["texture"] = rig.arrays["texture_photo"].name
+        arrays = {key: store.read(run, row.id, name) for key, name in names.items()}
         audio = store.read(run, row.id, "input/audio")
         sample_rate = int(store.array_attrs(run, row.id, "input/audio")["sample_rate"])
         job_dir = Path(data_dir) / "work" / run / row.id

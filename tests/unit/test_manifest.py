@@ -23,7 +23,7 @@ def test_unknown_column_rejects_the_manifest(tmp_path):
 
 
 def test_missing_required_column(tmp_path):
-    with pytest.raises(ManifestError, match="missing required column.*portrait"):
+    with pytest.raises(ManifestError, match="needs a 'portrait' column"):
         read_manifest(write(tmp_path, "id,text\na,hi\n"))
 
 
@@ -118,3 +118,34 @@ def test_long_script_and_unreadable_csv(tmp_path):
     assert len(table.rows[0]["text"]) > 150000 and table.line_numbers == [2, 3]
     with pytest.raises(ManifestError, match="not a readable CSV"):
         read_manifest(write(tmp_path, 'id,portrait\n"a,p.jpg\n', "bad.csv"))
+
+
+def test_generated_identities_refine_and_style_columns(tmp_path):
+    path = write(tmp_path,
+                 "id,portrait,identity,refine,style,text\n"
+                 "gen,,generate:42,,oil,hi\n"
+                 "photo,a.png,,TRUE,none,hi\n"
+                 "both,a.png,generate:1,,,hi\n"
+                 "neither,,,,,hi\n"
+                 "badseed,,generate:x,,,hi\n"
+                 "badrefine,a.png,,maybe,,hi\n")
+    table = read_manifest(path)
+    errors = validate_manifest(table.to_frame())
+    assert set(errors) == {2, 3, 4, 5}
+    assert "exactly one of 'portrait' or 'identity'" in errors[2] and "exactly one" in errors[3]
+    assert "generate:<seed>" in errors[4]
+    assert "refine must be true or false" in errors[5]
+    rows, quarantined = split_rows(table.rows, table.line_numbers, errors, "en")
+    generated, photo = rows
+    assert generated.generate_seed == 42 and generated.portrait is None and generated.style_name == "oil"
+    assert photo.refine and photo.generate_seed is None and photo.style_name is None
+    assert [q["id"] for q in quarantined] == ["both", "neither", "badseed", "badrefine"]
+
+
+def test_fingerprint_follows_the_models_a_row_uses(tmp_path):
+    generated = AvatarRow(id="g", line=2, identity="generate:7", text="hi")
+    photo = AvatarRow(id="p", line=3, portrait="a.png", text="hi")
+    before = {"avatarflow-gan": 1, "avatarflow-diffusion": 1}
+    after = {"avatarflow-gan": 2, "avatarflow-diffusion": 1}
+    assert row_fingerprint(generated, tmp_path, "{}", before) != row_fingerprint(generated, tmp_path, "{}", after)
+    assert row_fingerprint(photo, tmp_path, "{}", before) == row_fingerprint(photo, tmp_path, "{}", after)

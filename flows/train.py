@@ -1,0 +1,32 @@
+"""The training flow: images and videos → aligned face dataset → GAN and diffusion models, logged
+and registered in MLflow (the production alias moves only for a better model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from avatarflow.presets import get_training_preset
+from flows.produce import gpu_slot
+from infra.profiles import get_profile, make_task_runner
+from tasks.dataset.task import build_dataset
+from tasks.diffusion.task import train_diffusion_model
+from tasks.gan.task import train_gan_model
+
+
+@flow(name="train", task_runner=make_task_runner(get_profile("local")))
+def train(data: list[str], config: str = "small", device: str = "auto", data_dir: str = "avatarflow-data",
+          gpu_tasks: bool = False, overrides: dict | None = None, resume: bool = True) -> dict:
+    """`overrides` = {"gan": {...}, "diffusion": {...}} replaces single fields of the preset."""
+    preset = get_training_preset(config).with_overrides(overrides or {})
+    data_path = str(Path(data_dir).resolve())
+    dataset = build_dataset.submit(data, str(Path(data_path) / "datasets.zarr"), preset.dataset).result()
+    # Both trainings use every CPU core they see, so on CPU-only workers they take turns; with
+    # GPUs they overlap.
+    with gpu_slot(gpu_tasks):
+        gan = train_gan_model.submit(dataset, data_path, preset.gan, device, resume=resume)
+    with gpu_slot(gpu_tasks):
+        diffusion = train_diffusion_model.submit(dataset, data_path, preset.diffusion, device, resume=resume,
+                                                 wait_for=[] if gpu_tasks else [gan])
+    return {"dataset": dataset.__dict__, "gan": gan.result(), "diffusion": diffusion.result()}

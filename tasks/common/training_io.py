@@ -1,0 +1,54 @@
+"""What both training tasks do around their loops: threads, checkpoints, MLflow logging of
+configs, sample grids and metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's CPU threads (Dask workers start with OMP_NUM_THREADS=1); None = all cores."""
+    count = max(1, threads or os.cpu_count() or 1)
+    torch.set_num_threads(count)
+    return count
+
+
+def flat_params(prefix: str, config: Any) -> dict[str, str]:
+    """A config dataclass as flat MLflow params: prefix.field → value."""
+    return {f"{prefix}.{key}": json.dumps(value, default=str) for key, value in dataclasses.asdict(config).items()}
+
+
+def checkpoint_path(data_dir: str | Path, model: str, dataset_fingerprint: str, config: Any) -> Path:
+    """One checkpoint per model, dataset and config: a rerun with the same three resumes it."""
+    key = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(data_dir) / "training" / model / f"{dataset_fingerprint}-{key}" / "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Written to a temporary file and renamed, so a killed run never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        torch.save(state, handle)
+    os.replace(handle.name, path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    # weights_only: tensors, numbers and dicts only; nothing is unpickled.
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
+def log_image(tracker, image_u8: np.ndarray, artifact_dir: str, file_name: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / file_name
+        Image.fromarray(image_u8).save(path)
+        tracker.log_artifact(path, artifact_dir)

@@ -1,0 +1,1 @@
+"""Diffusion stage: a DDPM/DDIM UNet that refines (SDEdit) and super-resolves face images."""

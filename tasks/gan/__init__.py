@@ -1,0 +1,1 @@
+"""GAN stage: a StyleGAN2-style generator that draws new identities."""

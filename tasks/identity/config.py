@@ -1,0 +1,39 @@
+"""Settings of the identity stage: how generated faces are drawn, refined and checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """How `generate:<seed>` rows draw a face and how `refine=true` rows refine a photo."""
+
+    max_draws: int = 8
+    """Latents a generate row may draw until MediaPipe finds a face; the row fails after that."""
+
+    truncation: float | None = None
+    """Truncation ψ of the GAN draw; None uses the value the model was trained to sample with."""
+
+    generate_strength: float = 0.3
+    """SDEdit strength applied to each GAN sample before upscaling (0 = no refinement)."""
+
+    refine_strength: float = 0.2
+    """SDEdit strength of `refine=true` photo rows, applied to the aligned face crop."""
+
+    portrait_side: int = 512
+    """Side of the portrait a generated face is resized to before reconstruction."""
+
+    device: str = "auto"
+    """torch device of generation and refinement: auto, cpu or cuda."""
+
+    def __post_init__(self) -> None:
+        if self.max_draws < 1:
+            raise ValueError(f"max_draws must be at least 1, got {self.max_draws}")
+        if self.truncation is not None and not 0.0 < self.truncation <= 1.0:
+            raise ValueError(f"truncation must lie in (0, 1], got {self.truncation}")
+        for name in ("generate_strength", "refine_strength"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.portrait_side < 128:
+            raise ValueError(f"portrait_side must be at least 128, got {self.portrait_side}")

@@ -1,0 +1,104 @@
+"""Identity tasks: `generate:<seed>` rows get a new face from the production GAN and diffusion
+models; `refine=true` rows get their photo's face refined. Both write the portrait the reconstruct
+stage reads, and record the model versions and seeds they used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from stores.avatar_store import StageRef
+from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL, ModelMissingError, load_production_model
+from tasks.common.errors import AvatarInputError
+from tasks.common.rows import AvatarRow
+from tasks.common.stage_task import run_stage
+from tasks.common.torch_utils import resolve_device
+from tasks.identity.config import IdentityConfig
+from tasks.identity.generate import generate_identity
+from tasks.identity.refine import refine_photo
+from tasks.reconstruct.landmarks import detect_faces
+
+_LOADED: dict[tuple, tuple] = {}
+
+
+def _production(data_dir: str, name: str, device: str):
+    """The production model, loaded once per worker process and version."""
+    from stores.model_registry import production_version
+
+    current = production_version(data_dir, name)
+    key = (str(Path(data_dir).resolve()), name, None if current is None else current.version, device)
+    if key not in _LOADED:
+        try:
+            _LOADED[key] = load_production_model(data_dir, name, device)
+        except ModelMissingError as error:
+            raise AvatarInputError(str(error)) from None
+    return _LOADED[key]
+
+
+@task(name="generate", cache_policy=NO_CACHE, persist_result=False)
+def generate_avatar_identity(ingested: StageRef, row: AvatarRow, data_dir: str, config: IdentityConfig):
+    run = ingested.run
+
+    def compute(store):
+        device = str(resolve_device(config.device))
+        generator, gan_version = _production(data_dir, GAN_MODEL, device)
+        diffusion, diffusion_version = _production(data_dir, DIFFUSION_MODEL, device)
+        truncation = config.truncation or generator.config.truncation
+        result = generate_identity(row.generate_seed, generator, diffusion, truncation, config.generate_strength,
+                                   config.max_draws, config.portrait_side,
+                                   has_face=lambda image: bool(detect_faces(image, max_faces=1)))
+        models = {GAN_MODEL: gan_version, DIFFUSION_MODEL: diffusion_version}
+        if isinstance(result, list):
+            raise AvatarInputError(
+                f"no face found in {len(result)} generated draws from seed {row.generate_seed} "
+                f"(latent seeds {[d.latent_seed for d in result]}); try another seed or a better-trained model",
+                record={"draws": [d.__dict__ for d in result], "models": models})
+        draws = [d.__dict__ for d in result.draws]
+        write = lambda name, array, **attrs: store.write(run, row.id, name, array, attrs=attrs)  # noqa: E731
+        arrays = {
+            "portrait": write("generated/portrait", result.portrait, source=row.identity, models=models),
+            "gan_sample": write("generated/gan_sample", result.gan_sample),
+            "latent_gan": write("latents/gan", result.latent[None], draws=draws, truncation=truncation,
+                                model=f"{GAN_MODEL}/{gan_version}"),
+            "latent_diffusion": write("latents/diffusion", result.diffusion_noise[None],
+                                      trajectory_seeds=[draws[-1]["latent_seed"]],
+                                      strength=config.generate_strength, model=f"{DIFFUSION_MODEL}/{diffusion_version}"),
+        }
+        warnings = [] if len(draws) == 1 else [f"{len(draws) - 1} draw(s) without a face before the accepted one"]
+        return arrays, {"warnings": warnings, "record": {"draws": draws, "models": models}}
+
+    return run_stage("generate", ingested.store_url, run, row.id, compute)
+
+
+@task(name="refine", cache_policy=NO_CACHE, persist_result=False)
+def refine_avatar_portrait(ingested: StageRef, row: AvatarRow, data_dir: str, config: IdentityConfig):
+    run = ingested.run
+
+    def compute(store):
+        device = str(resolve_device(config.device))
+        diffusion, version = _production(data_dir, DIFFUSION_MODEL, device)
+        image = store.read(run, row.id, ingested.arrays["portrait"].name)
+        faces = detect_faces(image, max_faces=1)
+        if not faces:
+            raise AvatarInputError("no face found in the portrait to refine")
+        trajectory_seed = row.seed
+        result = refine_photo(image, faces[0], diffusion, config.refine_strength,
+                              torch.Generator(device="cpu").manual_seed(trajectory_seed))
+        models = {DIFFUSION_MODEL: version}
+        arrays = {
+            "portrait": store.write(run, row.id, "refined/portrait", result.image, attrs={"models": models}),
+            "crop_before": store.write(run, row.id, "refined/crop_before", result.crop_before),
+            "crop_after": store.write(run, row.id, "refined/crop_after", result.crop_after),
+            "latent_diffusion": store.write(run, row.id, "latents/diffusion", result.noise[None],
+                                            attrs={"trajectory_seeds": [trajectory_seed],
+                                                   "strength": config.refine_strength,
+                                                   "model": f"{DIFFUSION_MODEL}/{version}"}),
+        }
+        change = float(np.abs(result.crop_after.astype(np.int16) - result.crop_before).mean())
+        return arrays, {"record": {"models": models, "mean_abs_change": round(change, 2)}}
+
+    return run_stage("refine", ingested.store_url, run, row.id, compute)

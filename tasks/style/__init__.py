@@ -1,0 +1,1 @@
+"""Stage: style transfer (random-feature Gram style transfer plus Lab colour transfer)."""
