@@ -133,6 +133,11 @@ class Generator(nn.Module):
             self.layers.append(StyledLayer(previous, ch[side], config.w_dim, side, upsample=True))
             self.layers.append(StyledLayer(ch[side], ch[side], config.w_dim, side))
             self.to_rgbs.append(ToRGB(ch[side], config.w_dim))
+        # The dataset's mean aligned face (set before training): the synthesis network learns
+        # deviations from it, scaled by a learned gain that starts small, so early samples are
+        # already face-shaped and training time goes into identity variation.
+        self.register_buffer("mean_image", torch.zeros(3, config.resolution, config.resolution))
+        self.residual_gain = nn.Parameter(torch.tensor(0.1 if config.mean_face_offset else 1.0))
 
     @property
     def noise_shapes(self) -> list[tuple[int, int, int]]:
@@ -148,7 +153,7 @@ class Generator(nn.Module):
             x = self.layers[2 * block - 1](x, w, noise[2 * block - 1])
             x = self.layers[2 * block](x, w, noise[2 * block])
             rgb = F.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False) + self.to_rgbs[block](x, w)
-        return rgb
+        return self.mean_image + self.residual_gain * rgb
 
     def forward(self, z: torch.Tensor, truncation: float = 1.0, noise: list[torch.Tensor] | None = None,
                 update_w_avg: bool = False) -> torch.Tensor:

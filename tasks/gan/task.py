@@ -20,7 +20,7 @@ from tasks.dataset.sources import balanced_weights
 from tasks.dataset.task import DatasetRef
 from tasks.gan.config import GanConfig
 from tasks.gan.sampling import generate_faces, latent_for_seed
-from tasks.gan.training import BalancedBatches, EpochReport, GanTrainer, train_gan
+from tasks.gan.training import BalancedBatches, EpochReport, GanTrainer, set_mean_face, train_gan
 from tasks.quality.grid import image_grid
 from tasks.quality.metrics import evaluate_faces, normalised_shape
 
@@ -53,6 +53,7 @@ def train_gan_model(dataset: DatasetRef, data_dir: str, config: GanConfig, devic
     reference = reference_shapes(store, dataset.name)
 
     trainer = GanTrainer(config, torch_device)
+    set_mean_face(trainer, images)
     batches = BalancedBatches(images, weights, config.batch_size, seed=config.seed)
     checkpoint = checkpoint_path(data_dir, "gan", dataset.fingerprint, config)
     state = load_checkpoint(checkpoint) if resume else None

@@ -126,6 +126,15 @@ class GanTrainer:
         self.augment_p = float(state["augment_p"])
 
 
+def set_mean_face(trainer: GanTrainer, images_u8: np.ndarray) -> None:
+    """Store the training images' mean in both generators (used when config.mean_face_offset)."""
+    if not trainer.config.mean_face_offset:
+        return
+    mean = torch.from_numpy(images_u8.mean(axis=0, dtype=np.float64).astype(np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+    for generator in (trainer.generator, trainer.generator_ema):
+        generator.mean_image.copy_(mean.to(generator.mean_image.device))
+
+
 class BalancedBatches:
     """Batches drawn with replacement by per-image weights (equal total weight per label), from a
     seeded numpy generator whose state is checkpointed with the trainer."""

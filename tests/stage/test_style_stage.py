@@ -26,7 +26,7 @@ def portrait():
 @pytest.mark.parametrize("preset", sorted(STYLE_PRESETS))
 def test_preset_stylises_and_keeps_the_face(portrait, preset):
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     try:
         # Fewer steps than the default keep the test short; the default only goes further.
         result = stylise(portrait, resolve_style(preset)[1], replace(StyleConfig(device="cpu"), steps=40), seed=0)
