@@ -194,7 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from avatarflow.samples import write_sample_manifest
 
-        manifest, roots = write_sample_manifest(Path(args.data_dir).resolve() / "sample")
+        from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL, production_versions
+
+        data_dir = Path(args.data_dir).resolve()
+        trained = None not in production_versions(data_dir, [GAN_MODEL, DIFFUSION_MODEL]).values()
+        manifest, roots = write_sample_manifest(data_dir / "sample", with_generated=trained)
+        if not trained:
+            print("sample: no trained generators yet, so the rows with generated faces and the refined "
+                  "photo are left out; `avatarflow train --data-dir "
+                  f"{args.data_dir}` adds them", flush=True)
         print(f"sample manifest: {manifest}", flush=True)
         return produce_command(args, manifest, roots)
     return produce_command(args, args.manifest, args.input_root)

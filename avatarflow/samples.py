@@ -12,14 +12,23 @@ from PIL import Image
 BUNDLED_MANIFEST = Path(__file__).with_name("samples") / "manifest.csv"
 SHARED_SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 SHARED_ROWS = [
-    {"id": "sfhq_speech", "portrait": "portraits/sfhq_pt1_00000161.jpg", "audio": "audio/en_em_echomimic_en.wav"},
+    {"id": "sfhq_speech", "portrait": "portraits/sfhq_pt1_00000161.jpg", "audio": "audio/en_em_echomimic_en.wav",
+     "refine": "true"},
     {"id": "mona_lisa_fr", "portrait": "portraits/lp_s9_mona_lisa.jpg",
      "text": "Bonjour. Je suis un double numérique, et je parle français.", "language": "fr"},
 ]
 
 
-def write_sample_manifest(folder: Path) -> tuple[Path, list[str]]:
-    """Write the sample manifest and its portrait into `folder`; return it and the extra input roots."""
+GENERATED_ROWS = [
+    {"id": "generated_7", "identity": "generate:7", "text": "Nobody has ever seen my face before today."},
+    {"id": "generated_42", "identity": "generate:42", "text": "I was drawn from seed forty-two."},
+]
+"""Rows added when trained generators are registered in the data dir (`avatarflow train`)."""
+
+
+def write_sample_manifest(folder: Path, with_generated: bool = False) -> tuple[Path, list[str]]:
+    """Write the sample manifest and its portrait into `folder`; return it and the extra input
+    roots. `with_generated` adds rows that draw new identities from the production GAN."""
     from skimage import data
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -30,8 +39,12 @@ def write_sample_manifest(folder: Path) -> tuple[Path, list[str]]:
     if SHARED_SAMPLES.is_dir():
         roots.append(str(SHARED_SAMPLES))
         for row in SHARED_ROWS:
+            if not with_generated:  # refining needs the trained diffusion model
+                row = {k: v for k, v in row.items() if k != "refine"}
             rows.append({k: str(SHARED_SAMPLES / v) if k in ("portrait", "audio") else v for k, v in row.items()})
-    columns = ["id", "portrait", "text", "audio", "language"]
+    if with_generated:
+        rows.extend(GENERATED_ROWS)
+    columns = ["id", "portrait", "identity", "refine", "style", "text", "audio", "language"]
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)

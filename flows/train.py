@@ -22,11 +22,12 @@ def train(data: list[str], config: str = "small", device: str = "auto", data_dir
     preset = get_training_preset(config).with_overrides(overrides or {})
     data_path = str(Path(data_dir).resolve())
     dataset = build_dataset.submit(data, str(Path(data_path) / "datasets.zarr"), preset.dataset).result()
-    # Both trainings use every CPU core they see, so on CPU-only workers they take turns; with
-    # GPUs they overlap.
     with gpu_slot(gpu_tasks):
         gan = train_gan_model.submit(dataset, data_path, preset.gan, device, resume=resume)
+    if not gpu_tasks:
+        # Each training uses every CPU core it sees, so on CPU-only workers they take turns
+        # (waiting here, so no worker sits polling for the GAN); with GPUs they overlap.
+        gan.wait()
     with gpu_slot(gpu_tasks):
-        diffusion = train_diffusion_model.submit(dataset, data_path, preset.diffusion, device, resume=resume,
-                                                 wait_for=[] if gpu_tasks else [gan])
+        diffusion = train_diffusion_model.submit(dataset, data_path, preset.diffusion, device, resume=resume)
     return {"dataset": dataset.__dict__, "gan": gan.result(), "diffusion": diffusion.result()}

@@ -62,6 +62,7 @@ def ensure_server(home: Path, port: int | None = None, host: str = "127.0.0.1", 
     command = [str(prefect), "server", "start", "--host", host, "--port", str(port)]
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True)
+    (home / "server.pid").write_text(str(process.pid))
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if is_healthy(url):
@@ -70,6 +71,22 @@ def ensure_server(home: Path, port: int | None = None, host: str = "127.0.0.1", 
             raise RuntimeError(f"prefect server exited with code {process.returncode}; see {home / 'server.log'}")
         time.sleep(0.5)
     raise RuntimeError(f"prefect server did not become healthy within {wait_s:.0f}s; see {home / 'server.log'}")
+
+
+def stop_server(home: Path) -> bool:
+    """Stop the server this module started with `home` (its process group); False if none runs."""
+    import signal
+
+    pid_file = home / "server.pid"
+    if not pid_file.is_file():
+        return False
+    try:
+        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+    except (ProcessLookupError, PermissionError, ValueError):
+        return False
+    finally:
+        pid_file.unlink(missing_ok=True)
+    return True
 
 
 def use_server(url: str, results_dir: Path) -> None:

@@ -15,7 +15,7 @@ from tasks.dataset.align import align_face, alignment_template
 from tasks.dataset.config import DatasetConfig
 from tasks.dataset.detect import FaceMeshDetector
 from tasks.dataset.sources import Source, balanced_weights, iter_video_frames, video_frame_count
-from tasks.dataset.uv import CanonicalUnwrapper
+from tasks.reconstruct.unwrap import CanonicalUnwrapper
 from tasks.ingest.config import IngestConfig
 from tasks.ingest.media import load_image
 from tasks.reconstruct.config import ReconstructConfig

@@ -1,4 +1,4 @@
-"""DDIM sampling, SDEdit refinement and conditional super-resolution with a trained ε-UNet."""
+"""DDIM sampling, SDEdit refinement and conditional super-resolution with a trained v-predicting UNet."""
 
 from __future__ import annotations
 
@@ -110,11 +110,11 @@ def ddim_sample(
             a_prev = alpha_bar[schedule[index + 1]] if index + 1 < len(schedule) else alpha_bar.new_tensor(1.0)
             t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
 
-            # 2. Predict the noise and the clean image it implies; clip x0 to the data range and
-            #    re-derive ε from it so the update stays consistent.
-            eps = model(x, t_batch, cond).to(torch.float64)
+            # 2. Predict v and the clean image it implies; clip x0 to the data range and derive ε
+            #    from it so the update stays consistent.
+            v = model(x, t_batch, cond).to(torch.float64)
             x64 = x.to(torch.float64)
-            x0 = ((x64 - (1.0 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1.0, 1.0)
+            x0 = (a_t.sqrt() * x64 - (1.0 - a_t).sqrt() * v).clamp(-1.0, 1.0)
             eps = (x64 - a_t.sqrt() * x0) / (1.0 - a_t).sqrt()
 
             # 3. DDIM step to the previous index: deterministic direction plus eta-scaled fresh noise.

@@ -40,3 +40,11 @@ def predict_x0(x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, alpha_bar:
     """Invert q_sample for x0 given the predicted noise."""
     a = gather(alpha_bar, t, x_t)
     return (x_t - (1.0 - a).sqrt() * eps) / a.sqrt()
+
+
+def velocity(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The v target (Salimans & Ho 2022), v = √ᾱ·ε − √(1−ᾱ)·x0, which the UNets predict: unlike ε it
+    stays well scaled at low noise, so a briefly trained model refines smoothly instead of adding
+    noise back."""
+    a = gather(alpha_bar, t, x0)
+    return a.sqrt() * noise - (1.0 - a).sqrt() * x0

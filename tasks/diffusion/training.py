@@ -1,4 +1,4 @@
-"""Training of the ε-prediction UNets: loss, one-step trainer with EMA, and a step/time-capped loop."""
+"""Training of the v-prediction UNets: loss, one-step trainer with EMA, and a step/time-capped loop."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import nn
 from tasks.common.torch_utils import ema_update
 from tasks.diffusion.config import DiffusionConfig
 from tasks.diffusion.sampling import upsample_condition
-from tasks.diffusion.schedule import cosine_alpha_bar, q_sample
+from tasks.diffusion.schedule import velocity, cosine_alpha_bar, q_sample
 
 
 def diffusion_loss(
@@ -27,7 +27,7 @@ def diffusion_loss(
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean squared error of the predicted ε at uniformly random t (or the given t and noise)."""
+    """Mean squared error of the predicted v at uniformly random t (or the given t and noise)."""
     n = x0.shape[0]
     if t is None:
         t = torch.randint(0, alpha_bar.shape[0], (n,), generator=generator, device=generator.device)
@@ -36,7 +36,7 @@ def diffusion_loss(
     t = t.to(x0.device)
     noise = noise.to(x0.device, x0.dtype)
     x_t = q_sample(x0, t, noise, alpha_bar)
-    return F.mse_loss(model(x_t, t, cond), noise)
+    return F.mse_loss(model(x_t, t, cond), velocity(x0, t, noise, alpha_bar))
 
 
 def make_sr_pair(x_hi: torch.Tensor, factor: int, residual_scale: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +50,7 @@ def make_sr_pair(x_hi: torch.Tensor, factor: int, residual_scale: float = 4.0) -
 
 
 class DiffusionTrainer:
-    """AdamW on the ε-MSE loss, with an EMA copy of the weights for sampling."""
+    """AdamW on the v-MSE loss, with an EMA copy of the weights for sampling."""
 
     def __init__(
         self,

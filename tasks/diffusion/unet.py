@@ -1,4 +1,4 @@
-"""The noise-prediction UNet (DDPM/ADM style) used as denoiser and as conditional upscaler."""
+"""The UNet (DDPM/ADM style) used as denoiser and as conditional upscaler; it predicts v."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """Predicts the noise ε in x_t at timestep t, optionally conditioned on an image of the same size.
+    """Predicts v (√ᾱ·ε − √(1−ᾱ)·x0) for x_t at timestep t, optionally conditioned on an image of the same size.
 
     The condition (an upsampled low-resolution image for super-resolution) is concatenated to x_t
     along channels, so a conditional net has in_channels = out_channels + condition channels.
@@ -187,7 +187,7 @@ class UNet(nn.Module):
 
         self.norm_out = nn.GroupNorm(group_count(channels), channels)
         self.conv_out = nn.Conv2d(channels, out_channels * patch_size**2, 3, padding=1)
-        # Zero output: the untrained net predicts ε = 0, a stable start for the ε-MSE loss.
+        # Zero output: the untrained net predicts v = 0, a stable start for the v-MSE loss.
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -229,7 +229,7 @@ class UNet(nn.Module):
 
 
 def build_denoiser(config: DiffusionConfig) -> UNet:
-    """Unconditional ε-predictor at config.resolution (SDEdit refinement and sampling)."""
+    """Unconditional v-predictor at config.resolution (SDEdit refinement and sampling)."""
     return UNet(
         in_channels=IMAGE_CHANNELS,
         out_channels=IMAGE_CHANNELS,
@@ -245,7 +245,7 @@ def build_denoiser(config: DiffusionConfig) -> UNet:
 
 
 def build_upscaler(config: DiffusionConfig) -> UNet:
-    """ε-predictor at resolution·upscale conditioned on the upsampled low-resolution image."""
+    """v-predictor at resolution·upscale conditioned on the upsampled low-resolution image."""
     return UNet(
         in_channels=2 * IMAGE_CHANNELS,
         out_channels=IMAGE_CHANNELS,

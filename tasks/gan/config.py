@@ -59,7 +59,7 @@ class GanConfig:
     steps: int = 3000
     """Training steps (each one discriminator and one generator update)."""
 
-    max_seconds: float = 600.0
+    max_seconds: float = 540.0
     """Wall-clock cap on training; it stops at whichever of steps and this comes first."""
 
     epoch_images: int = 8000

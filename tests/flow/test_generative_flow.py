@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zarr
 
+from infra.prefect_server import stop_server
 from tests.conftest import SAMPLES, free_port, sample
 from tests.flow.test_produce_flow import run_cli
 
@@ -55,20 +56,22 @@ def generated(tmp_path_factory):
         writer.writerow(["refined", str(portrait), "", "true", "", "A little sharper.", "128"])
         writer.writerow(["styled", "astronaut.png", "", "", "sketch", "Drawn by hand.", "128"])
     data_dir = work / "data"
-    produce = ["produce", str(manifest), "--data-dir", str(data_dir), "--prefect-port", str(free_port()),
+    port = str(free_port())  # one server for all three commands
+    produce = ["produce", str(manifest), "--data-dir", str(data_dir), "--prefect-port", port,
                "--input-root", str(portrait.parent)]
     before = run_cli(*produce, cwd=work)
     training = _training_folder(work / "faces")
     train = run_cli("train", "--config", "small", "--data", str(training), "--data-dir", str(data_dir),
-                    "--prefect-port", str(free_port()), "--device", "cpu",
+                    "--prefect-port", port, "--device", "cpu",
                     "--set", "gan.steps=30", "--set", "gan.epoch_images=320", "--set", "gan.eval_samples=16",
                     "--set", "diffusion.steps=80", cwd=work)
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     after = run_cli(*produce, cwd=work)
     assert after.returncode == 0, after.stdout[-3000:] + after.stderr[-3000:]
     summaries = sorted((data_dir / "outputs").glob("*/summary.json"))
-    return {"work": work, "data_dir": data_dir, "before": before, "train": train, "after": after,
-            "summary": json.loads(summaries[0].read_text()), "portrait": portrait}
+    yield {"work": work, "data_dir": data_dir, "before": before, "train": train, "after": after,
+           "summary": json.loads(summaries[0].read_text()), "portrait": portrait}
+    stop_server(data_dir / "prefect")
 
 
 def test_rows_needing_untrained_models_fail_naming_the_train_command(generated):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zarr
 
+from infra.prefect_server import stop_server
 from tests.conftest import REPO, free_port, sample
 from tasks.common.arkit import ARKIT_NAMES, INDEX
 
@@ -50,8 +51,9 @@ def produced(tmp_path_factory):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     summary = json.loads(next((data_dir / "outputs").glob("*/summary.json")).read_text())
     second = run_cli(*args, cwd=work)
-    return {"data_dir": data_dir, "summary": summary, "first": first, "second": second,
-            "speech": speech, "run": summary["run"]}
+    yield {"data_dir": data_dir, "summary": summary, "first": first, "second": second,
+           "speech": speech, "run": summary["run"]}
+    stop_server(data_dir / "prefect")
 
 
 def test_cli_prints_progress_timings_and_output_folder(produced):
@@ -179,6 +181,7 @@ def test_lit_preset_renders_with_cycles(tmp_path):
     (tmp_path / "lit.csv").write_text("id,portrait,text,resolution\nlit,astronaut.png,Hi.,64\n")
     done = run_cli("produce", str(tmp_path / "lit.csv"), "--data-dir", str(tmp_path / "data"),
                    "--preset", "lit", "--prefect-port", str(free_port()), cwd=tmp_path)
+    stop_server(tmp_path / "data" / "prefect")
     assert done.returncode == 0 and "finished: 1 (0 reused)" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     video = next((tmp_path / "data" / "outputs").glob("*/lit/talk.mp4"))
     probed = probe_video(video)

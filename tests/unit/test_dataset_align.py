@@ -9,8 +9,6 @@ from tasks.dataset.align import IRIS_CENTRES, align_face, alignment_template, ap
 from tasks.dataset.build import canonical_unwrap_mesh, plan_items
 from tasks.dataset.config import DatasetConfig
 from tasks.dataset.sources import Source, balanced_weights, find_sources, label_from_name
-from tasks.dataset.uv import CanonicalUnwrapper
-from tasks.reconstruct.unwrap import unwrap_to_canonical
 
 
 def _similarity(scale, angle, shift):
@@ -61,15 +59,6 @@ def test_align_face_maps_synthetic_landmarks_onto_the_template():
         x, y = np.floor(template[index]).astype(int)
         assert aligned.crop[y, x].min() > 128
     assert aligned.crop[5, 5].max() == 0
-
-
-def test_canonical_unwrapper_matches_unwrap_to_canonical():
-    rng = np.random.default_rng(2)
-    image = rng.integers(0, 256, size=(80, 80, 3), dtype=np.uint8)
-    landmarks = alignment_template(80) + rng.normal(scale=0.5, size=(478, 2))
-    faces, uv = canonical_unwrap_mesh()
-    expected = unwrap_to_canonical(image, landmarks, faces, uv, 48)
-    np.testing.assert_array_equal(CanonicalUnwrapper(faces, uv, 48)(image, landmarks), expected)
 
 
 def test_balanced_weights_give_each_label_equal_total_weight():
