@@ -118,7 +118,9 @@ def training_presets() -> dict[str, TrainingConfig]:
     from tasks.diffusion.config import DIFFUSION_CONFIGS
     from tasks.gan.config import GAN_CONFIGS
 
-    return {name: TrainingConfig(dataset=DatasetConfig(), gan=GAN_CONFIGS[name], diffusion=DIFFUSION_CONFIGS[name])
+    # large upscales 128² samples to 256², so its dataset keeps 256² crops as well.
+    datasets = {"small": DatasetConfig(), "base": DatasetConfig(), "large": DatasetConfig(crop_sizes=(64, 128, 256))}
+    return {name: TrainingConfig(dataset=datasets[name], gan=GAN_CONFIGS[name], diffusion=DIFFUSION_CONFIGS[name])
             for name in ("small", "base", "large")}
 
 

@@ -16,9 +16,12 @@ from tasks.gan.task import train_gan_model
 
 
 @flow(name="train", task_runner=make_task_runner(get_profile("local")))
-def train(data: list[str], config: str = "small", device: str = "auto", data_dir: str = "avatarflow-data",
+def train(data: list[str] | str, config: str = "small", device: str = "auto", data_dir: str = "avatarflow-data",
           gpu_tasks: bool = False, overrides: dict | None = None, resume: bool = True) -> dict:
-    """`overrides` = {"gan": {...}, "diffusion": {...}} replaces single fields of the preset."""
+    """`data`: folders or manifests (a comma-separated string from a deployment works too);
+    `overrides` = {"gan": {...}, "diffusion": {...}} replaces single fields of the preset."""
+    if isinstance(data, str):
+        data = [part.strip() for part in data.split(",") if part.strip()]
     preset = get_training_preset(config).with_overrides(overrides or {})
     data_path = str(Path(data_dir).resolve())
     dataset = build_dataset.submit(data, str(Path(data_path) / "datasets.zarr"), preset.dataset).result()

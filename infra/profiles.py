@@ -83,4 +83,17 @@ def make_task_runner(profile: ExecutionProfile):
 
     if profile.dask_address:
         return DaskTaskRunner(address=profile.dask_address)
+    keep_glibc_malloc_defaults()
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=profile.cluster_kwargs())
+
+
+def keep_glibc_malloc_defaults() -> None:
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in every worker it spawns. Any value of it turns off
+    glibc's dynamic mmap threshold, so every large tensor is mmapped and page-faulted anew, and
+    torch training runs at less than half speed (measured: 28 against 71 images/s). Workers
+    spawned from here keep glibc's defaults; the other pre-spawn settings stay."""
+    import dask
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}))
+    if environ.pop("MALLOC_TRIM_THRESHOLD_", None) is not None:
+        dask.config.set({"distributed.nanny.pre-spawn-environ": environ})

@@ -64,7 +64,7 @@ def generated(tmp_path_factory):
     train = run_cli("train", "--config", "small", "--data", str(training), "--data-dir", str(data_dir),
                     "--prefect-port", port, "--device", "cpu",
                     "--set", "gan.steps=30", "--set", "gan.epoch_images=320", "--set", "gan.eval_samples=16",
-                    "--set", "diffusion.steps=80", cwd=work)
+                    "--set", "diffusion.steps=300", cwd=work)
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     after = run_cli(*produce, cwd=work)
     assert after.returncode == 0, after.stdout[-3000:] + after.stderr[-3000:]

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from avatarflow.presets import PRESETS, PipelineConfig, config_from_dict, config_to_dict, get_preset
+from avatarflow.presets import (PRESETS, PipelineConfig, config_from_dict, config_to_dict, get_preset,
+                                get_training_preset)
 from infra.profiles import PROFILES, get_profile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,3 +48,21 @@ def test_every_deployment_resolves_to_a_flow_and_a_preset():
         preset = deployment.get("parameters", {}).get("preset")
         if preset is not None:
             get_preset(preset)
+        training = deployment.get("parameters", {}).get("config")
+        if training is not None:
+            get_training_preset(training)
+    assert {d["entrypoint"] for d in spec["deployments"]} == {"flows/produce.py:produce", "flows/train.py:train"}
+
+
+def test_training_presets_resolve_and_overrides_apply():
+    for name in ("small", "base", "large"):
+        preset = get_training_preset(name)
+        # The GAN's samples are what the diffusion model refines and upscales.
+        assert preset.gan.resolution == preset.diffusion.resolution, name
+        assert preset.diffusion.resolution * preset.diffusion.upscale in preset.dataset.crop_sizes, name
+    changed = get_training_preset("small").with_overrides({"gan": {"steps": 5}, "diffusion": {"max_seconds": 9.0}})
+    assert changed.gan.steps == 5 and changed.diffusion.max_seconds == 9.0
+    with pytest.raises(ValueError, match="unknown training section"):
+        get_training_preset("small").with_overrides({"render": {}})
+    with pytest.raises(ValueError, match="unknown training config"):
+        get_training_preset("huge")

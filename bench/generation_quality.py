@@ -1,0 +1,89 @@
+"""How often the production generators give a face, judged by MediaPipe: for N seeds, the share of
+raw GAN samples, of full identity draws (GAN → SDEdit → 2× upscale → portrait) and of rows that
+find a face within the draw bound, plus the landmark Fréchet distance to the training faces.
+
+    .venv/bin/python bench/generation_quality.py --data-dir avatarflow-data [--seeds 200] [--device auto]
+
+Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stores.dataset_store import DatasetStore  # noqa: E402
+from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL, load_production_model  # noqa: E402
+from tasks.common.torch_utils import resolve_device, to_uint8_images  # noqa: E402
+from tasks.gan.sampling import generate_faces, latent_for_seed  # noqa: E402
+from tasks.gan.task import reference_shapes  # noqa: E402
+from tasks.identity.config import IdentityConfig  # noqa: E402
+from tasks.identity.generate import generate_identity  # noqa: E402
+from tasks.quality.metrics import detect_landmarks, evaluate_faces, normalised_shape, landmark_frechet  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="avatarflow-data")
+    parser.add_argument("--seeds", type=int, default=200)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = str(resolve_device(args.device))
+    generator, gan_version = load_production_model(args.data_dir, GAN_MODEL, device)
+    diffusion, diffusion_version = load_production_model(args.data_dir, DIFFUSION_MODEL, device)
+    config = IdentityConfig()
+    truncation = config.truncation or generator.config.truncation
+    reference = reference_shapes(DatasetStore(str(Path(args.data_dir).resolve() / "datasets.zarr")), "faces")
+    seeds = list(range(1, args.seeds + 1))
+
+    # 1. Raw GAN samples at the production truncation and untruncated.
+    raw = {}
+    for psi in (truncation, 1.0):
+        latents = np.stack([latent_for_seed(seed, generator.z_dim) for seed in seeds])
+        images = np.concatenate([to_uint8_images(generate_faces(generator, latents[i:i + 1], psi, seed))
+                                 for i, seed in enumerate(seeds)])
+        raw[psi] = evaluate_faces(images, reference)
+
+    # 2. Full identity draws, as produce makes them: first draw and within the bound.
+    first_draw_faces, rows_with_face, portraits, seconds = 0, 0, [], []
+    for seed in seeds:
+        started = time.perf_counter()
+        result = generate_identity(seed, generator, diffusion, truncation, config.generate_strength,
+                                   config.max_draws, config.portrait_side,
+                                   has_face=lambda image: detect_landmarks(image[None], upscale_to=image.shape[0])[0] is not None)
+        seconds.append(time.perf_counter() - started)
+        if not isinstance(result, list):
+            rows_with_face += 1
+            first_draw_faces += result.draws[0].face_found
+            portraits.append(np.asarray(Image.fromarray(result.portrait).resize((256, 256), Image.BICUBIC)))
+    landmarks = [lm for lm in detect_landmarks(np.stack(portraits), upscale_to=256) if lm is not None] if portraits else []
+    frechet = landmark_frechet(np.stack([normalised_shape(lm) for lm in landmarks]), reference) \
+        if len(landmarks) >= 2 else float("nan")
+    report = {
+        "models": {GAN_MODEL: gan_version, DIFFUSION_MODEL: diffusion_version}, "seeds": len(seeds),
+        "truncation": truncation,
+        "gan_face_rate": raw[truncation].face_rate, "gan_landmark_frechet": raw[truncation].landmark_frechet,
+        "gan_face_rate_untruncated": raw[1.0].face_rate,
+        "gan_landmark_frechet_untruncated": raw[1.0].landmark_frechet,
+        "draw_face_rate_first": first_draw_faces / len(seeds),
+        "rows_with_face_within_bound": rows_with_face / len(seeds),
+        "portrait_landmark_frechet": frechet,
+        "seconds_per_row": float(np.mean(seconds)),
+    }
+    for key, value in report.items():
+        print(f"{key:34s} {value:.4g}" if isinstance(value, float) else f"{key:34s} {value}")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    main()
