@@ -36,11 +36,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default="avatarflow-data")
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--generate-strength", type=float, help="SDEdit strength (default: the pipeline's)")
+    parser.add_argument("--upscale-strength", type=float, help="upscaler strength (default: the model's)")
     args = parser.parse_args()
     device = str(resolve_device(args.device))
     generator, gan_version = load_production_model(args.data_dir, GAN_MODEL, device)
     diffusion, diffusion_version = load_production_model(args.data_dir, DIFFUSION_MODEL, device)
-    config = IdentityConfig()
+    config = IdentityConfig(generate_strength=IdentityConfig().generate_strength if args.generate_strength is None
+                            else args.generate_strength, upscale_strength=args.upscale_strength)
     truncation = config.truncation or generator.config.truncation
     reference = reference_shapes(DatasetStore(str(Path(args.data_dir).resolve() / "datasets.zarr")), "faces")
     seeds = list(range(1, args.seeds + 1))
@@ -59,7 +62,8 @@ def main() -> None:
         started = time.perf_counter()
         result = generate_identity(seed, generator, diffusion, truncation, config.generate_strength,
                                    config.max_draws, config.portrait_side,
-                                   has_face=lambda image: detect_landmarks(image[None], upscale_to=image.shape[0])[0] is not None)
+                                   has_face=lambda image: detect_landmarks(image[None], upscale_to=image.shape[0])[0] is not None,
+                                   upscale_strength=config.upscale_strength)
         seconds.append(time.perf_counter() - started)
         if not isinstance(result, list):
             rows_with_face += 1
@@ -70,7 +74,8 @@ def main() -> None:
         if len(landmarks) >= 2 else float("nan")
     report = {
         "models": {GAN_MODEL: gan_version, DIFFUSION_MODEL: diffusion_version}, "seeds": len(seeds),
-        "truncation": truncation,
+        "truncation": truncation, "generate_strength": config.generate_strength,
+        "upscale_strength": config.upscale_strength or diffusion.config.sr_strength,
         "gan_face_rate": raw[truncation].face_rate, "gan_landmark_frechet": raw[truncation].landmark_frechet,
         "gan_face_rate_untruncated": raw[1.0].face_rate,
         "gan_landmark_frechet_untruncated": raw[1.0].landmark_frechet,

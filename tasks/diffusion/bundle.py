@@ -34,10 +34,11 @@ class DiffusionBundle(nn.Module):
         return sdedit(self.denoiser, images, self.alpha_bar, strength, self.config.ddim_steps, generator)
 
     @torch.no_grad()
-    def upscale(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """R → upscale·R, conditioned on the bicubic upsampling of the input."""
+    def upscale(self, images: torch.Tensor, generator: torch.Generator, strength: float | None = None) -> torch.Tensor:
+        """R → upscale·R, conditioned on the bicubic upsampling of the input; `strength` (default:
+        the config's sr_strength) is the share of the schedule the detail is sampled over."""
         return super_resolve(self.upscaler, images, self.alpha_bar, self.config.ddim_steps, generator,
-                             factor=self.config.upscale, strength=self.config.sr_strength,
+                             factor=self.config.upscale, strength=strength or self.config.sr_strength,
                              residual_scale=self.config.residual_scale)
 
     @torch.no_grad()

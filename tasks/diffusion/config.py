@@ -158,7 +158,8 @@ DIFFUSION_CONFIGS: dict[str, DiffusionConfig] = {
     # One CPU thread, about five minutes for both networks together (the time cap ends each run).
     # Small batches at a high learning rate learn the most per CPU second; weak models refine
     # better than they sample, hence the partial-strength super-resolution.
-    "small": DiffusionConfig(resolution=32, patch_size=1, upscaler_patch_size=2, upscaler_crop=64),
+    "small": DiffusionConfig(resolution=32, patch_size=1, upscaler_patch_size=2, upscaler_crop=64,
+                             sdedit_strength=0.1, sr_strength=0.25),
     # One GPU, tens of minutes.
     "base": DiffusionConfig(
         base_channels=64,

@@ -51,7 +51,8 @@ class GeneratedIdentity:
 
 def generate_identity(seed: int, generator: Generator, diffusion: DiffusionBundle, truncation: float,
                       strength: float, max_draws: int, portrait_side: int,
-                      has_face: Callable[[np.ndarray], bool]) -> GeneratedIdentity | list[Draw]:
+                      has_face: Callable[[np.ndarray], bool],
+                      upscale_strength: float | None = None) -> GeneratedIdentity | list[Draw]:
     """The first draw whose portrait `has_face`, or the list of failed draws."""
     if generator.resolution != diffusion.resolution:
         raise ValueError(f"the GAN draws {generator.resolution}² faces but the diffusion model refines "
@@ -67,7 +68,7 @@ def generate_identity(seed: int, generator: Generator, diffusion: DiffusionBundl
         trajectory = torch.Generator(device="cpu").manual_seed(latent_seed)
         refined, trace = diffusion.refine(sample, strength, trajectory)
         # 3. 2× super-resolution, then a smooth resize to the portrait side.
-        high = diffusion.upscale(refined, trajectory)
+        high = diffusion.upscale(refined, trajectory, upscale_strength)
         face = to_uint8_images(high)[0]
         portrait = np.asarray(Image.fromarray(face).resize((portrait_side, portrait_side), Image.BICUBIC))
         found = bool(has_face(portrait))

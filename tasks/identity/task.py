@@ -50,7 +50,8 @@ def generate_avatar_identity(ingested: StageRef, row: AvatarRow, data_dir: str, 
         truncation = config.truncation or generator.config.truncation
         result = generate_identity(row.generate_seed, generator, diffusion, truncation, config.generate_strength,
                                    config.max_draws, config.portrait_side,
-                                   has_face=lambda image: bool(detect_faces(image, max_faces=1)))
+                                   has_face=lambda image: bool(detect_faces(image, max_faces=1)),
+                                   upscale_strength=config.upscale_strength)
         models = {GAN_MODEL: gan_version, DIFFUSION_MODEL: diffusion_version}
         if isinstance(result, list):
             raise AvatarInputError(
