@@ -32,6 +32,8 @@ def to_tensor_images(images_u8: np.ndarray) -> torch.Tensor:
     array = np.asarray(images_u8)
     if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
         raise ValueError(f"expected N×H×W×3 uint8 images, got {array.shape} {array.dtype}")
+    if not array.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. from PIL or zarr)
+        array = array.copy()
     return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
