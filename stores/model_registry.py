@@ -83,14 +83,26 @@ def register_model(data_dir: str | Path, model, name: str, metric: str, value: f
                         previous_value=previous_value)
 
 
-def load_production_model(data_dir: str | Path, name: str, device: str = "cpu"):
-    """(model, version) of the production version of `name`; ModelMissingError naming the train
-    command when there is none."""
-    import mlflow.pytorch
-
+def production_version_number(data_dir: str | Path, name: str) -> int:
+    """The version under the production alias; ModelMissingError naming the train command when
+    there is none."""
     current = production_version(data_dir, name)
     if current is None:
         raise ModelMissingError(f"no trained {name} model (alias '{PRODUCTION_ALIAS}') in {Path(data_dir).resolve()}; "
                                 f"run `{TRAIN_COMMAND} --data-dir {data_dir}` first")
-    model = mlflow.pytorch.load_model(f"models:/{name}@{PRODUCTION_ALIAS}", map_location=device)
-    return model.eval(), int(current.version)
+    return int(current.version)
+
+
+def load_model_version(data_dir: str | Path, name: str, version: int, device: str = "cpu"):
+    """One registered version of `name`, in eval mode on `device`."""
+    import mlflow.pytorch
+
+    _client(data_dir)  # points MLflow at the data dir's registry
+    return mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location=device).eval()
+
+
+def load_production_model(data_dir: str | Path, name: str, device: str = "cpu"):
+    """(model, version) of the production version of `name`; ModelMissingError when there is none.
+    The version is resolved once, so the model and the number returned always match."""
+    version = production_version_number(data_dir, name)
+    return load_model_version(data_dir, name, version, device), version

@@ -12,7 +12,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stores.avatar_store import StageRef
-from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL, ModelMissingError, load_production_model
+from stores.model_registry import (DIFFUSION_MODEL, GAN_MODEL, ModelMissingError, load_model_version,
+                                   production_version_number)
 from tasks.common.errors import AvatarInputError
 from tasks.common.rows import AvatarRow
 from tasks.common.stage_task import run_stage
@@ -26,16 +27,14 @@ _LOADED: dict[tuple, tuple] = {}
 
 
 def _production(data_dir: str, name: str, device: str):
-    """The production model, loaded once per worker process and version."""
-    from stores.model_registry import production_version
-
-    current = production_version(data_dir, name)
-    key = (str(Path(data_dir).resolve()), name, None if current is None else current.version, device)
+    """(model, version) of the production model, loaded once per worker process and version."""
+    try:
+        version = production_version_number(data_dir, name)
+    except ModelMissingError as error:
+        raise AvatarInputError(str(error)) from None
+    key = (str(Path(data_dir).resolve()), name, version, device)
     if key not in _LOADED:
-        try:
-            _LOADED[key] = load_production_model(data_dir, name, device)
-        except ModelMissingError as error:
-            raise AvatarInputError(str(error)) from None
+        _LOADED[key] = (load_model_version(data_dir, name, version, device), version)
     return _LOADED[key]
 
 
