@@ -38,6 +38,21 @@ def _print_summary(summary: dict) -> None:
     print(f"outputs: {summary['output_folder']}")
 
 
+def _start_run(args: argparse.Namespace):
+    """(data dir, execution profile) for a flow run: the data dir exists and the Prefect server
+    runs. None, after printing the error, when either cannot be had."""
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _prepare_prefect(data_dir, args.prefect_port)
+        from infra.profiles import get_profile
+
+        return data_dir, get_profile(args.profile, args.dask_address, args.workers)
+    except (RuntimeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+
+
 def produce_command(args: argparse.Namespace, manifest: Path, input_roots: list[str]) -> int:
     from stores.manifest import ManifestError, read_manifest
 
@@ -46,22 +61,12 @@ def produce_command(args: argparse.Namespace, manifest: Path, input_roots: list[
     except ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        _prepare_prefect(data_dir, args.prefect_port)
-    except RuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
+    started = _start_run(args)
+    if started is None:
         return 2
-
-    from infra.profiles import get_profile, make_task_runner
-
-    try:
-        profile = get_profile(args.profile, args.dask_address, args.workers)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    data_dir, profile = started
     from flows.produce import produce
+    from infra.profiles import make_task_runner
 
     where = profile.dask_address or f"a LocalCluster of {profile.n_workers} worker process(es)"
     print(f"dask: {where}; preset {args.preset}; data {data_dir}", flush=True)
@@ -127,17 +132,12 @@ def train_command(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        _prepare_prefect(data_dir, args.prefect_port)
-        from infra.profiles import get_profile, make_task_runner
-
-        profile = get_profile(args.profile, args.dask_address, args.workers)
-    except (RuntimeError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    started = _start_run(args)
+    if started is None:
         return 2
+    data_dir, profile = started
     from flows.train import train
+    from infra.profiles import make_task_runner
 
     print(f"train: config {args.config} on {args.device}; data {', '.join(data)}; output {data_dir}", flush=True)
     result = train.with_options(task_runner=make_task_runner(profile))(
