@@ -25,7 +25,7 @@ from stores.dataset_store import DatasetStore  # noqa: E402
 from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL, load_production_model  # noqa: E402
 from tasks.common.torch_utils import resolve_device, to_uint8_images  # noqa: E402
 from tasks.gan.sampling import generate_faces, latent_for_seed  # noqa: E402
-from tasks.gan.task import reference_shapes  # noqa: E402
+from tasks.dataset.task import reference_shapes  # noqa: E402
 from tasks.identity.config import IdentityConfig  # noqa: E402
 from tasks.identity.generate import generate_identity  # noqa: E402
 from tasks.quality.metrics import detect_landmarks, evaluate_faces, normalised_shape, landmark_frechet  # noqa: E402

@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
-import dask
 from prefect import flow
 
 from avatarflow.presets import get_preset
 from flows.outcomes import row_outcome
-from infra.profiles import get_profile, make_task_runner
+from infra.profiles import get_profile, gpu_slot, make_task_runner
 from tasks.animate.task import animate_avatar
 from tasks.batch.task import plan_run, publish_run
 from tasks.identity.task import generate_avatar_identity, refine_avatar_portrait
@@ -18,11 +15,6 @@ from tasks.ingest.task import ingest_avatar
 from tasks.reconstruct.task import reconstruct_avatar
 from tasks.render.task import render_avatar
 from tasks.style.task import stylise_avatar
-
-
-def gpu_slot(enabled: bool):
-    """Dask resource annotation for GPU-capable tasks; only where workers advertise GPUs."""
-    return dask.annotate(resources={"GPU": 1}) if enabled else contextlib.nullcontext()
 
 
 # Deployments run with the local profile; the CLI swaps in the profile it was given.

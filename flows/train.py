@@ -8,8 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from avatarflow.presets import get_training_preset
-from flows.produce import gpu_slot
-from infra.profiles import get_profile, make_task_runner
+from infra.profiles import get_profile, gpu_slot, make_task_runner
 from tasks.dataset.task import build_dataset
 from tasks.diffusion.task import train_diffusion_model
 from tasks.gan.task import train_gan_model

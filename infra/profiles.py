@@ -77,6 +77,15 @@ def get_profile(name: str | None = None, dask_address: str | None = None, worker
     return profile
 
 
+def gpu_slot(enabled: bool):
+    """Dask resource annotation for GPU-capable tasks; only where workers advertise GPUs."""
+    import contextlib
+
+    import dask
+
+    return dask.annotate(resources={"GPU": 1}) if enabled else contextlib.nullcontext()
+
+
 def make_task_runner(profile: ExecutionProfile):
     """A DaskTaskRunner for the profile."""
     from prefect_dask import DaskTaskRunner

@@ -31,7 +31,7 @@ def run_stage(
         arrays, info = compute(store)
     except AvatarInputError as error:
         seconds = time.perf_counter() - started
-        extra = getattr(error, "record", {})
+        extra = error.record
         # Only this stage's own record: parallel stages of one avatar never write the same
         # metadata document. publish_run writes the avatar-level error.
         store.record_stage(run, avatar, stage, "failed", seconds, error=str(error), **extra)

@@ -7,6 +7,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -14,6 +15,7 @@ from stores.dataset_store import DatasetStore
 from tasks.dataset.build import build_face_dataset
 from tasks.dataset.config import DatasetConfig
 from tasks.dataset.sources import find_sources, sources_fingerprint
+from tasks.quality.metrics import normalised_shape
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,11 @@ def build_dataset(data: list[str], store_url: str, config: DatasetConfig, name: 
     counts = dataset.label_counts()
     logger.info(f"dataset {name}: {len(dataset)} faces, skipped {dataset.skipped}, labels {counts}")
     return DatasetRef(store_url, name, len(dataset), counts, fingerprint, time.perf_counter() - started, reused=False)
+
+
+def reference_shapes(store: DatasetStore, name: str, limit: int = 2000, seed: int = 0) -> np.ndarray:
+    """Normalised landmark shapes of (up to `limit`) training faces, for the Fréchet distance."""
+    landmarks = store.read_landmarks(name)
+    if len(landmarks) > limit:
+        landmarks = landmarks[np.sort(np.random.default_rng(seed).choice(len(landmarks), limit, replace=False))]
+    return np.stack([normalised_shape(points) for points in landmarks])

@@ -19,13 +19,12 @@ from stores.tracking import RunTracker
 from tasks.common.torch_utils import resolve_device, to_tensor_images, to_uint8_images
 from tasks.common.training_io import (checkpoint_path, flat_params, load_checkpoint, log_image, save_checkpoint,
                                       use_threads)
-from tasks.dataset.task import DatasetRef
+from tasks.dataset.task import DatasetRef, reference_shapes
 from tasks.diffusion.bundle import DiffusionBundle
 from tasks.diffusion.config import DiffusionConfig
 from tasks.diffusion.sampling import upsample_condition
 from tasks.diffusion.training import DiffusionTrainer, fit, make_sr_pair, random_batch, random_crop
 from tasks.diffusion.unet import build_denoiser, build_upscaler
-from tasks.gan.task import reference_shapes
 from tasks.quality.grid import image_grid
 from tasks.quality.metrics import evaluate_faces
 

@@ -17,23 +17,15 @@ from tasks.common.torch_utils import resolve_device, to_uint8_images
 from tasks.common.training_io import (checkpoint_path, flat_params, load_checkpoint, log_image, save_checkpoint,
                                       use_threads)
 from tasks.dataset.sources import balanced_weights
-from tasks.dataset.task import DatasetRef
+from tasks.dataset.task import DatasetRef, reference_shapes
 from tasks.gan.config import GanConfig
 from tasks.gan.sampling import generate_faces, latent_for_seed
 from tasks.gan.training import BalancedBatches, EpochReport, GanTrainer, set_mean_face, train_gan
 from tasks.quality.grid import image_grid
-from tasks.quality.metrics import evaluate_faces, normalised_shape
+from tasks.quality.metrics import evaluate_faces
 
 EVAL_SEED = 1_000_000
 """First latent seed of the evaluation samples; fixed so epochs are compared on the same draws."""
-
-
-def reference_shapes(store: DatasetStore, name: str, limit: int = 2000, seed: int = 0) -> np.ndarray:
-    """Normalised landmark shapes of (up to `limit`) training faces, for the Fréchet distance."""
-    landmarks = store.read_landmarks(name)
-    if len(landmarks) > limit:
-        landmarks = landmarks[np.sort(np.random.default_rng(seed).choice(len(landmarks), limit, replace=False))]
-    return np.stack([normalised_shape(points) for points in landmarks])
 
 
 def sample_faces(generator, config: GanConfig, count: int, truncation: float) -> np.ndarray:

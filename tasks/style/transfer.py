@@ -39,8 +39,7 @@ def _working_shape(height: int, width: int, size: int) -> tuple[int, int]:
 
 
 def _tensor(image_u8: np.ndarray, device: torch.device) -> torch.Tensor:
-    # A copy: torch warns on read-only arrays, such as np.asarray of a PIL image.
-    return to_tensor_images(np.array(image_u8[None])).to(device)
+    return to_tensor_images(image_u8[None]).to(device)
 
 
 def _resize(images: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
