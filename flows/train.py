@@ -14,11 +14,21 @@ from tasks.diffusion.task import train_diffusion_model
 from tasks.gan.task import train_gan_model
 
 
-@flow(name="train", task_runner=make_task_runner(get_profile("local")))
+@flow(name="train")
 def train(data: list[str] | str, config: str = "small", device: str = "auto", data_dir: str = "avatarflow-data",
-          gpu_tasks: bool = False, overrides: dict | None = None, resume: bool = True) -> dict:
+          overrides: dict | None = None, resume: bool = True, profile: str | None = None,
+          dask_address: str | None = None, workers: int | None = None) -> dict:
     """`data`: folders or manifests (a comma-separated string from a deployment works too);
-    `overrides` = {"gan": {...}, "diffusion": {...}} replaces single fields of the preset."""
+    `overrides` = {"gan": {...}, "diffusion": {...}} replaces single fields of the preset. The
+    execution profile is resolved when the run starts."""
+    execution = get_profile(profile, dask_address, workers)
+    train_models_on = train_models.with_options(task_runner=make_task_runner(execution))
+    return train_models_on(data, config, device, data_dir, execution.gpu_tasks, overrides, resume)
+
+
+@flow(name="train-models")
+def train_models(data: list[str] | str, config: str, device: str, data_dir: str, gpu_tasks: bool,
+                 overrides: dict | None, resume: bool) -> dict:
     if isinstance(data, str):
         data = [part.strip() for part in data.split(",") if part.strip()]
     preset = get_training_preset(config).with_overrides(overrides or {})

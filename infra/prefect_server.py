@@ -37,6 +37,13 @@ def api_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/api"
 
 
+def configured_api_url() -> str | None:
+    """The server PREFECT_API_URL names, if set. Read from the environment only: importing prefect
+    here would freeze its settings before `use_server` sets the URL."""
+    url = os.environ.get("PREFECT_API_URL", "").strip()
+    return url.rstrip("/") or None
+
+
 def is_healthy(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:

@@ -1,11 +1,17 @@
-"""Execution profiles: where tasks run (a LocalCluster or an existing Dask scheduler) and with
-which resources. Flows pick a profile by name; the CLI's --dask-address overrides the address."""
+"""Execution profiles: where tasks run (a LocalCluster, local GPU workers, or an existing Dask
+scheduler) and with which resources. Flows resolve their profile when a run starts, so a
+deployment or a flow parameter can choose it; nothing here is fixed at import time."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass, replace
+
+PROFILE_NAMES = ("local", "gpu", "cluster")
+GPU_RESOURCE = "GPU"
 
 
 @dataclass(frozen=True)
@@ -13,87 +19,102 @@ class ExecutionProfile:
     """How the Dask side of a flow run is set up."""
 
     name: str
-    """Profile name, as given to --profile or AVATARFLOW_PROFILE."""
+    """Profile name: a flow's `profile` parameter, --profile, or AVATARFLOW_PROFILE."""
     dask_address: str | None = None
-    """Address of an existing `dask scheduler`; None starts a LocalCluster."""
+    """Address of an existing `dask scheduler`; None starts a cluster for the run."""
     n_workers: int = 2
-    """LocalCluster worker processes (one thread each, since Blender and MediaPipe are bound to their thread)."""
-    gpus_per_worker: int = 0
-    """GPU slots each LocalCluster worker advertises as the Dask resource "GPU"."""
+    """CPU worker processes of a started cluster (one thread each: Blender and MediaPipe are bound to their thread)."""
+    gpu_devices: tuple[str, ...] = ()
+    """CUDA devices of a started cluster: one worker per device, pinned by CUDA_VISIBLE_DEVICES, advertising GPU=1."""
     gpu_tasks: bool = False
-    """Annotate GPU-capable tasks with resources={"GPU": 1}; only set where workers advertise GPUs."""
+    """Annotate GPU tasks with resources={"GPU": 1}; only where some worker advertises a GPU, since
+    a task asking for a resource no worker has waits forever."""
     memory_limit: str = "auto"
-    """Dask worker memory limit."""
+    """Memory limit of each started worker."""
 
     def cluster_kwargs(self) -> dict:
-        kwargs = {
-            "n_workers": self.n_workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "memory_limit": self.memory_limit,
-            "dashboard_address": None,
-            "host": "127.0.0.1",
-        }
-        if self.gpus_per_worker:
-            kwargs["resources"] = {"GPU": self.gpus_per_worker}
-        return kwargs
+        """Keyword arguments of `start_local_cluster` for this profile."""
+        return {"n_workers": self.n_workers, "gpu_devices": list(self.gpu_devices), "memory_limit": self.memory_limit}
 
 
-def _local_gpu_count() -> int:
-    if shutil.which("nvidia-smi") is None:
-        return 0
+def visible_gpu_devices() -> tuple[str, ...]:
+    """CUDA device ids this machine shows: CUDA_VISIBLE_DEVICES when set, else nvidia-smi's list."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip()])
-    return 1
+        return tuple(d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1")
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        listing = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return ()
+    return tuple(line.strip() for line in listing.splitlines() if line.strip())
 
 
-PROFILES: dict[str, ExecutionProfile] = {
-    "local": ExecutionProfile(name="local"),
-    "gpu": ExecutionProfile(name="gpu", n_workers=2, gpus_per_worker=1, gpu_tasks=True),
-    # A task asking for a resource no worker has waits forever, so GPU annotations on an external
-    # cluster are opt-in: start its workers with --resources GPU=N and set AVATARFLOW_GPU_TASKS=1.
-    "cluster": ExecutionProfile(
-        name="cluster",
-        dask_address=os.environ.get("AVATARFLOW_DASK_ADDRESS"),
-        gpu_tasks=os.environ.get("AVATARFLOW_GPU_TASKS") == "1",
-    ),
-}
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
 
 
 def get_profile(name: str | None = None, dask_address: str | None = None, workers: int | None = None) -> ExecutionProfile:
-    """Resolve a profile by name (default: AVATARFLOW_PROFILE, else "gpu" where a GPU is present, else "local")."""
-    name = name or os.environ.get("AVATARFLOW_PROFILE") or ("gpu" if _local_gpu_count() else "local")
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    profile = PROFILES[name]
-    if dask_address:
+    """Resolve a profile when a run starts. `name` defaults to AVATARFLOW_PROFILE, else "cluster"
+    when an address is known (argument or AVATARFLOW_DASK_ADDRESS), else "gpu" where a GPU is
+    visible, else "local". Empty strings count as unset (deployment templates give them)."""
+    env_address = os.environ.get("AVATARFLOW_DASK_ADDRESS") or None
+    name = name or os.environ.get("AVATARFLOW_PROFILE") or None
+    if name is None:
+        name = "cluster" if (dask_address or env_address) else ("gpu" if visible_gpu_devices() else "local")
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    if dask_address or name == "cluster":
+        dask_address = dask_address or env_address
+        if not dask_address:
+            raise ValueError("the cluster profile needs a scheduler address: --dask-address, the flow's "
+                             "dask_address parameter, or AVATARFLOW_DASK_ADDRESS")
         # An external scheduler's workers say for themselves whether they have GPUs (--resources GPU=N).
-        profile = replace(profile, dask_address=dask_address, gpu_tasks=os.environ.get("AVATARFLOW_GPU_TASKS") == "1")
-    if profile.name == "cluster" and not profile.dask_address:
-        raise ValueError("the cluster profile needs --dask-address or AVATARFLOW_DASK_ADDRESS")
+        return ExecutionProfile(name="cluster", dask_address=dask_address, gpu_tasks=_env_flag("AVATARFLOW_GPU_TASKS"))
+    profile = ExecutionProfile(name=name)
+    if name == "gpu":
+        devices = visible_gpu_devices()
+        if not devices:
+            raise ValueError("the gpu profile found no GPU (nvidia-smi / CUDA_VISIBLE_DEVICES); use --profile local")
+        profile = replace(profile, gpu_devices=devices, gpu_tasks=True)
     if workers:
         profile = replace(profile, n_workers=workers)
     return profile
 
 
 def gpu_slot(enabled: bool):
-    """Dask resource annotation for GPU-capable tasks; only where workers advertise GPUs."""
-    import contextlib
-
+    """Dask resource annotation for a task that uses a GPU; only where workers advertise GPUs."""
     import dask
 
-    return dask.annotate(resources={"GPU": 1}) if enabled else contextlib.nullcontext()
+    return dask.annotate(resources={GPU_RESOURCE: 1}) if enabled else contextlib.nullcontext()
+
+
+def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, ...] = (), memory_limit: str = "auto"):
+    """A cluster on this machine, bound to 127.0.0.1: `n_workers` CPU workers, plus one worker per
+    GPU device, pinned to it by CUDA_VISIBLE_DEVICES and advertising GPU=1. CPU workers see no
+    GPU, so torch on them stays on the CPU."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    keep_glibc_malloc_defaults()
+    common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit}
+    workers = {f"cpu-{i}": {"cls": Nanny, "options": {**common, "env": {"CUDA_VISIBLE_DEVICES": ""}}}
+               for i in range(n_workers)}
+    for device in gpu_devices:
+        workers[f"gpu-{device}"] = {"cls": Nanny, "options": {**common, "resources": {GPU_RESOURCE: 1},
+                                                              "env": {"CUDA_VISIBLE_DEVICES": str(device)}}}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
+    return SpecCluster(scheduler=scheduler, workers=workers, name="avatarflow")
 
 
 def make_task_runner(profile: ExecutionProfile):
-    """A DaskTaskRunner for the profile."""
+    """The DaskTaskRunner of a profile: the external scheduler's address, or a cluster started for the run."""
     from prefect_dask import DaskTaskRunner
 
     if profile.dask_address:
         return DaskTaskRunner(address=profile.dask_address)
-    keep_glibc_malloc_defaults()
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=profile.cluster_kwargs())
+    return DaskTaskRunner(cluster_class=start_local_cluster, cluster_kwargs=profile.cluster_kwargs())
 
 
 def keep_glibc_malloc_defaults() -> None:

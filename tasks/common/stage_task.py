@@ -17,6 +17,20 @@ StageCompute = Callable[[AvatarStore], tuple[dict[str, ArrayRef], dict]]
 StageFinish = Callable[[AvatarStore, dict], None]
 
 
+def current_worker() -> dict:
+    """Which Dask worker runs this stage (address, name, advertised resources), for the stage record."""
+    import socket
+
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not inside a Dask worker (a thread-pool run)
+        return {"worker": f"{socket.gethostname()}/local", "worker_resources": {}}
+    return {"worker": worker.address, "worker_name": str(worker.name),
+            "worker_resources": dict(worker.state.total_resources)}
+
+
 def run_stage(
     stage: str, store_url: str, run: str, avatar: str, compute: StageCompute, finish: StageFinish | None = None
 ) -> StageRef | State:
@@ -26,6 +40,7 @@ def run_stage(
     logger = get_run_logger()
     store = AvatarStore(store_url)
     logger.info(f"{avatar}: {stage} started")
+    where = current_worker()
     started = time.perf_counter()
     try:
         arrays, info = compute(store)
@@ -34,12 +49,12 @@ def run_stage(
         extra = error.record
         # Only this stage's own record: parallel stages of one avatar never write the same
         # metadata document. publish_run writes the avatar-level error.
-        store.record_stage(run, avatar, stage, "failed", seconds, error=str(error), **extra)
+        store.record_stage(run, avatar, stage, "failed", seconds, error=str(error), **where, **extra)
         logger.warning(f"{avatar}: {stage} failed: {error}")
         return Failed(message=f"{stage}: {error}")
     seconds = time.perf_counter() - started
     # "warnings" and "record" (e.g. model versions, seeds drawn) go into the stage's record.
-    store.record_stage(run, avatar, stage, "ok", seconds, **{k: v for k, v in info.items() if k == "warnings"},
+    store.record_stage(run, avatar, stage, "ok", seconds, **where, **{k: v for k, v in info.items() if k == "warnings"},
                        **info.get("record", {}))
     if finish is not None:
         finish(store, info)

@@ -8,7 +8,7 @@ import yaml
 
 from avatarflow.presets import (PRESETS, PipelineConfig, config_from_dict, config_to_dict, get_preset,
                                 get_training_preset)
-from infra.profiles import PROFILES, get_profile
+from infra.profiles import get_profile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,12 +27,50 @@ def test_unknown_preset_and_profile_are_clear_errors():
         get_profile("nope")
 
 
-def test_profiles_resolve():
-    assert get_profile("local").dask_address is None
-    assert get_profile("gpu").cluster_kwargs()["resources"] == {"GPU": 1}
+def test_profiles_resolve_when_asked_and_not_at_import(monkeypatch):
+    monkeypatch.delenv("AVATARFLOW_PROFILE", raising=False)
+    monkeypatch.delenv("AVATARFLOW_DASK_ADDRESS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert get_profile().name == "local" and get_profile("local").dask_address is None
+    assert get_profile("local", workers=3).cluster_kwargs()["n_workers"] == 3
     external = get_profile("local", dask_address="tcp://127.0.0.1:8786")
-    assert external.dask_address == "tcp://127.0.0.1:8786" and not external.gpu_tasks
-    assert set(PROFILES) == {"local", "gpu", "cluster"}
+    assert external.name == "cluster" and external.dask_address == "tcp://127.0.0.1:8786" and not external.gpu_tasks
+    with pytest.raises(ValueError, match="needs a scheduler address"):
+        get_profile("cluster")
+    with pytest.raises(ValueError, match="found no GPU"):
+        get_profile("gpu")
+    # A deployment's job variables arrive as environment variables of the run.
+    monkeypatch.setenv("AVATARFLOW_DASK_ADDRESS", "tcp://10.0.0.5:8786")
+    monkeypatch.setenv("AVATARFLOW_GPU_TASKS", "1")
+    cluster = get_profile()
+    assert cluster.name == "cluster" and cluster.dask_address == "tcp://10.0.0.5:8786" and cluster.gpu_tasks
+    assert get_profile("local").dask_address is None  # an explicit local profile ignores the address
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    gpu = get_profile("gpu")
+    assert gpu.gpu_devices == ("0", "1") and gpu.gpu_tasks and gpu.cluster_kwargs()["gpu_devices"] == ["0", "1"]
+
+
+def test_gpu_workers_are_pinned_and_only_they_take_gpu_tasks():
+    import os
+
+    import dask
+    from distributed import Client
+
+    from infra.profiles import gpu_slot, start_local_cluster
+
+    def visible_devices():
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    with start_local_cluster(n_workers=1, gpu_devices=["3"], memory_limit="1GiB") as cluster, Client(cluster) as client:
+        gpu_worker = next(a for a, w in client.scheduler_info()["workers"].items() if w["resources"].get("GPU") == 1)
+        with gpu_slot(True):
+            pinned = [client.submit(visible_devices, pure=False) for _ in range(4)]
+        for future in pinned:
+            assert future.result() == "3"
+        assert {who for key, who in client.who_has(pinned).items() for who in who} == {gpu_worker}
+        assert client.submit(visible_devices, workers=[a for a in client.scheduler_info()["workers"] if a != gpu_worker],
+                             pure=False).result() == ""
+    assert dask.config.get("annotations", default=None) is None
 
 
 def test_every_deployment_resolves_to_a_flow_and_a_preset():
