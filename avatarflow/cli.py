@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from avatarflow.presets import PRESETS
-from infra.prefect_server import ensure_server, quiet_environment, use_server
+from infra.prefect_server import configured_api_url, ensure_server, is_healthy, quiet_environment, use_server
+from stores.location import DataLocation, is_url, local_state_dir
 
 
-def _prepare_prefect(data_dir: Path, port: int | None) -> str:
+DEFAULT_DATA_DIR = os.environ.get("AVATARFLOW_DATA_DIR") or "avatarflow-data"
+
+
+def _open_data_dir(value: str) -> str:
+    """The data dir as flows take it: a local path made absolute and created, or a URL kept as it
+    is, whose MLflow database must then be named in the environment (checked before anything starts)."""
+    from stores.tracking import tracking_uri
+
+    location = DataLocation(value).ensure_folder()
+    tracking_uri(location.url)
+    return location.url
+
+
+def _prepare_prefect(data_dir: str, port: int | None) -> str:
+    """Use the Prefect server PREFECT_API_URL names when it is set; otherwise start (or reuse) the
+    local one under the data dir."""
     quiet_environment()
+    home = local_state_dir(data_dir) / "prefect"  # the server's files stay on this machine, also for a URL data dir
+    configured = configured_api_url()
+    if configured:
+        if not is_healthy(configured):
+            raise RuntimeError(f"the Prefect server at PREFECT_API_URL={configured} does not answer; "
+                               "start it, or unset PREFECT_API_URL to use a local one")
+        print(f"prefect: using the configured server {configured}", flush=True)
+        use_server(configured, home / "results")
+        return configured
     print(f"prefect: starting or reusing the local server (127.0.0.1:{port or 'default port'}) …", flush=True)
-    url = ensure_server(data_dir / "prefect", port=port)
-    use_server(url, data_dir / "prefect" / "results")
+    url = ensure_server(home, port=port)
+    use_server(url, home / "results")
     print(f"prefect: {url.removesuffix('/api')} (UI)", flush=True)
     return url
 
@@ -41,9 +67,8 @@ def _print_summary(summary: dict) -> None:
 def _start_run(args: argparse.Namespace):
     """(data dir, execution profile) for a flow run: the data dir exists and the Prefect server
     runs. None, after printing the error, when either cannot be had."""
-    data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     try:
+        data_dir = _open_data_dir(args.data_dir)
         _prepare_prefect(data_dir, args.prefect_port)
         from infra.profiles import get_profile
 
@@ -53,12 +78,22 @@ def _start_run(args: argparse.Namespace):
         return None
 
 
-def produce_command(args: argparse.Namespace, manifest: Path, input_roots: list[str]) -> int:
-    from stores.manifest import ManifestError, read_manifest
+def _manifest_argument(value: str | os.PathLike) -> Path | str:
+    """A manifest as the flows take it: a local path made absolute (the run name is derived from
+    it), or an fsspec URL kept as given."""
+    return os.fspath(value) if is_url(value) else Path(value).resolve()
 
+
+def produce_command(args: argparse.Namespace, manifest: str | os.PathLike, input_roots: list[str]) -> int:
+    from stores.manifest import ManifestError, read_manifest
+    from stores.run_lock import RunLockedError, check_run_lock
+    from tasks.batch.plan import run_name
+
+    manifest = _manifest_argument(manifest)
     try:
         read_manifest(manifest)  # unreadable files and unknown columns end here, before any server starts
-    except ManifestError as error:
+        check_run_lock(args.data_dir, run_name(manifest, args.preset))  # so does a run already in progress
+    except (ManifestError, RunLockedError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     started = _start_run(args)
@@ -66,14 +101,13 @@ def produce_command(args: argparse.Namespace, manifest: Path, input_roots: list[
         return 2
     data_dir, profile = started
     from flows.produce import produce
-    from infra.profiles import make_task_runner
 
     where = profile.dask_address or f"a LocalCluster of {profile.n_workers} worker process(es)"
-    print(f"dask: {where}; preset {args.preset}; data {data_dir}", flush=True)
-    runner = make_task_runner(profile)
-    summary = produce.with_options(task_runner=runner)(
-        manifest=str(manifest.resolve()), data_dir=str(data_dir), preset=args.preset,
-        input_roots=sorted({str(Path(root).resolve()) for root in input_roots}), gpu_tasks=profile.gpu_tasks,
+    print(f"dask: {where} ({profile.name} profile); preset {args.preset}; data {data_dir}", flush=True)
+    summary = produce(
+        manifest=str(manifest), data_dir=str(data_dir), preset=args.preset,
+        input_roots=sorted({DataLocation(root).url for root in input_roots}),
+        profile=profile.name, dask_address=profile.dask_address, workers=args.workers,
     )
     _print_summary(summary)
     return 0 if summary["finished"] or not summary["failed"] else 1
@@ -137,15 +171,59 @@ def train_command(args: argparse.Namespace) -> int:
         return 2
     data_dir, profile = started
     from flows.train import train
-    from infra.profiles import make_task_runner
 
     print(f"train: config {args.config} on {args.device}; data {', '.join(data)}; output {data_dir}", flush=True)
-    result = train.with_options(task_runner=make_task_runner(profile))(
+    result = train(
         data=[str(Path(path).resolve()) for path in data], config=args.config, device=args.device,
-        data_dir=str(data_dir), gpu_tasks=profile.gpu_tasks, overrides=overrides, resume=not args.restart)
+        data_dir=str(data_dir), overrides=overrides, resume=not args.restart,
+        profile=profile.name, dask_address=profile.dask_address, workers=args.workers)
     _print_training(result)
-    print(f"mlflow: {data_dir / 'mlflow.db'} (mlflow ui --backend-store-uri sqlite:///{data_dir / 'mlflow.db'})")
+    from stores.tracking import tracking_uri
+
+    print(f"mlflow: mlflow ui --backend-store-uri {tracking_uri(data_dir)}")
     return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Start the Prefect server, Dask, MLflow, a worker and the deployments; block until Ctrl-C."""
+    from infra.profiles import visible_gpu_devices
+    from infra.serve import ServeConfig, serve
+    quiet_environment()
+    try:
+        data_dir = _open_data_dir(args.data_dir)
+    except (RuntimeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    home = local_state_dir(data_dir) / "serve"  # logs and the server's files stay on this machine
+    if args.manifest:
+        manifest, roots = _manifest_argument(args.manifest), [DataLocation(r).url for r in args.input_root]
+    else:  # the nightly deployment produces the sample job until given a manifest
+        from avatarflow.samples import write_sample_manifest
+
+        manifest, roots = write_sample_manifest(home / "sample")
+    gpus = visible_gpu_devices() if args.gpus is None else tuple(d for d in args.gpus.split(",") if d)
+    deployment_env = {
+        "AVATARFLOW_DATA_DIR": data_dir,
+        "AVATARFLOW_NIGHTLY_MANIFEST": str(manifest),
+        "AVATARFLOW_DATASET_MANIFEST": str(manifest),
+        "AVATARFLOW_INPUT_ROOTS": ",".join(roots),
+        "AVATARFLOW_TRAINING_DATA": ",".join(args.training_data or _default_training_data()),
+    }
+    from infra.automations import FailureAutomationConfig
+
+    failures = FailureAutomationConfig.from_environment()
+    config = ServeConfig(host=args.host, prefect_port=args.prefect_port, mlflow_port=args.mlflow_port,
+                         scheduler_port=args.scheduler_port, dashboard_port=args.dashboard_port,
+                         cpu_workers=args.workers, gpu_devices=gpus, deployment_env=deployment_env,
+                         failure_threshold=args.failure_threshold or failures.threshold,
+                         failure_window_s=args.failure_window or failures.within_seconds)
+    return serve(config, data_dir, tracking_uri(data_dir), home)
+
+
+def _default_training_data() -> list[str]:
+    from avatarflow.samples import default_training_data
+
+    return default_training_data()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def run_options(sub: argparse.ArgumentParser, pipeline: bool = True) -> None:
-        sub.add_argument("--data-dir", default="avatarflow-data", help="store, outputs and MLflow (default ./avatarflow-data)")
+        sub.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="store, outputs and MLflow: a path or fsspec URL (default $AVATARFLOW_DATA_DIR or ./avatarflow-data)")
         sub.add_argument("--dask-address", help="address of an existing dask scheduler (default: start a LocalCluster)")
         sub.add_argument("--profile", choices=["local", "gpu", "cluster"], help="execution profile (default: auto)")
         sub.add_argument("--workers", type=int, help="LocalCluster worker processes (default 2)")
@@ -163,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--prefect-port", type=int, help="local Prefect server port (default 4200)")
 
     produce = commands.add_parser("produce", help="build, animate and render every row of a manifest")
-    produce.add_argument("manifest", type=Path, help="CSV or Parquet manifest")
+    produce.add_argument("manifest", help="CSV or Parquet manifest: a path or fsspec URL")
     produce.add_argument("--input-root", action="append", default=[], help="extra folder inputs may come from")
     run_options(produce)
 
@@ -182,12 +260,33 @@ def main(argv: list[str] | None = None) -> int:
     run_options(demo)
 
     server = commands.add_parser("server", help="start (or find) the local Prefect server and print its URL")
-    server.add_argument("--data-dir", default="avatarflow-data")
+    server.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     server.add_argument("--prefect-port", type=int)
 
+    service = commands.add_parser("serve", help="run avatarflow as a service: Prefect server, work pool and worker, "
+                                                "deployments, MLflow UI, Dask scheduler and workers")
+    service.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="store, outputs and MLflow (path or fsspec URL)")
+    service.add_argument("--manifest", help="manifest of the nightly deployment, a path or fsspec URL "
+                                            "(default: the sample job)")
+    service.add_argument("--input-root", action="append", default=[], help="extra folder the manifest's inputs may come from")
+    service.add_argument("--training-data", action="append", help="folder for the training deployment (default: the shared samples)")
+    service.add_argument("--host", default="127.0.0.1", help="interface the servers bind to (default 127.0.0.1)")
+    service.add_argument("--prefect-port", type=int, default=4200)
+    service.add_argument("--mlflow-port", type=int, default=5000)
+    service.add_argument("--scheduler-port", type=int, default=8786)
+    service.add_argument("--dashboard-port", type=int, default=8787)
+    service.add_argument("--workers", type=int, default=2, help="Dask CPU worker processes (default 2)")
+    service.add_argument("--gpus", help="comma-separated CUDA devices, one Dask worker each (default: every visible GPU)")
+    service.add_argument("--failure-threshold", type=int,
+                         help="failed avatars of one run that pause its deployment (default 3, or AVATARFLOW_FAILURE_THRESHOLD)")
+    service.add_argument("--failure-window", type=float,
+                         help="window for that count, in seconds (default 600, or AVATARFLOW_FAILURE_WINDOW_SECONDS)")
+
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve_command(args)
     if args.command == "server":
-        _prepare_prefect(Path(args.data_dir).resolve(), args.prefect_port)
+        _prepare_prefect(DataLocation(args.data_dir).url, args.prefect_port)
         return 0
     if args.command == "train":
         return train_command(args)
@@ -196,9 +295,13 @@ def main(argv: list[str] | None = None) -> int:
 
         from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL, production_versions
 
-        data_dir = Path(args.data_dir).resolve()
+        try:
+            data_dir = _open_data_dir(args.data_dir)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         trained = None not in production_versions(data_dir, [GAN_MODEL, DIFFUSION_MODEL]).values()
-        manifest, roots = write_sample_manifest(data_dir / "sample", with_generated=trained)
+        manifest, roots = write_sample_manifest(local_state_dir(data_dir) / "sample", with_generated=trained)
         if not trained:
             print("sample: no trained generators yet, so the rows with generated faces and the refined "
                   "photo are left out; `avatarflow train --data-dir "

@@ -3,12 +3,12 @@ and registered in MLflow (the production alias moves only for a better model).""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 
 from avatarflow.presets import get_training_preset
 from infra.profiles import get_profile, gpu_slot, make_task_runner
+from stores.location import DataLocation
+from tasks.batch.monitoring import publish_training_table
 from tasks.dataset.task import build_dataset
 from tasks.diffusion.task import train_diffusion_model
 from tasks.gan.task import train_gan_model
@@ -32,8 +32,8 @@ def train_models(data: list[str] | str, config: str, device: str, data_dir: str,
     if isinstance(data, str):
         data = [part.strip() for part in data.split(",") if part.strip()]
     preset = get_training_preset(config).with_overrides(overrides or {})
-    data_path = str(Path(data_dir).resolve())
-    dataset = build_dataset.submit(data, str(Path(data_path) / "datasets.zarr"), preset.dataset).result()
+    data_path = DataLocation(data_dir).url
+    dataset = build_dataset.submit(data, DataLocation(data_path).join("datasets.zarr").url, preset.dataset).result()
     with gpu_slot(gpu_tasks):
         gan = train_gan_model.submit(dataset, data_path, preset.gan, device, resume=resume)
     if not gpu_tasks:
@@ -42,4 +42,6 @@ def train_models(data: list[str] | str, config: str, device: str, data_dir: str,
         gan.wait()
     with gpu_slot(gpu_tasks):
         diffusion = train_diffusion_model.submit(dataset, data_path, preset.diffusion, device, resume=resume)
-    return {"dataset": dataset.__dict__, "gan": gan.result(), "diffusion": diffusion.result()}
+    result = {"dataset": dataset.__dict__, "gan": gan.result(), "diffusion": diffusion.result()}
+    publish_training_table(result)
+    return result

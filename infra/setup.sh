@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install everything avatarflow needs, once: Debian packages (espeak-ng, ffmpeg, Mesa EGL for
-# Blender's Workbench), then a virtual environment at .venv with the pinned Python packages.
+# Blender's Workbench, Chromium for the report test), then a virtual environment at .venv with
+# the pinned Python packages.
 # Re-running is cheap: each step is skipped when it is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(espeak-ng libespeak-ng1 ffmpeg libegl1 libegl-mesa0 libgl1-mesa-dri libgl1
-                 libglib2.0-0 libxrender1 libxi6 libxkbcommon0 libsm6 libxxf86vm1 libxfixes3 libx11-6)
+                 libglib2.0-0 libxrender1 libxi6 libxkbcommon0 libsm6 libxxf86vm1 libxfixes3 libx11-6
+                 chromium)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

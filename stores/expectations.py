@@ -19,6 +19,8 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 LANGUAGE_PATTERN = r"^[a-z]{2,3}([-_][A-Za-z0-9]{1,8})*$"
 INTEGER_PATTERN = r"^[0-9]{1,5}$"
 IDENTITY_PATTERN = r"^generate:[0-9]{1,10}$"
+# A transcript must hold at least one letter or digit of any script.
+TRANSCRIPT_PATTERN = r"[^\W_]"
 BOOLEAN_WORDS = ["true", "false", "yes", "no", "1", "0"]
 
 
@@ -63,6 +65,10 @@ def manifest_suite(limits: ManifestLimits):
          "refine must be true or false"),
         (e.ExpectColumnValuesToBeInSet(column="speech_source", value_set=["text", "audio"]),
          "give exactly one of 'text' or 'audio'"),
+        (e.ExpectColumnValuesToBeInSet(column="transcript_use", value_set=["none", "audio"]),
+         "a 'transcript' goes only with 'audio' (it says what the recording says)"),
+        (e.ExpectColumnValuesToMatchRegex(column="transcript", regex=TRANSCRIPT_PATTERN),
+         "transcript has no words (it needs at least one letter or digit)"),
         (e.ExpectColumnValuesToMatchRegex(column="language", regex=LANGUAGE_PATTERN),
          "language must be an espeak-ng code such as en, en-us or fr"),
         (e.ExpectColumnValuesToMatchRegex(column="fps", regex=INTEGER_PATTERN), "fps must be a whole number"),
@@ -95,6 +101,8 @@ def _with_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
                                     np.where(has_identity & ~has_portrait, "identity", "both-or-none"))
     frame["refine_word"] = frame["refine"].map(lambda v: None if v is None else str(v).strip().lower())
     frame["speech_source"] = np.where(has_text & ~has_audio, "text", np.where(has_audio & ~has_text, "audio", "both-or-none"))
+    has_transcript = frame["transcript"].notna()
+    frame["transcript_use"] = np.where(~has_transcript, "none", np.where(has_audio, "audio", "without-audio"))
     for column in ("fps", "resolution"):
         frame[f"{column}_value"] = pd.to_numeric(frame[column], errors="coerce")
     frame["resolution_parity"] = frame["resolution_value"] % 2

@@ -1,23 +1,32 @@
-"""Read a manifest (CSV or Parquet) into rows of strings, keeping byte-level problems per row."""
+"""Read a manifest (CSV or Parquet) into rows of strings, keeping byte-level problems per row.
+The manifest is a local file or an fsspec URL (`s3://bucket/inputs/nightly.csv`)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from stores.location import DataLocation, is_url
+
 REQUIRED_COLUMNS = ("id",)
 FACE_COLUMNS = ("portrait", "identity")
 """At least one of these must be a column: a row gets its face from a photo or a generator."""
-OPTIONAL_COLUMNS = ("portrait", "identity", "refine", "style", "text", "audio", "language", "voice", "fps", "resolution")
+OPTIONAL_COLUMNS = ("portrait", "identity", "refine", "style", "text", "audio", "transcript", "language", "voice", "fps",
+                    "resolution")
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
 # Scripts can be long; the csv module's default field limit is 128 KiB.
 csv.field_size_limit(16 * 1024 * 1024)
+
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+"""A manifest is read into memory whole; anything larger is refused before it is read."""
 
 
 class ManifestError(Exception):
@@ -28,13 +37,17 @@ class ManifestError(Exception):
 class ManifestTable:
     """A manifest as read: one dict of strings per row, plus per-row decoding errors."""
 
-    path: Path
+    path: Path | DataLocation
+    """The manifest file: a local path, or a DataLocation for a URL manifest."""
     rows: list[dict[str, str]]
     line_numbers: list[int]
     row_errors: dict[int, str] = field(default_factory=dict)
+    sha256: str = ""
+    """Digest of the bytes read, so a run records exactly which manifest it planned from."""
 
     @property
-    def folder(self) -> Path:
+    def folder(self) -> Path | DataLocation:
+        """Where relative input paths resolve: the manifest's folder (the parent URL for a URL)."""
         return self.path.parent
 
     def to_frame(self) -> pd.DataFrame:
@@ -47,7 +60,7 @@ def _has_undecodable(value: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
-def _check_columns(columns: list[str], path: Path) -> None:
+def _check_columns(columns: list[str], path: Path | DataLocation) -> None:
     unknown = [c for c in columns if c not in KNOWN_COLUMNS]
     if unknown:
         raise ManifestError(
@@ -71,18 +84,59 @@ def _clean(value: object) -> str | None:
     return text or None
 
 
-def read_manifest(path: str | Path) -> ManifestTable:
-    """Read a CSV or Parquet manifest. Non-UTF-8 fields become a row error, not a failed file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest not found: {path}")
-    if path.stat().st_size == 0:
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _manifest_size(path: Path | DataLocation) -> int:
+    """The manifest's size; ManifestError when it is missing or not a file."""
+    if isinstance(path, Path):
+        if not path.is_file():
+            raise ManifestError(f"manifest not found: {path}")
+        return path.stat().st_size
+    try:
+        info = path.info()
+    except FileNotFoundError:
+        raise ManifestError(f"manifest not found: {path}") from None
+    except Exception as error:  # each object store's client raises its own types (credentials, network, …)
+        raise ManifestError(f"manifest cannot be read: {path} ({_one_line(error)})") from None
+    if info.get("type") != "file":
+        raise ManifestError(f"manifest is not a file: {path}")
+    return int(info.get("size") or 0)
+
+
+def _read_manifest_bytes(path: Path | DataLocation) -> bytes:
+    """The manifest's bytes, after the checks that need no parsing: found, a file, not empty, not too large."""
+    size = _manifest_size(path)
+    if size == 0:
         raise ManifestError(f"manifest is empty: {path}")
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path.name}: manifest is too large ({size / 1e6:.1f} MB > "
+                            f"{MAX_MANIFEST_BYTES / 1e6:.1f} MB)")
+    try:
+        return path.read_bytes()
+    except Exception as error:  # as above: OSError locally, the store client's own types for a URL
+        raise ManifestError(f"{path.name}: manifest cannot be read ({_one_line(error)})") from None
+
+
+def read_manifest(path: str | os.PathLike | DataLocation) -> ManifestTable:
+    """Read a CSV or Parquet manifest, a local file or an fsspec URL. Non-UTF-8 fields become a
+    row error, not a failed file."""
+    if isinstance(path, DataLocation) and path.is_local:
+        path = path.local_path
+    elif not isinstance(path, DataLocation):
+        path = DataLocation(path) if is_url(path) else Path(path)
+    if isinstance(path, DataLocation):
+        try:
+            path.parent  # relative inputs resolve against it
+        except ValueError as error:
+            raise ManifestError(f"manifest URL must name a file in a bucket or folder: {error}") from None
+    data = _read_manifest_bytes(path)
 
     row_errors: dict[int, str] = {}
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if path.name.lower().endswith((".parquet", ".pq")):
         try:
-            frame = pd.read_parquet(path)
+            frame = pd.read_parquet(io.BytesIO(data))
         except Exception as exc:  # pyarrow raises many types for a corrupt file
             raise ManifestError(f"{path.name}: not a readable Parquet file ({exc})") from None
         columns = [str(c) for c in frame.columns]
@@ -102,7 +156,7 @@ def read_manifest(path: str | Path) -> ManifestTable:
         line_numbers = [i + 1 for i in range(len(raw_rows))]
     else:
         try:
-            text = path.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+            text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
             reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
             columns = [c.strip() for c in (reader.fieldnames or [])]
             records = list(reader)
@@ -127,4 +181,5 @@ def read_manifest(path: str | Path) -> ManifestTable:
     if not raw_rows:
         raise ManifestError(f"{path.name}: the manifest has no rows")
     rows = [{c: row.get(c) for c in KNOWN_COLUMNS} for row in raw_rows]
-    return ManifestTable(path=path, rows=rows, line_numbers=line_numbers, row_errors=row_errors)
+    return ManifestTable(path=path, rows=rows, line_numbers=line_numbers, row_errors=row_errors,
+                         sha256=hashlib.sha256(data).hexdigest())

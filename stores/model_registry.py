@@ -3,9 +3,10 @@ the `production` alias only when a new version scores better, and load by alias.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from pathlib import Path
 
+from stores.location import DataLocation
 from stores.tracking import tracking_uri
 
 GAN_MODEL = "avatarflow-gan"
@@ -33,14 +34,14 @@ class Registration:
     previous_value: float | None
 
 
-def _client(data_dir: str | Path):
+def _client(data_dir: str | os.PathLike):
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(data_dir))
     return mlflow.MlflowClient()
 
 
-def production_version(data_dir: str | Path, name: str):
+def production_version(data_dir: str | os.PathLike, name: str):
     """The ModelVersion under the production alias, or None."""
     from mlflow.exceptions import MlflowException
 
@@ -51,7 +52,7 @@ def production_version(data_dir: str | Path, name: str):
         return None
 
 
-def production_versions(data_dir: str | Path, names) -> dict[str, int | None]:
+def production_versions(data_dir: str | os.PathLike, names) -> dict[str, int | None]:
     """{name: production version or None} for the given model names."""
     versions = {}
     for name in sorted(names):
@@ -60,7 +61,7 @@ def production_versions(data_dir: str | Path, names) -> dict[str, int | None]:
     return versions
 
 
-def register_model(data_dir: str | Path, model, name: str, metric: str, value: float,
+def register_model(data_dir: str | os.PathLike, model, name: str, metric: str, value: float,
                    higher_is_better: bool) -> Registration:
     """Log `model` (a torch module) into the active MLflow run, register it as a new version of
     `name` tagged with its metric, and point `production` at it if it beats the version there."""
@@ -83,17 +84,17 @@ def register_model(data_dir: str | Path, model, name: str, metric: str, value: f
                         previous_value=previous_value)
 
 
-def production_version_number(data_dir: str | Path, name: str) -> int:
+def production_version_number(data_dir: str | os.PathLike, name: str) -> int:
     """The version under the production alias; ModelMissingError naming the train command when
     there is none."""
     current = production_version(data_dir, name)
     if current is None:
-        raise ModelMissingError(f"no trained {name} model (alias '{PRODUCTION_ALIAS}') in {Path(data_dir).resolve()}; "
+        raise ModelMissingError(f"no trained {name} model (alias '{PRODUCTION_ALIAS}') in {DataLocation(data_dir).url}; "
                                 f"run `{TRAIN_COMMAND} --data-dir {data_dir}` first")
     return int(current.version)
 
 
-def load_model_version(data_dir: str | Path, name: str, version: int, device: str = "cpu"):
+def load_model_version(data_dir: str | os.PathLike, name: str, version: int, device: str = "cpu"):
     """One registered version of `name`, in eval mode on `device`."""
     import mlflow.pytorch
 
@@ -101,7 +102,7 @@ def load_model_version(data_dir: str | Path, name: str, version: int, device: st
     return mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location=device).eval()
 
 
-def load_production_model(data_dir: str | Path, name: str, device: str = "cpu"):
+def load_production_model(data_dir: str | os.PathLike, name: str, device: str = "cpu"):
     """(model, version) of the production version of `name`; ModelMissingError when there is none.
     The version is resolved once, so the model and the number returned always match."""
     version = production_version_number(data_dir, name)

@@ -1,27 +1,45 @@
-"""MLflow tracking: one run per flow run, on a sqlite backend under the data dir."""
+"""MLflow tracking: one run per flow run. A local data dir keeps its sqlite database and the
+artifacts inside it; a data dir URL keeps the artifacts under `<url>/mlartifacts` and takes the
+database from AVATARFLOW_MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_URI), since sqlite cannot live
+on an object store."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
+
+from stores.location import DataLocation
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+TRACKING_URI_VARIABLES = ("AVATARFLOW_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+"""Where the tracking database of a data dir URL is named, first one set wins: any database URL
+MLflow takes (postgresql://…, mysql://…, sqlite:////absolute/path.db)."""
 
-def tracking_uri(data_dir: str | Path) -> str:
-    """sqlite URI of the data dir's MLflow database (MLflow needs an absolute path)."""
-    return f"sqlite:///{Path(data_dir).resolve() / 'mlflow.db'}"
+
+def tracking_uri(data_dir: str | os.PathLike) -> str:
+    """The MLflow database: sqlite inside a local data dir (MLflow needs an absolute path), or
+    the URI from the environment for a data dir URL; ValueError naming the variable if unset."""
+    location = DataLocation(data_dir)
+    if location.is_local:
+        return f"sqlite:///{location.local_path / 'mlflow.db'}"
+    for variable in TRACKING_URI_VARIABLES:
+        if os.environ.get(variable, "").strip():
+            return os.environ[variable].strip()
+    raise ValueError(f"the data dir {location.url} is a URL, so MLflow's database cannot live in it: set "
+                     f"{TRACKING_URI_VARIABLES[0]} to a database URL (e.g. postgresql://host/db or "
+                     "sqlite:////absolute/path/mlflow.db)")
 
 
-def artifact_root(data_dir: str | Path) -> str:
-    return (Path(data_dir).resolve() / "mlartifacts").as_uri()
+def artifact_root(data_dir: str | os.PathLike) -> str:
+    location = DataLocation(data_dir).join("mlartifacts")
+    return location.local_path.as_uri() if location.is_local else location.url
 
 
 class RunTracker:
     """Open one MLflow run and log params, metrics and files to it."""
 
-    def __init__(self, data_dir: str | Path, experiment: str, run_name: str, tags: dict[str, str] | None = None):
+    def __init__(self, data_dir: str | os.PathLike, experiment: str, run_name: str, tags: dict[str, str] | None = None):
         import mlflow
 
         self._mlflow = mlflow
@@ -43,8 +61,10 @@ class RunTracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    def log_artifact(self, path: str | os.PathLike | DataLocation, artifact_path: str | None = None) -> None:
+        """Log a file, local or at a URL (fetched into a temporary folder first)."""
+        with DataLocation(path).local_copy() as local:
+            self._mlflow.log_artifact(str(local), artifact_path=artifact_path)
 
     def log_dict(self, data: dict[str, Any], file_name: str) -> None:
         self._mlflow.log_dict(data, file_name)

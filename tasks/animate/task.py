@@ -1,4 +1,7 @@
-"""Animate task: speech (phoneme timings or the audio signal) → per-frame ARKit weights and head pose."""
+"""Animate task: speech (phoneme timings or the audio signal) → per-frame ARKit weights and head pose.
+
+The attrs of `animation/` name where the motion came from: `tts` (espeak-ng's phoneme events), `aligned`
+(a transcript or recognised words force-aligned to a recording) or `audio` (features of the signal)."""
 
 from __future__ import annotations
 
@@ -28,17 +31,19 @@ def animate_avatar(ingested: StageRef, row: AvatarRow, config: AnimationConfig):
         if phonemes:
             weights, head_pose = animate_from_phonemes(phonemes, audio.size / sample_rate, settings, row.seed,
                                                        audio=audio, sample_rate=sample_rate)
-            driver = "phonemes"
+            # Stores written before `method` existed: phonemes came from TTS for text rows.
+            source = audio_attrs.get("method") or ("tts" if audio_attrs.get("source") == "text" else "aligned")
         else:
             weights, head_pose = animate_from_audio(audio, sample_rate, settings, row.seed)
-            driver = "audio"
+            source = "audio"
         arrays = {
             "weights": store.write(run, row.id, "animation/weights", weights,
-                                   attrs={"fps": row.fps, "names": list(ARKIT_NAMES), "driver": driver,
+                                   attrs={"fps": row.fps, "names": list(ARKIT_NAMES), "source": source,
                                           "seed": row.seed}),
             "head_pose": store.write(run, row.id, "animation/head_pose", head_pose,
                                      attrs={"fps": row.fps, "columns": ["pitch", "yaw", "roll", "tx", "ty", "tz"]}),
         }
-        return arrays, {"frames": int(weights.shape[0]), "driver": driver}
+        store.avatar_group(run, row.id)["animation"].attrs.update({"source": source, "fps": row.fps})
+        return arrays, {"frames": int(weights.shape[0]), "source": source}
 
     return run_stage("animate", ingested.store_url, run, row.id, compute)

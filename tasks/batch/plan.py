@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from stores.location import DataLocation, is_url
 from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL
+from stores.run_lock import RunLock
 from tasks.common.rows import AvatarRow
 
 
@@ -25,12 +28,22 @@ class RunPlan:
     pending: list[AvatarRow] = field(default_factory=list)
     reused: list[AvatarRow] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
+    lock: RunLock | None = None
+    """The run-name lock taken while planning; publishing releases it."""
 
 
-def run_name(manifest_path: Path, preset: str) -> str:
-    """One run per manifest file and preset, so a re-run (or a fixed manifest) finds its completed avatars."""
-    digest = hashlib.sha256(f"{manifest_path.resolve()}\0{preset}".encode("utf-8")).hexdigest()[:10]
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", manifest_path.stem).strip("-") or "manifest"
+def run_name(manifest: str | os.PathLike | DataLocation, preset: str) -> str:
+    """One run per manifest file (a local path or a URL) and preset, so a re-run (or a fixed
+    manifest) finds its completed avatars."""
+    text = manifest.url if isinstance(manifest, DataLocation) else os.fspath(manifest)
+    if is_url(text):
+        where = DataLocation(text).url  # one spelling per object: no trailing slash
+        stem = PurePosixPath(where.partition("://")[2]).stem
+    else:  # the absolute path, as always: existing stores hold runs under these names
+        path = Path(text)
+        where, stem = str(path.resolve()), path.stem
+    digest = hashlib.sha256(f"{where}\0{preset}".encode("utf-8")).hexdigest()[:10]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-") or "manifest"
     return f"{stem[:40]}-{digest}"
 
 
@@ -41,24 +54,34 @@ def models_needed(row: AvatarRow) -> tuple[str, ...]:
     return (DIFFUSION_MODEL,) if row.refine else ()
 
 
-def row_fingerprint(row: AvatarRow, manifest_dir: Path, settings_json: str,
+def row_fingerprint(row: AvatarRow, manifest_dir: str | os.PathLike, settings_json: str,
                     model_versions: dict[str, int | None] | None = None) -> str:
-    """What an avatar's outputs depend on: its row, the settings, its input files' size and mtime,
-    and the production versions of the models it uses. A completed avatar is reused only while
-    this stays the same."""
+    """What an avatar's outputs depend on: its row, the settings, its input files' size and mtime
+    (size and ETag or mtime for a URL), and the production versions of the models it uses. A
+    completed avatar is reused only while this stays the same."""
     values = {k: v for k, v in row.to_dict().items() if k != "line"}
     files = []
     for value in (row.portrait, row.audio, row.style_name):
         if value:
-            path = manifest_dir / value
-            try:
-                stat = path.stat()
-                files.append([value, stat.st_size, stat.st_mtime_ns])
-            except (OSError, ValueError):
-                files.append([value, None, None])
+            files.append([value, *_input_signature(value, manifest_dir)])
     versions = {name: (model_versions or {}).get(name) for name in models_needed(row)}
     payload = json.dumps([values, files, settings_json, versions], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _input_signature(value: str, manifest_dir: str | os.PathLike) -> tuple:
+    """(size, version) of one input; (None, None) when it cannot be read (ingest reports why).
+    A relative path lies beside the manifest, which may itself be a folder URL."""
+    local = value.removeprefix("file://")
+    try:
+        if is_url(value):
+            return DataLocation(value).signature()
+        if is_url(manifest_dir) and not Path(local).is_absolute():
+            return DataLocation(manifest_dir).join(local).signature()
+        stat = (Path(manifest_dir) / local).stat()
+        return stat.st_size, stat.st_mtime_ns
+    except (OSError, ValueError):
+        return None, None
 
 
 def split_rows(

@@ -27,6 +27,8 @@ class AvatarRow:
     """Script spoken by espeak-ng; exactly one of text and audio is set."""
     audio: str | None = None
     """Speech recording path as written in the manifest."""
+    transcript: str | None = None
+    """What the `audio` recording says; English transcripts are force-aligned to drive the visemes."""
     language: str = "en"
     """espeak-ng language code for the text."""
     voice: str | None = None
@@ -68,6 +70,7 @@ class AvatarRow:
             style=values.get("style"),
             text=values.get("text"),
             audio=values.get("audio"),
+            transcript=values.get("transcript"),
             language=values.get("language") or default_language,
             voice=values.get("voice"),
             fps=int(values.get("fps") or 25),

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from stores.location import DataLocation
+
 
 def use_threads(threads: int | None) -> int:
     """Set torch's CPU threads (Dask workers start with OMP_NUM_THREADS=1); None = all cores."""
@@ -28,23 +30,27 @@ def flat_params(prefix: str, config: Any) -> dict[str, str]:
     return {f"{prefix}.{key}": json.dumps(value, default=str) for key, value in dataclasses.asdict(config).items()}
 
 
-def checkpoint_path(data_dir: str | Path, model: str, dataset_fingerprint: str, config: Any) -> Path:
+def checkpoint_path(data_dir: str | os.PathLike, model: str, dataset_fingerprint: str, config: Any) -> DataLocation:
     """One checkpoint per model, dataset and config: a rerun with the same three resumes it."""
     key = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return Path(data_dir) / "training" / model / f"{dataset_fingerprint}-{key}" / "checkpoint.pt"
+    return DataLocation(data_dir).join("training", model, f"{dataset_fingerprint}-{key}", "checkpoint.pt")
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Written to a temporary file and renamed, so a killed run never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        torch.save(state, handle)
-    os.replace(handle.name, path)
+def save_checkpoint(location: DataLocation, state: dict) -> None:
+    """Written whole and then put in place (renamed locally), so a killed run never leaves half a
+    checkpoint."""
+    with tempfile.TemporaryDirectory(prefix="avatarflow-checkpoint-") as folder:
+        written = Path(folder) / "checkpoint.pt"
+        torch.save(state, written)
+        location.put_file(written)
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    # weights_only: tensors, numbers and dicts only; nothing is unpickled.
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+def load_checkpoint(location: DataLocation) -> dict | None:
+    if not location.exists():
+        return None
+    with location.local_copy() as local:
+        # weights_only: tensors, numbers and dicts only; nothing is unpickled.
+        return torch.load(local, map_location="cpu", weights_only=True)
 
 
 def log_image(tracker, image_u8: np.ndarray, artifact_dir: str, file_name: str) -> None:

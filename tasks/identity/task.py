@@ -4,14 +4,13 @@ stage reads, and record the model versions and seeds they used."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stores.avatar_store import StageRef
+from stores.location import DataLocation
 from stores.model_registry import (DIFFUSION_MODEL, GAN_MODEL, ModelMissingError, load_model_version,
                                    production_version_number)
 from tasks.common.errors import AvatarInputError
@@ -32,7 +31,7 @@ def _production(data_dir: str, name: str, device: str):
         version = production_version_number(data_dir, name)
     except ModelMissingError as error:
         raise AvatarInputError(str(error)) from None
-    key = (str(Path(data_dir).resolve()), name, version, device)
+    key = (DataLocation(data_dir).url, name, version, device)
     if key not in _LOADED:
         _LOADED[key] = (load_model_version(data_dir, name, version, device), version)
     return _LOADED[key]

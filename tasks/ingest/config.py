@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AlignmentConfig:
+    """How recorded English speech gets phoneme timings (pocketsphinx forced alignment)."""
+
+    languages: tuple[str, ...] = ("en",)
+    """Base language codes aligned with pocketsphinx's en-us model (en, en-us, en-gb ... all match "en");
+    other languages use the audio-feature visemes."""
+
+    recognise_untranscribed: bool = True
+    """English audio without a transcript is first recognised by pocketsphinx, then aligned; off, such
+    rows use the audio-feature visemes."""
+
+    pronunciation_voice: str = "en-us"
+    """espeak-ng voice that spells words missing from the aligner's dictionary."""
+
+    beam: float = 1e-80
+    """Search beam of the aligner (pocketsphinx beam, word beam and phone beam); wide, because the words are
+    known and speech far from the acoustic model (synthetic or accented voices) otherwise finds no path."""
+
+    max_words_per_second: float = 8.0
+    """A transcript with more words than this rate allows for the audio's length is rejected as not
+    matching it."""
 
 
 @dataclass(frozen=True)
@@ -41,3 +65,6 @@ class IngestConfig:
 
     allowed_roots: tuple[str, ...] = ()
     """Extra directories input files may live in, besides the manifest's own directory."""
+
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    """Forced alignment (and recognition) of recorded English speech."""

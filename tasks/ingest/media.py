@@ -2,18 +2,23 @@
 
 Images are opened with Pillow (size checked from the header before pixels are decoded, EXIF orientation applied).
 Audio of any common container/codec is decoded with PyAV and resampled to mono float32 at the configured rate.
+An input may be a local path or an fsspec URL (s3://…); a URL input is checked from its listing, then fetched
+into a temporary file to decode.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from stores.location import DataLocation, is_url
 from tasks.common.errors import AvatarInputError
 from tasks.ingest.config import IngestConfig
 
@@ -25,33 +30,68 @@ _CLIP_LEVEL = 0.98
 _MIN_DECODED_FRACTION = 0.5
 
 
-def resolve_input_path(path: str | os.PathLike, base_dir: str | os.PathLike, config: IngestConfig) -> Path:
+InputFile = Path | DataLocation
+"""A resolved input: a local path, or a DataLocation for a URL input."""
+
+
+def resolve_input_path(path: str | os.PathLike, base_dir: str | os.PathLike, config: IngestConfig) -> InputFile:
     """Resolve a manifest path (relative ones against base_dir) and require it to lie under an allowed root.
 
     Allowed roots are base_dir itself and config.allowed_roots; symlinks are resolved first so they cannot escape.
+    A URL must lie under one of config.allowed_roots given as a URL, or under base_dir when that is a URL (the
+    folder of a URL manifest). Beside a URL manifest, a relative path names an object below that folder.
     """
-    base = Path(base_dir).resolve()
-    candidate = Path(path)
+    text = os.fspath(path)
+    manifest_url = DataLocation(base_dir) if is_url(base_dir) else None
+    if is_url(text):
+        return _resolve_input_url(text, manifest_url, config)
+    candidate = Path(text.removeprefix("file://"))
+    if manifest_url is not None and not candidate.is_absolute():
+        return _resolve_relative_url(text, manifest_url)
+    base_roots = [] if manifest_url is not None else [Path(base_dir).resolve()]
     if not candidate.is_absolute():
-        candidate = base / candidate
+        candidate = base_roots[0] / candidate
     try:
         resolved = candidate.resolve()
     except (ValueError, RuntimeError, OSError) as error:  # NUL bytes, symlink loops
         raise AvatarInputError(f"{Path(path).name}: unusable path ({error})") from error
-    roots = [base] + [Path(r).resolve() for r in config.allowed_roots]
+    roots = base_roots + [Path(r).resolve() for r in config.allowed_roots if not is_url(r)]
     if not any(resolved == root or root in resolved.parents for root in roots):
         raise AvatarInputError(f"{Path(path).name}: path is outside the allowed input directories")
     return resolved
 
 
-def _check_file(path: Path, config: IngestConfig) -> int:
+def _resolve_relative_url(path: str, manifest_folder: DataLocation) -> DataLocation:
+    """A relative path beside a URL manifest: the object below the manifest's folder. An object store keeps
+    `..` as a literal name, so it is refused rather than followed."""
+    try:
+        return manifest_folder.join(path)
+    except ValueError:
+        raise AvatarInputError(f"{PurePosixPath(path).name}: path is outside the allowed input locations "
+                               "('..' is not followed beside a URL manifest)") from None
+
+
+def _resolve_input_url(url: str, manifest_folder: DataLocation | None, config: IngestConfig) -> DataLocation:
+    location = DataLocation(url)
+    roots = [DataLocation(r) for r in config.allowed_roots if is_url(r)]
+    roots += [manifest_folder] if manifest_folder is not None else []
+    if not any(location.is_within(root) for root in roots):
+        raise AvatarInputError(f"{location.name}: URL is outside the allowed input locations "
+                               "(give its prefix as an input root)")
+    return location
+
+
+def _check_file(path: InputFile, config: IngestConfig) -> int:
     """Check that the file exists, is a regular non-empty file within the size limit; return its size."""
     name = path.name
-    if not path.exists():
+    if isinstance(path, DataLocation):
+        size = _remote_size(path)
+    elif not path.exists():
         raise AvatarInputError(f"{name}: file not found")
-    if not path.is_file():
+    elif not path.is_file():
         raise AvatarInputError(f"{name}: not a regular file")
-    size = path.stat().st_size
+    else:
+        size = path.stat().st_size
     if size == 0:
         raise AvatarInputError(f"{name}: empty file")
     if size > config.max_file_bytes:
@@ -60,11 +100,44 @@ def _check_file(path: Path, config: IngestConfig) -> int:
     return size
 
 
-def load_image(path: str | os.PathLike, config: IngestConfig) -> np.ndarray:
+def _remote_size(location: DataLocation) -> int:
+    """A URL input's size from its listing, with the same errors as a local file's."""
+    try:
+        info = location.info()
+    except FileNotFoundError:
+        raise AvatarInputError(f"{location.name}: file not found") from None
+    except (OSError, ValueError) as error:
+        raise AvatarInputError(f"{location.name}: cannot be read ({error})") from None
+    if info.get("type") != "file":
+        raise AvatarInputError(f"{location.name}: not a regular file")
+    return int(info.get("size") or 0)
+
+
+def _as_input(path: str | os.PathLike | DataLocation) -> InputFile:
+    if isinstance(path, DataLocation):
+        return path
+    return DataLocation(path) if is_url(path) else Path(path)
+
+
+@contextlib.contextmanager
+def _decodable(path: InputFile) -> Iterator[Path]:
+    """A local file to decode: the path itself, or a URL input fetched into a temporary file."""
+    if isinstance(path, DataLocation):
+        with path.local_copy() as local:
+            yield local
+    else:
+        yield path
+
+
+def load_image(path: str | os.PathLike | DataLocation, config: IngestConfig) -> np.ndarray:
     """Decode an image file to an H×W×3 uint8 RGB array, upright according to its EXIF orientation."""
-    path = Path(path)
-    name = path.name
-    _check_file(path, config)
+    source = _as_input(path)
+    _check_file(source, config)
+    with _decodable(source) as local:
+        return _decode_image(local, source.name, config)
+
+
+def _decode_image(path: Path, name: str, config: IngestConfig) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # Our own pixel limit is checked below; Pillow's bomb warning would only duplicate it.
@@ -102,15 +175,19 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.audio.s
     return None
 
 
-def load_audio(path: str | os.PathLike, config: IngestConfig) -> np.ndarray:
+def load_audio(path: str | os.PathLike | DataLocation, config: IngestConfig) -> np.ndarray:
     """Decode any audio file PyAV/FFmpeg reads (wav, mp3, flac, m4a/aac, ogg/opus, ...) to mono float32.
 
     The result is resampled to config.sample_rate. Too long, too short, silent, truncated or undecodable
     audio raises AvatarInputError; clipped audio is accepted (see audio_warnings).
     """
-    path = Path(path)
-    name = path.name
-    _check_file(path, config)
+    source = _as_input(path)
+    _check_file(source, config)
+    with _decodable(source) as local:
+        return _decode_audio(local, source.name, config)
+
+
+def _decode_audio(path: Path, name: str, config: IngestConfig) -> np.ndarray:
     rate = config.sample_rate
     max_samples = int(round(config.max_audio_seconds * rate))
     chunks: list[np.ndarray] = []

@@ -286,3 +286,14 @@ def synthesize(text: str, language: str | None, config: IngestConfig) -> SpeechR
     if audio.size / rate < config.min_audio_seconds:
         notes.append(f"synthesized speech is very short ({audio.size / rate:.2f} s)")
     return SpeechResult(audio=audio, sample_rate=rate, phonemes=phonemes, warnings=notes)
+
+
+def spoken_phonemes(text: str, voice: str, rate_wpm: int = 160) -> list[str]:
+    """The espeak-ng mnemonics espeak-ng would speak for text (pauses left out), e.g. for a word no
+    dictionary knows."""
+    if not text or not text.strip():
+        return []
+    with _LOCK:
+        engine = _engine()
+        _, events, _ = engine.synthesize(text, voice, rate_wpm, max_seconds=60.0)
+    return [symbol for symbol, _ in events if symbol and not symbol.startswith("_")]

@@ -1,15 +1,20 @@
-"""Ingest task: decode the portrait, and load the speech or speak the text, into `input/*`."""
+"""Ingest task: decode the portrait, and load the speech or speak the text, into `input/*`.
+
+Recorded English speech gets phoneme timings by forced alignment of its transcript (or of the words
+recognised in it); `input/audio`'s attrs say which method drives the visemes: `tts`, `aligned` or `audio`."""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.common.errors import AvatarInputError
 from tasks.common.rows import AvatarRow
 from tasks.common.stage_task import run_stage
+from tasks.ingest.alignment import AlignmentError, time_speech
 from tasks.ingest.config import IngestConfig
 from tasks.ingest.media import audio_warnings, load_audio, load_image, resolve_input_path
-from tasks.ingest.speech import synthesize, validate_language
+from tasks.ingest.speech import spoken_phonemes, synthesize, validate_language
 
 
 @task(name="ingest", cache_policy=NO_CACHE, persist_result=False)
@@ -24,17 +29,25 @@ def ingest_avatar(store_url: str, run: str, row: AvatarRow, manifest_dir: str, c
         if row.text is not None:
             speech = synthesize(row.text, row.voice or row.language, config)
             audio, phonemes, warnings, source = speech.audio, speech.phonemes, list(speech.warnings), "text"
+            method, words = "tts", []
         else:
             audio_path = resolve_input_path(row.audio, manifest_dir, config)
             audio = load_audio(audio_path, config)
-            phonemes, warnings, source = [], audio_warnings(audio, config), "audio"
+            settings = config.alignment
+            try:
+                timing = time_speech(audio, config.sample_rate, row.transcript, row.language,
+                                     lambda word: spoken_phonemes(word, settings.pronunciation_voice), settings)
+            except AlignmentError as error:
+                raise AvatarInputError(f"transcript does not fit the audio: {error}") from None
+            phonemes, method, words = timing.phonemes, timing.method, timing.words
+            warnings, source = audio_warnings(audio, config) + timing.warnings, "audio"
         arrays["audio"] = store.write(
             run, row.id, "input/audio", audio,
             chunks=(config.sample_rate * 30,),
-            attrs={"sample_rate": config.sample_rate, "source": source,
+            attrs={"sample_rate": config.sample_rate, "source": source, "method": method, "words": words,
                    "phonemes": [[symbol, round(start, 4), round(end, 4)] for symbol, start, end in phonemes]},
         )
         duration = audio.size / config.sample_rate
-        return arrays, {"warnings": warnings, "duration_s": duration, "source": source}
+        return arrays, {"warnings": warnings, "duration_s": duration, "source": source, "method": method}
 
     return run_stage("ingest", store_url, run, row.id, compute)

@@ -1,9 +1,11 @@
 """Render task: one Blender process per avatar renders the MP4 frames, GLB, .blend and poster;
-ffmpeg muxes the speech in; the files are published under outputs/<run>/<avatar>/."""
+ffmpeg muxes the speech in; the files are published under outputs/<run>/<avatar>/. Blender works
+in a scratch folder in the worker's own temp dir, removed once the files are published."""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,7 @@ RIG_ARRAYS = {
 @task(name="render", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
 def render_avatar(rig: StageRef, motion: StageRef, row: AvatarRow, data_dir: str, config: RenderConfig):
     run = rig.run
-    outputs = RunOutputs(Path(data_dir), run)
+    outputs = RunOutputs(data_dir, run)
 
     def compute(store):
         names = dict(RIG_ARRAYS)
@@ -43,21 +45,23 @@ def render_avatar(rig: StageRef, motion: StageRef, row: AvatarRow, data_dir: str
         arrays = {key: store.read(run, row.id, name) for key, name in names.items()}
         audio = store.read(run, row.id, "input/audio")
         sample_rate = int(store.array_attrs(run, row.id, "input/audio")["sample_rate"])
-        job_dir = Path(data_dir) / "work" / run / row.id
-        if job_dir.exists():
-            shutil.rmtree(job_dir)  # a retry starts clean
-        job_path = write_job(job_dir, **arrays, settings=config, fps=row.fps, resolution=row.resolution,
-                             seed=row.seed, shape_key_names=ARKIT_NAMES)
-        result = run_blender_job(job_path, timeout_s=config.timeout_seconds)
-        written = {k: Path(v) for k, v in result["paths"].items()}
-        talk = mux_audio(written["video"], audio, sample_rate, job_dir / "talk.mp4")
-        published = {"video": str(publish_file(talk, outputs.avatar_file(row.id, "video")))}
-        for kind in ("glb", "blend", "poster"):
-            if kind in written:
-                published[kind] = str(publish_file(written[kind], outputs.avatar_file(row.id, kind)))
-        refs = {}
-        if config.keep_frames and "frames_dir" in written:
-            refs["frames"] = _store_frames(store, run, row.id, written["frames_dir"])
+        # Scratch stays on this worker (each attempt gets a fresh folder); only published files are shared.
+        job_dir = Path(tempfile.mkdtemp(prefix=f"avatarflow-render-{row.id}-"))
+        try:
+            job_path = write_job(job_dir, **arrays, settings=config, fps=row.fps, resolution=row.resolution,
+                                 seed=row.seed, shape_key_names=ARKIT_NAMES)
+            result = run_blender_job(job_path, timeout_s=config.timeout_seconds)
+            written = {k: Path(v) for k, v in result["paths"].items()}
+            talk = mux_audio(written["video"], audio, sample_rate, job_dir / "talk.mp4")
+            published = {"video": str(publish_file(talk, outputs.avatar_file(row.id, "video")))}
+            for kind in ("glb", "blend", "poster"):
+                if kind in written:
+                    published[kind] = str(publish_file(written[kind], outputs.avatar_file(row.id, kind)))
+            refs = {}
+            if config.keep_frames and "frames_dir" in written:
+                refs["frames"] = _store_frames(store, run, row.id, written["frames_dir"])
+        finally:
+            shutil.rmtree(job_dir, ignore_errors=True)
         frames = int(result["frames"])
         return refs, {"frames": frames, "outputs": published, "video_seconds": frames / row.fps,
                       "blender_seconds": result.get("seconds", {})}

@@ -3,8 +3,6 @@ style image; the stylised texture is what the render stage then uses."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -30,7 +28,7 @@ def style_image(value: str, manifest_dir: str, ingest: IngestConfig) -> tuple[st
     except AvatarInputError as error:
         raise AvatarInputError(f"style {value!r} is neither a preset ({', '.join(STYLE_PRESETS)}) "
                                f"nor a usable image: {error}") from None
-    return str(Path(path).name), load_image(path, ingest)
+    return path.name, load_image(path, ingest)
 
 
 @task(name="style", cache_policy=NO_CACHE, persist_result=False)

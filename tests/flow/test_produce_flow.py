@@ -170,6 +170,48 @@ def test_rendered_lips_follow_the_speech(produced):
         assert result["gap_loudness_corr"] > 0.3, (avatar, result)
 
 
+def test_runs_publish_prefect_artifacts_and_failure_events(produced):
+    """Each of the two runs left its progress at 100 %, the avatars and quarantine tables and the bad
+    row's failure event on the Prefect server, tied to its flow run."""
+    import json
+    import re
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.batch.monitoring import FAILURE_EVENT, artifact_key
+
+    ui = re.search(r"prefect: (http://\S+) \(UI\)", produced["first"].stdout).group(1)
+    run = produced["run"]
+    with temporary_settings(updates={PREFECT_API_URL: f"{ui}/api"}), get_client(sync_client=True) as client:
+        def versions(kind: str) -> list:
+            found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(run, kind)])))
+            return sorted(found, key=lambda artifact: artifact.created)
+
+        progress = versions("progress")
+        assert len(progress) == 2 and [float(a.data) for a in progress] == [100.0, 100.0]
+        flow_runs = [a.flow_run_id for a in progress]
+        avatars, quarantine = versions("avatars"), versions("quarantine")
+        assert [a.flow_run_id for a in avatars] == flow_runs == [a.flow_run_id for a in quarantine]
+        first, second = (json.loads(a.data) for a in avatars)
+        assert [(r["id"], r["status"]) for r in first] == [("texter", "finished"), ("speaker", "finished"), ("broken", "failed")]
+        assert [(r["id"], r["status"]) for r in second] == [("texter", "reused"), ("speaker", "reused"), ("broken", "failed")]
+        assert first[0]["render_s"] > 0 and first[0]["ingest_s"] > 0 and first[2]["failed_stage"] == "ingest"
+        assert [(r["id"], r["stage"]) for r in json.loads(quarantine[-1].data)] == [("broken", "ingest")]
+
+        deadline = time.monotonic() + 30  # the server stores events in batches
+        while True:
+            events = client.request("POST", "/events/filter", json={"filter": {
+                "event": {"name": [FAILURE_EVENT]}, "related": {"id": [f"prefect.flow-run.{i}" for i in flow_runs]}}}).json()["events"]
+            if len(events) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert sorted(e["payload"]["stage"] + ":" + e["payload"]["id"] for e in events) == ["ingest:broken"] * 2
+        assert {e["resource"]["prefect.resource.id"] for e in events} == {f"avatarflow.avatar.{run}.broken"}
+
+
 def test_lit_preset_renders_with_cycles(tmp_path):
     """The lit preset goes through the same flow with Cycles (a one-row manifest at 64²)."""
     from PIL import Image

@@ -1,0 +1,255 @@
+"""Forced alignment of English speech with pocketsphinx: audio + words in, timed phones out.
+
+pocketsphinx's en-us acoustic model, its CMU pronouncing dictionary and its language model ship inside
+the wheel. A transcript is normalised to dictionary words; a word the dictionary lacks is spelled in
+ARPAbet from espeak-ng's own pronunciation. Without a transcript the words are first recognised with the
+language model, then aligned. Phones come back both in ARPAbet (the aligner's set) and as espeak-ng
+mnemonics, so the viseme code drives aligned speech exactly as it drives text-to-speech.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tasks.ingest.config import AlignmentConfig
+
+# pocketsphinx works in 10 ms frames on 16 kHz, 16-bit audio.
+ALIGN_SAMPLE_RATE = 16000
+_FRAME_S = 0.01
+
+# ARPAbet (stress digits dropped) -> espeak-ng mnemonic with the same mouth shape.
+ARPABET_TO_ESPEAK: dict[str, str] = {
+    "AA": "A:", "AE": "a", "AH": "V", "AO": "O:", "AW": "aU", "AY": "aI", "B": "b", "CH": "tS", "D": "d",
+    "DH": "D", "EH": "E", "ER": "3:", "EY": "eI", "F": "f", "G": "g", "HH": "h", "IH": "I", "IY": "i:",
+    "JH": "dZ", "K": "k", "L": "l", "M": "m", "N": "n", "NG": "N", "OW": "oU", "OY": "OI", "P": "p", "R": "r",
+    "S": "s", "SH": "S", "T": "t", "TH": "T", "UH": "U", "UW": "u:", "V": "v", "W": "w", "Y": "j", "Z": "z",
+    "ZH": "Z", "SIL": "_",
+}
+
+# espeak-ng English mnemonics (modifiers and variant marks stripped) -> ARPAbet phones.
+ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
+    "p": ("P",), "b": ("B",), "t": ("T",), "d": ("D",), "k": ("K",), "g": ("G",), "f": ("F",), "v": ("V",),
+    "T": ("TH",), "D": ("DH",), "s": ("S",), "z": ("Z",), "S": ("SH",), "Z": ("ZH",), "h": ("HH",),
+    "tS": ("CH",), "dZ": ("JH",), "m": ("M",), "n": ("N",), "N": ("NG",), "l": ("L",), "r": ("R",),
+    "j": ("Y",), "w": ("W",), "x": ("K",), "?": ("T",),
+    "a": ("AE",), "aa": ("AE",), "A:": ("AA",), "A": ("AA",), "0": ("AA",), "A@": ("AA", "R"), "O:": ("AO",),
+    "O": ("AO",), "O@": ("AO", "R"), "o@": ("AO", "R"), "V": ("AH",), "@": ("AH",), "3": ("ER",),
+    "3:": ("ER",), "@L": ("AH", "L"), "I": ("IH",), "i": ("IY",), "i:": ("IY",), "E": ("EH",),
+    "e@": ("EH", "R"), "eI": ("EY",), "aI": ("AY",), "aU": ("AW",), "OI": ("OY",), "oU": ("OW",),
+    "@U": ("OW",), "o": ("OW",), "u:": ("UW",), "U": ("UH",), "U@": ("UH", "R"), "I@": ("IH", "R"),
+    "i@": ("IH", "R"), "aI@": ("AY", "ER"), "aU@": ("AW", "ER"), "e": ("EH",), "u": ("UW",),
+}
+
+# Stress, syllable and variant marks espeak attaches to a base mnemonic (t#, i@3, 'a).
+_ESPEAK_MARKS = re.compile(r"[',%=;~#\-\^!*|/]+")
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+
+# pocketsphinx's decoder setup reads model files; one decoder per thread, built once.
+_DECODERS = threading.local()
+
+
+class AlignmentError(Exception):
+    """Speech and words could not be aligned (or nothing was recognised); the message says why."""
+
+
+@dataclass(frozen=True)
+class Phone:
+    """One aligned phone: ARPAbet symbol (or SIL) and its span in seconds from the audio's start."""
+
+    symbol: str
+    start: float
+    end: float
+    word: str
+
+
+def model_paths() -> dict[str, str]:
+    """Paths of the en-us acoustic model, dictionary and language model inside the pocketsphinx wheel."""
+    from pocketsphinx import get_model_path
+
+    root = os.path.join(get_model_path(), "en-us")
+    return {"hmm": os.path.join(root, "en-us"), "dict": os.path.join(root, "cmudict-en-us.dict"),
+            "lm": os.path.join(root, "en-us.lm.bin")}
+
+
+def normalise_transcript(text: str) -> list[str]:
+    """Lower-case words of a transcript, punctuation dropped, curly apostrophes made straight."""
+    text = unicodedata.normalize("NFKC", text or "").replace("\u2019", "'").replace("\u2018", "'").lower()
+    return _WORD.findall(text)
+
+
+def espeak_to_arpabet(symbols: Sequence[str]) -> list[str]:
+    """Map espeak-ng English mnemonics to ARPAbet; symbols with no English counterpart are dropped."""
+    phones: list[str] = []
+    for symbol in symbols:
+        base = _ESPEAK_MARKS.sub("", symbol.strip())
+        for candidate in (base, base.rstrip("0123456789"), base.replace(":", "").rstrip("0123456789")):
+            if candidate in ESPEAK_TO_ARPABET:
+                phones.extend(ESPEAK_TO_ARPABET[candidate])
+                break
+    return phones
+
+
+def arpabet_to_espeak(symbol: str) -> str:
+    """The espeak-ng mnemonic for an ARPAbet phone (stress digits ignored); pauses and fillers become "_"."""
+    base = symbol.upper().rstrip("012")
+    return ARPABET_TO_ESPEAK.get(base, "_")
+
+
+def _decoder(kind: str, beam: float = 1e-48):
+    """A per-thread pocketsphinx decoder: "align" (dictionary only) or "recognise" (with the language model)."""
+    from pocketsphinx import Decoder
+
+    cache = _DECODERS.__dict__
+    key = (kind, beam)
+    if key not in cache:
+        paths = model_paths()
+        if kind == "recognise":
+            cache[key] = Decoder(hmm=paths["hmm"], dict=paths["dict"], lm=paths["lm"], loglevel="FATAL")
+        else:
+            # lw=1: the word graph's silence and filler transitions weigh little against the acoustics.
+            cache[key] = Decoder(hmm=paths["hmm"], dict=paths["dict"], lm=None, bestpath=False, beam=beam,
+                                 wbeam=beam * 1e20, pbeam=beam, lw=1.0, loglevel="FATAL")
+    return cache[key]
+
+
+def _pcm(audio: np.ndarray, sample_rate: int) -> bytes:
+    samples = np.asarray(audio, dtype=np.float64).reshape(-1)
+    if sample_rate != ALIGN_SAMPLE_RATE:
+        from scipy.signal import resample_poly
+
+        divisor = np.gcd(int(sample_rate), ALIGN_SAMPLE_RATE)
+        samples = resample_poly(samples, ALIGN_SAMPLE_RATE // divisor, int(sample_rate) // divisor)
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    # Quiet recordings are scaled up: the acoustic model's features expect a usable level.
+    gain = min(0.9 / peak, 30.0) if peak > 0 else 1.0
+    return (np.clip(samples * gain, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+
+
+def _decode(decoder, pcm: bytes) -> None:
+    decoder.start_utt()
+    decoder.process_raw(pcm, no_search=False, full_utt=True)
+    decoder.end_utt()
+
+
+def recognise(audio: np.ndarray, sample_rate: int) -> list[str]:
+    """Words pocketsphinx's en-us language model hears in the audio (fillers left out); may be empty."""
+    decoder = _decoder("recognise")
+    _decode(decoder, _pcm(audio, sample_rate))
+    hypothesis = decoder.hyp()
+    words = hypothesis.hypstr.split() if hypothesis is not None and hypothesis.hypstr else []
+    # Alternative pronunciations are named word(2); the dictionary entry is the bare word.
+    return [re.sub(r"\(\d+\)$", "", word) for word in words]
+
+
+def _ensure_words(decoder, words: Sequence[str], pronounce: Callable[[str], list[str]]) -> list[str]:
+    """Add missing words to the decoder's dictionary; returns the words that have no pronunciation at all."""
+    unknown = []
+    for word in words:
+        if decoder.lookup_word(word) is not None:
+            continue
+        phones = espeak_to_arpabet(pronounce(word))
+        if phones:
+            decoder.add_word(word, " ".join(phones), True)
+        else:
+            unknown.append(word)
+    return unknown
+
+
+def align(audio: np.ndarray, sample_rate: int, words: Sequence[str], pronounce: Callable[[str], list[str]],
+          config: AlignmentConfig) -> list[Phone]:
+    """Force-align words to the audio; returns every phone (silences as SIL) in time order.
+
+    `pronounce(word)` gives espeak-ng mnemonics for a word the dictionary lacks. Raises AlignmentError
+    when a word cannot be pronounced or the decoder cannot fit the words to the audio.
+    """
+    words = [word for word in words if word]
+    if not words:
+        raise AlignmentError("no words to align")
+    pcm = _pcm(audio, sample_rate)
+    decoder = _decoder("align", config.beam)
+    unknown = _ensure_words(decoder, words, pronounce)
+    if unknown:
+        raise AlignmentError(f"no pronunciation for {', '.join(repr(w) for w in unknown[:3])}")
+    if len(words) > config.max_words_per_second * len(pcm) / 2 / ALIGN_SAMPLE_RATE + 2:
+        raise AlignmentError(f"{len(words)} words cannot be spoken in {len(pcm) / 2 / ALIGN_SAMPLE_RATE:.1f} s")
+    try:
+        # 1. Word pass: an FSG of the words with optional silences between them.
+        decoder.set_align_text(" ".join(words))
+        _decode(decoder, pcm)
+        # 2. Phone and state pass over the word segmentation.
+        decoder.set_alignment()
+        _decode(decoder, pcm)
+        alignment = decoder.get_alignment()
+    except RuntimeError as error:
+        raise AlignmentError(f"the aligner failed ({error})") from None
+    phones: list[Phone] = []
+    if alignment is not None:
+        for word in alignment:
+            name = re.sub(r"\(\d+\)$", "", word.name)
+            for phone in word:
+                start = phone.start * _FRAME_S
+                phones.append(Phone(phone.name, start, start + phone.duration * _FRAME_S, name))
+    spoken = [phone for phone in phones if phone.symbol.upper() != "SIL"]
+    if not spoken:
+        raise AlignmentError("the words could not be fitted to the audio")
+    return phones
+
+
+def espeak_phonemes(phones: Sequence[Phone]) -> list[tuple[str, float, float]]:
+    """(espeak mnemonic, start_s, end_s) per aligned phone, the form the viseme code reads."""
+    return [(arpabet_to_espeak(p.symbol), round(p.start, 4), round(p.end, 4)) for p in phones if p.end > p.start]
+
+
+@dataclass(frozen=True)
+class SpeechTiming:
+    """How a recording's visemes are driven: `method` is "aligned" (phonemes set) or "audio" (features)."""
+
+    method: str
+    phonemes: list[tuple[str, float, float]]
+    words: list[str]
+    """The words aligned: the transcript's, or the recognised ones."""
+    warnings: list[str]
+
+
+def is_aligned_language(language: str, config: AlignmentConfig) -> bool:
+    """Whether a row's language is one the en-us aligner handles ("en-gb", "en_us" ... count as "en")."""
+    base = (language or "").strip().lower().replace("_", "-").split("+", 1)[0].split("-", 1)[0]
+    return base in config.languages
+
+
+def time_speech(audio: np.ndarray, sample_rate: int, transcript: str | None, language: str,
+                pronounce: Callable[[str], list[str]], config: AlignmentConfig) -> SpeechTiming:
+    """Phoneme timings of a recording, or the audio-feature method with the reason recorded.
+
+    English with a transcript: aligned, or AlignmentError when the transcript has no words or does not fit.
+    English without one: recognised, then aligned; falls back to "audio" with a warning when nothing is
+    recognised. Other languages: "audio" (a transcript is kept but cannot be aligned, with a warning).
+    """
+    if not is_aligned_language(language, config):
+        notes = [f"transcript not aligned: forced alignment covers English only, not '{language}'; "
+                 "lips follow the audio"] if transcript else []
+        return SpeechTiming("audio", [], [], notes)
+    if transcript is not None:
+        words = normalise_transcript(transcript)
+        if not words:
+            raise AlignmentError("transcript has no words")
+        return SpeechTiming("aligned", espeak_phonemes(align(audio, sample_rate, words, pronounce, config)),
+                            words, [])
+    if not config.recognise_untranscribed:
+        return SpeechTiming("audio", [], [], [])
+    words = recognise(audio, sample_rate)
+    if not words:
+        return SpeechTiming("audio", [], [], ["no words recognised in the audio; lips follow the audio"])
+    try:
+        phones = align(audio, sample_rate, words, pronounce, config)
+    except AlignmentError as error:
+        return SpeechTiming("audio", [], words, [f"recognised words could not be aligned ({error}); "
+                                                 "lips follow the audio"])
+    return SpeechTiming("aligned", espeak_phonemes(phones), words, [])

@@ -1,0 +1,181 @@
+"""The production flow with `--data-dir s3://…`: moto's S3 server on 127.0.0.1 stands in for the
+object store. The portraits are URLs too (one under the data dir, one under an `--input-root`
+URL). Everything shared lands in the bucket: the Zarr store, the outputs, the MLflow artifacts
+and the run lock; nothing lands in a local data dir."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.prefect_server import stop_server
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.flow
+
+BUCKET = "avatarflow-test"
+DATA_URL = f"s3://{BUCKET}/data"
+PORTRAITS_URL = f"s3://{BUCKET}/portraits"
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "avatarflow.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3 server in this process, and the environment that points boto3 and s3fs at it."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    environment = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {key: os.environ.get(key) for key in environment}
+    os.environ.update(environment)
+    try:
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield environment
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def bucket(s3):
+    import s3fs
+
+    return s3fs.S3FileSystem(skip_instance_cache=True)
+
+
+@pytest.fixture(scope="module")
+def produced(s3, bucket, tmp_path_factory):
+    from PIL import Image
+    from skimage import data
+
+    work = tmp_path_factory.mktemp("s3flow")
+    portrait = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(portrait, format="PNG")
+    bucket.pipe_file(f"{BUCKET}/data/uploads/astronaut.png", portrait.getvalue())
+    bucket.pipe_file(f"{BUCKET}/portraits/astronaut.png", portrait.getvalue())
+    bucket.pipe_file(f"{BUCKET}/private/astronaut.png", portrait.getvalue())
+    manifest = work / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "portrait", "text", "resolution"])
+        writer.writerow(["uploaded", f"{DATA_URL}/uploads/astronaut.png", "Hello there.", "128"])
+        writer.writerow(["rooted", f"{PORTRAITS_URL}/astronaut.png", "Hi again.", "128"])
+        writer.writerow(["private", f"s3://{BUCKET}/private/astronaut.png", "Not allowed.", "128"])
+    (work / "tmp").mkdir()
+    environment = {**os.environ, **s3, "AVATARFLOW_HOME": str(work / "home"), "TMPDIR": str(work / "tmp"),
+                   "AVATARFLOW_MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    args = ["produce", str(manifest), "--data-dir", DATA_URL, "--input-root", PORTRAITS_URL,
+            "--prefect-port", str(free_port())]
+    try:
+        first = run_cli(*args, cwd=work, env=environment)
+        second = run_cli(*args, cwd=work, env=environment)
+    finally:
+        stop_server(work / "home" / "prefect")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    summaries = bucket.glob(f"{BUCKET}/data/outputs/*/summary.json")
+    assert len(summaries) == 1, summaries
+    summary = json.loads(bucket.cat_file(summaries[0]))
+    yield {"work": work, "first": first, "second": second, "summary": summary, "run": summary["run"],
+           "run_folder": f"{BUCKET}/data/outputs/{summary['run']}", "tracking_uri": f"sqlite:///{work / 'mlflow.db'}"}
+
+
+def test_outputs_and_reports_are_in_the_bucket(produced, bucket):
+    summary, folder = produced["summary"], produced["run_folder"]
+    assert "finished: 2 (0 reused)" in produced["first"].stdout
+    assert sorted(summary["finished"]) == ["rooted", "uploaded"]
+    assert summary["output_folder"] == f"s3://{folder}"
+    for avatar in ("uploaded", "rooted"):
+        for name in ("talk.mp4", "avatar.glb", "avatar.blend", "poster.png"):
+            assert bucket.size(f"{folder}/{avatar}/{name}") > 0, f"{avatar}/{name}"
+    for name in ("report.html", "summary.json", "quarantine.csv"):
+        assert bucket.size(f"{folder}/{name}") > 0, name
+    assert not [path for path in bucket.find(f"{BUCKET}/data") if path.endswith(".partial")]
+
+
+def test_a_url_outside_the_input_roots_is_quarantined(produced, bucket):
+    rows = list(csv.DictReader(io.StringIO(bucket.cat_file(f"{produced['run_folder']}/quarantine.csv").decode())))
+    assert [(r["id"], r["stage"], r["error"]) for r in rows] == [
+        ("private", "ingest", "astronaut.png: URL is outside the allowed input locations (give its prefix as an input root)")]
+
+
+def test_the_zarr_store_in_the_bucket_holds_complete_avatars(produced):
+    import zarr
+    import zarr.storage
+
+    store = zarr.open_group(store=zarr.storage.FsspecStore.from_url(f"{DATA_URL}/avatars.zarr", read_only=True),
+                            mode="r")
+    for avatar in ("uploaded", "rooted"):
+        group = store[f"runs/{produced['run']}/{avatar}"]
+        attrs = dict(group.attrs)
+        assert attrs["complete"] is True
+        assert attrs["outputs"]["video"] == f"s3://{produced['run_folder']}/{avatar}/talk.mp4"
+        assert group["animation/weights"].shape[1] == 52
+    assert dict(store[f"runs/{produced['run']}/private"].attrs)["complete"] is False
+
+
+def test_mlflow_artifacts_are_in_the_bucket(produced, bucket):
+    import mlflow
+
+    mlflow.set_tracking_uri(produced["tracking_uri"])
+    runs = mlflow.search_runs(experiment_names=["avatarflow-produce"], output_format="list")
+    first = [r for r in runs if r.data.metrics.get("avatars_reused") == 0]
+    assert len(first) == 1, [r.data.metrics for r in runs]
+    artifacts = first[0].info.artifact_uri
+    assert artifacts.startswith(f"{DATA_URL}/mlartifacts/")
+    stored = {path.rsplit("/", 1)[-1] for path in bucket.find(artifacts.removeprefix("s3://"))}
+    assert {"report.html", "quarantine.csv", "config.json", "poster.png"} <= stored
+
+
+def test_the_run_lock_is_released(produced, bucket):
+    assert bucket.glob(f"{BUCKET}/data/locks/*") == []
+
+
+def test_nothing_is_written_to_a_local_data_dir(produced):
+    work = produced["work"]
+    assert sorted(p.name for p in work.iterdir()) == ["home", "manifest.csv", "mlflow.db", "tmp"]
+    assert sorted(p.name for p in (work / "home").iterdir()) == ["prefect"]
+    assert not [p for p in (work / "tmp").iterdir() if p.name.startswith("avatarflow-")]  # render scratch is gone
+
+
+def test_a_rerun_reuses_the_avatars_built_from_url_inputs(produced):
+    second = produced["second"]
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "finished: 2 (2 reused)" in second.stdout and "render started" not in second.stdout + second.stderr
+
+
+def test_a_run_whose_lock_is_held_in_the_bucket_is_refused(s3, tmp_path):
+    from stores.run_lock import acquire_run_lock, release_run_lock
+    from tasks.batch.plan import run_name
+
+    (tmp_path / "m.csv").write_text(f"id,portrait,text\na,{PORTRAITS_URL}/astronaut.png,Hi.\n")
+    held = acquire_run_lock(DATA_URL, run_name(tmp_path / "m.csv", "photo"))
+    try:
+        done = run_cli("produce", str(tmp_path / "m.csv"), "--data-dir", DATA_URL, cwd=tmp_path,
+                       env={**os.environ, "AVATARFLOW_HOME": str(tmp_path / "home"),
+                            "AVATARFLOW_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    finally:
+        release_run_lock(held)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: run 'm-") and "already being produced" in done.stderr
+    assert not Path(tmp_path / "home").exists()
