@@ -195,20 +195,8 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     home = local_state_dir(data_dir) / "serve"  # logs and the server's files stay on this machine
-    if args.manifest:
-        manifest, roots = _manifest_argument(args.manifest), [DataLocation(r).url for r in args.input_root]
-    else:  # the nightly deployment produces the sample job until given a manifest
-        from avatarflow.samples import write_sample_manifest
-
-        manifest, roots = write_sample_manifest(home / "sample")
     gpus = visible_gpu_devices() if args.gpus is None else tuple(d for d in args.gpus.split(",") if d)
-    deployment_env = {
-        "AVATARFLOW_DATA_DIR": data_dir,
-        "AVATARFLOW_NIGHTLY_MANIFEST": str(manifest),
-        "AVATARFLOW_DATASET_MANIFEST": str(manifest),
-        "AVATARFLOW_INPUT_ROOTS": ",".join(roots),
-        "AVATARFLOW_TRAINING_DATA": ",".join(args.training_data or _default_training_data()),
-    }
+    deployment_env = _deployment_variables(args, data_dir, home)
     from infra.automations import FailureAutomationConfig
 
     failures = FailureAutomationConfig.from_environment()
@@ -217,7 +205,59 @@ def serve_command(args: argparse.Namespace) -> int:
                          cpu_workers=args.workers, gpu_devices=gpus, deployment_env=deployment_env,
                          failure_threshold=args.failure_threshold or failures.threshold,
                          failure_window_s=args.failure_window or failures.within_seconds)
+    from stores.tracking import tracking_uri
+
     return serve(config, data_dir, tracking_uri(data_dir), home)
+
+
+def _deployment_variables(args: argparse.Namespace, data_dir: str, home: Path) -> dict[str, str]:
+    """The variables prefect.yaml's deployment templates read: the data dir, the manifests (the
+    given one, else AVATARFLOW_NIGHTLY_MANIFEST, else the sample job), input roots, training data."""
+    manifest = args.manifest or os.environ.get("AVATARFLOW_NIGHTLY_MANIFEST")
+    if manifest:
+        roots = [DataLocation(r).url for r in args.input_root] or [
+            r for r in os.environ.get("AVATARFLOW_INPUT_ROOTS", "").split(",") if r]
+        manifest = str(_manifest_argument(str(manifest)))
+    else:  # the nightly deployment produces the sample job until given a manifest
+        from avatarflow.samples import write_sample_manifest
+
+        sample, roots = write_sample_manifest(home / "sample")
+        manifest = str(sample)
+    training = args.training_data or [d for d in os.environ.get("AVATARFLOW_TRAINING_DATA", "").split(",") if d]
+    return {
+        "AVATARFLOW_DATA_DIR": data_dir,
+        "AVATARFLOW_NIGHTLY_MANIFEST": manifest,
+        "AVATARFLOW_DATASET_MANIFEST": os.environ.get("AVATARFLOW_DATASET_MANIFEST") or manifest,
+        "AVATARFLOW_INPUT_ROOTS": ",".join(roots),
+        "AVATARFLOW_TRAINING_DATA": ",".join(training or _default_training_data()),
+    }
+
+
+def deploy_command(args: argparse.Namespace) -> int:
+    """Apply the work pool, the deployments of prefect.yaml and their failure automations to the
+    server PREFECT_API_URL names (compose and Kubernetes run this once the server is up)."""
+    from infra.automations import FailureAutomationConfig, apply_failure_automations
+    from infra.serve import apply_deployments
+
+    quiet_environment()
+    url = configured_api_url()
+    if not url or not is_healthy(url):
+        print(f"error: deploy needs a running Prefect server in PREFECT_API_URL (now {url or 'unset'})", file=sys.stderr)
+        return 2
+    failures = FailureAutomationConfig.from_environment()
+    try:
+        data_dir = _open_data_dir(args.data_dir)
+        variables = _deployment_variables(args, data_dir, local_state_dir(data_dir) / "serve")
+        deployments = apply_deployments(args.work_pool, {"PREFECT_API_URL": url, **variables})
+        automations = apply_failure_automations(deployments, failures, api_url=url)
+    except (RuntimeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name in deployments:
+        print(f"deployment {name} on pool {args.work_pool}")
+    print(f"{len(automations)} failure automation(s): pause after {failures.threshold} failed avatars of one run "
+          f"within {failures.within_seconds:g} s")
+    return 0
 
 
 def _default_training_data() -> list[str]:
@@ -282,7 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     service.add_argument("--failure-window", type=float,
                          help="window for that count, in seconds (default 600, or AVATARFLOW_FAILURE_WINDOW_SECONDS)")
 
+    deploy = commands.add_parser("deploy", help="apply the work pool, the deployments of prefect.yaml and their failure "
+                                              "automations to the server in PREFECT_API_URL")
+    deploy.add_argument("--work-pool", default="avatarflow-local", help="process work pool (default avatarflow-local)")
+    deploy.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="data dir of the deployments' runs (path or fsspec URL)")
+    deploy.add_argument("--manifest", help="manifest of the nightly deployment (default: $AVATARFLOW_NIGHTLY_MANIFEST, "
+                                           "else the sample job)")
+    deploy.add_argument("--input-root", action="append", default=[], help="extra folder the manifest's inputs may come from")
+    deploy.add_argument("--training-data", action="append", help="folder for the training deployment")
+
     args = parser.parse_args(argv)
+    if args.command == "deploy":
+        return deploy_command(args)
     if args.command == "serve":
         return serve_command(args)
     if args.command == "server":

@@ -9,6 +9,7 @@ from typing import Any
 
 from stores.expectations import ManifestLimits
 from tasks.animate.config import AnimationConfig
+from tasks.capture.config import CaptureConfig
 from tasks.identity.config import IdentityConfig
 from tasks.ingest.config import IngestConfig
 from tasks.reconstruct.config import ReconstructConfig
@@ -30,6 +31,8 @@ class PipelineConfig:
     """Neural style transfer of the texture, for rows with a style."""
     animate: AnimationConfig = field(default_factory=AnimationConfig)
     """Visemes, coarticulation, blinks, head sway and gaze."""
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    """Driving-video tracking and its solve on the rig (weights, head pose, smoothing)."""
     render: RenderConfig = field(default_factory=RenderConfig)
     """Blender mode, engine settings and which files to write."""
     manifest: ManifestLimits = field(default_factory=ManifestLimits)

@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SHARED = REPO.parent / "shared"
-DEFAULT_PORTRAITS = ("sfhq_pt1_00000161.jpg", "sfhq_pt2_00001593.jpg", "sfhq_pt1_00002844.jpg",
-                     "sfhq_pt2_00003040.jpg")
+# Shared portraits whose lips are closed in the photo, so the rest frame is a closed mouth.
+DEFAULT_PORTRAITS = ("sfhq_pt1_00000161.jpg", "sfhq_pt2_00001286.jpg", "sfhq_pt2_00003040.jpg",
+                     "sfhq_pt1_00001762.jpg", "sfhq_pt2_00000137.jpg", "sfhq_pt2_00001264.jpg")
 
 
 def build_rows(args: argparse.Namespace) -> list[dict]:

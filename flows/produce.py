@@ -1,5 +1,5 @@
-"""The production flow: manifest → for every row, ingest → [generate | refine] → reconstruct →
-[style] ∥ animate → render."""
+"""The production flow: manifest → for every row, ingest → [track] → [generate | refine] →
+reconstruct → [style] ∥ animate (or, for a driving video, capture) → render."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from infra.profiles import get_profile, gpu_slot, make_task_runner
 from stores.location import allowed_input_roots
 from tasks.animate.task import animate_avatar
 from tasks.batch.monitoring import RunProgress
+from tasks.capture.task import capture_motion, track_video
 from tasks.batch.task import plan_run, publish_run
 from tasks.identity.task import generate_avatar_identity, refine_avatar_portrait
 from tasks.ingest.task import ingest_avatar
@@ -42,6 +43,10 @@ def produce_avatars(manifest: str, data_dir: str, preset: str, input_roots: list
     for row in plan.pending:
         chain = chains[row] = {}
         chain["ingest"] = face = ingest_avatar.submit(plan.store_url, plan.run, row, plan.manifest_dir, config.ingest)
+        if row.video is not None:
+            chain["track"] = tracked = track_video.submit(face, row, plan.manifest_dir, config.capture, config.ingest)
+            if row.portrait is None and row.identity is None:
+                face = tracked  # the video's best frame is the portrait
         if row.generate_seed is not None:
             with gpu_slot(gpu_tasks):
                 chain["generate"] = face = generate_avatar_identity.submit(face, row, plan.data_dir, config.identity)
@@ -52,7 +57,10 @@ def produce_avatars(manifest: str, data_dir: str, preset: str, input_roots: list
         if row.style_name is not None:
             with gpu_slot(gpu_tasks):
                 chain["style"] = rig = stylise_avatar.submit(rig, row, plan.manifest_dir, config.style, config.ingest)
-        chain["animate"] = motion = animate_avatar.submit(chain["ingest"], row, config.animate)
+        if row.video is not None:  # the driving video's performance replaces speech animation
+            chain["capture"] = motion = capture_motion.submit(rig, tracked, row, config.capture, config.animate)
+        else:
+            chain["animate"] = motion = animate_avatar.submit(chain["ingest"], row, config.animate)
         with gpu_slot(gpu_tasks and config.render.mode == "lit"):  # Cycles uses the GPU; Workbench does not
             chain["render"] = render_avatar.submit(rig, motion, row, plan.data_dir, config.render)
     progress = RunProgress.start(plan)  # a progress artifact; failed rows also emit failure events

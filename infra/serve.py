@@ -113,15 +113,17 @@ def _run(command: list[str], env: dict[str, str], what: str) -> str:
     return done.stdout
 
 
-def apply_deployments(config: ServeConfig, prefect_env: dict[str, str]) -> list[str]:
-    """Create the work pool (once) and apply every deployment of prefect.yaml; return their names."""
+def apply_deployments(work_pool: str, prefect_env: dict[str, str]) -> list[str]:
+    """Create the process work pool (once) and apply every deployment of prefect.yaml, whose
+    templates read `prefect_env` and the environment; return the deployments' names."""
     import yaml
 
-    pools = _run([str(BIN / "prefect"), "work-pool", "ls"], prefect_env, "listing work pools")
-    if config.work_pool not in pools:
-        _run([str(BIN / "prefect"), "work-pool", "create", config.work_pool, "--type", "process"], prefect_env,
-             f"creating work pool {config.work_pool}")
-    env = {**prefect_env, "AVATARFLOW_REPO": str(REPO), **config.deployment_env}
+    inspected = subprocess.run([str(BIN / "prefect"), "work-pool", "inspect", work_pool], cwd=REPO,
+                               env={**os.environ, **prefect_env}, capture_output=True, text=True, timeout=120)
+    if inspected.returncode != 0:  # the pool does not exist yet
+        _run([str(BIN / "prefect"), "work-pool", "create", work_pool, "--type", "process"], prefect_env,
+             f"creating work pool {work_pool}")
+    env = {"AVATARFLOW_REPO": str(REPO), **prefect_env}
     _run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(REPO / "prefect.yaml")],
          env, "prefect deploy --all")
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
@@ -183,7 +185,7 @@ def serve(config: ServeConfig, data_dir: str, tracking_uri: str, home: Path) -> 
                                   "--host", config.host, "--port", str(config.mlflow_port), "--workers", "1"], quiet)
 
         print("serve: applying the deployments of prefect.yaml …", flush=True)
-        deployments = apply_deployments(config, prefect_env)
+        deployments = apply_deployments(config.work_pool, {**prefect_env, **config.deployment_env})
         automations = apply_failure_automations(
             deployments, FailureAutomationConfig(config.failure_threshold, config.failure_window_s), api_url=prefect_url)
         # Flow runs the worker starts use the cluster above (the flows' default profile reads these).

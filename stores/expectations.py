@@ -57,18 +57,21 @@ def manifest_suite(limits: ManifestLimits):
         (e.ExpectColumnValuesToNotBeNull(column="id"), "id is empty"),
         (e.ExpectColumnValuesToMatchRegex(column="id", regex=ID_PATTERN),
          "id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"),
-        (e.ExpectColumnValuesToBeInSet(column="face_source", value_set=["portrait", "identity"]),
+        # A driving video may stand in for both: its best frame is the portrait, its sound the speech.
+        (e.ExpectColumnValuesToBeInSet(column="face_source", value_set=["portrait", "identity", "video"]),
          "give exactly one of 'portrait' or 'identity'"),
         (e.ExpectColumnValuesToMatchRegex(column="identity", regex=IDENTITY_PATTERN),
          "identity must be generate:<seed> with a whole-number seed, e.g. generate:42"),
         (e.ExpectColumnValuesToBeInSet(column="refine_word", value_set=BOOLEAN_WORDS),
          "refine must be true or false"),
-        (e.ExpectColumnValuesToBeInSet(column="speech_source", value_set=["text", "audio"]),
+        (e.ExpectColumnValuesToBeInSet(column="speech_source", value_set=["text", "audio", "video"]),
          "give exactly one of 'text' or 'audio'"),
         (e.ExpectColumnValuesToBeInSet(column="transcript_use", value_set=["none", "audio"]),
          "a 'transcript' goes only with 'audio' (it says what the recording says)"),
         (e.ExpectColumnValuesToMatchRegex(column="transcript", regex=TRANSCRIPT_PATTERN),
          "transcript has no words (it needs at least one letter or digit)"),
+        (e.ExpectColumnValuesToBeNull(column="emotion_error"),
+         lambda row: f"emotion: {row['emotion_error']}"),
         (e.ExpectColumnValuesToMatchRegex(column="language", regex=LANGUAGE_PATTERN),
          "language must be an espeak-ng code such as en, en-us or fr"),
         (e.ExpectColumnValuesToMatchRegex(column="fps", regex=INTEGER_PATTERN), "fps must be a whole number"),
@@ -97,15 +100,24 @@ def _with_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
     has_audio = frame["audio"].notna()
     has_portrait = frame["portrait"].notna()
     has_identity = frame["identity"].notna()
+    has_video = frame["video"].notna() if "video" in frame else pd.Series(False, index=frame.index)
     frame["face_source"] = np.where(has_portrait & ~has_identity, "portrait",
-                                    np.where(has_identity & ~has_portrait, "identity", "both-or-none"))
+                                    np.where(has_identity & ~has_portrait, "identity",
+                                             np.where(has_video & ~has_portrait & ~has_identity, "video", "both-or-none")))
     frame["refine_word"] = frame["refine"].map(lambda v: None if v is None else str(v).strip().lower())
-    frame["speech_source"] = np.where(has_text & ~has_audio, "text", np.where(has_audio & ~has_text, "audio", "both-or-none"))
+    frame["speech_source"] = np.where(has_text & ~has_audio, "text", np.where(
+        has_audio & ~has_text, "audio", np.where(has_video & ~has_text & ~has_audio, "video", "both-or-none")))
     has_transcript = frame["transcript"].notna()
-    frame["transcript_use"] = np.where(~has_transcript, "none", np.where(has_audio, "audio", "without-audio"))
+    # A recording to transcribe: the audio file, or the driving video's own sound.
+    recorded = has_audio | (has_video & ~has_text)
+    frame["transcript_use"] = np.where(~has_transcript, "none", np.where(recorded, "audio", "without-audio"))
     for column in ("fps", "resolution"):
         frame[f"{column}_value"] = pd.to_numeric(frame[column], errors="coerce")
     frame["resolution_parity"] = frame["resolution_value"] % 2
+    # The emotion parser's own one-line error per row (None when valid), so the message names the problem.
+    from tasks.animate.emotion import emotion_spec_error
+
+    frame["emotion_error"] = frame["emotion"].map(lambda v: None if v is None else emotion_spec_error(v))
     return frame
 
 
@@ -133,6 +145,8 @@ def validate_manifest(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimi
                 if index == first:
                     continue  # the first occurrence runs; later ones are quarantined
                 message_for_row = f"duplicate id '{row_id}' (already used by an earlier row)"
+            elif callable(message):  # a message built from the row's own derived columns
+                message_for_row = message(derived.loc[index])
             else:
                 message_for_row = message
             errors.setdefault(index, []).append(message_for_row)

@@ -15,10 +15,11 @@ import pandas as pd
 from stores.location import DataLocation, is_url
 
 REQUIRED_COLUMNS = ("id",)
-FACE_COLUMNS = ("portrait", "identity")
-"""At least one of these must be a column: a row gets its face from a photo or a generator."""
+FACE_COLUMNS = ("portrait", "identity", "video")
+"""At least one of these must be a column: a row gets its face from a photo, a generator or a
+driving video's best frame."""
 OPTIONAL_COLUMNS = ("portrait", "identity", "refine", "style", "text", "audio", "transcript", "language", "voice", "fps",
-                    "resolution")
+                    "resolution", "emotion", "video")
 KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
@@ -71,8 +72,8 @@ def _check_columns(columns: list[str], path: Path | DataLocation) -> None:
     if missing:
         raise ManifestError(f"{path.name}: missing required column(s) {', '.join(missing)}")
     if not any(c in columns for c in FACE_COLUMNS):
-        raise ManifestError(f"{path.name}: needs a 'portrait' column (photo paths) or an 'identity' column "
-                            "(generate:<seed> for a new face)")
+        raise ManifestError(f"{path.name}: needs a 'portrait' column (photo paths), an 'identity' column "
+                            "(generate:<seed> for a new face) or a 'video' column (driving videos)")
 
 
 def _clean(value: object) -> str | None:

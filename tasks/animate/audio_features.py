@@ -3,7 +3,8 @@
 Short-time features (loudness relative to the clip's speech level, low/high band energy, spectral centroid,
 zero-crossing rate) are computed every 10 ms and mapped to mouth poses: loud, low-frequency (vowel) energy opens
 the jaw; a low centroid rounds the lips, a high one spreads them; fricative noise keeps the jaw nearly shut with
-the lower lip rolled in; deep energy dips inside speech briefly seal the lips. Silence (voice activity off) is an
+the lower lip rolled in; deep energy dips inside speech briefly seal the lips, and so does the quiet stop gap before a plosive
+burst (a sudden rise of the level after near-silence, as in /p b t k/). Silence (voice activity off) is an
 exactly closed mouth. The poses then go through the same coarticulation smoothing as the phoneme path.
 """
 
@@ -142,7 +143,39 @@ def speech_energy(audio: np.ndarray, sample_rate: int, n_frames: int, fps: float
     return np.interp(frame_times(max(1, int(n_frames)), fps), grid, loud, left=0.0, right=0.0)
 
 
-def mouth_targets(features: AudioFeatures) -> tuple[np.ndarray, np.ndarray]:
+def plosive_closures(features: AudioFeatures, config: AnimationConfig) -> np.ndarray:
+    """(N,) 1 over the stop gap before each plosive burst inside or next to speech, else 0.
+
+    A burst is a rise of config.plosive_burst_db within two hops; its gap is the run of hops before it that
+    stay config.plosive_gap_db below the loudest hop of the 100 ms after the burst, at most
+    config.plosive_max_closure_s long. The audio cannot tell /p b/ from /t k/, so every stop closes the
+    lips; bilabials, the stops a viewer checks, close on time.
+    """
+    level = features.level_db
+    n = level.size
+    closure = np.zeros(n)
+    if config.plosive_burst_db <= 0 or n < 4:
+        return closure
+    ahead = max(1, int(round(0.1 / HOP_S)))
+    longest = max(1, int(round(config.plosive_max_closure_s / HOP_S)))
+    after_peak = maximum_filter1d(level, size=ahead, origin=-(ahead // 2), mode="nearest")
+    rise = np.full(n, -np.inf)
+    rise[:-2] = level[2:] - level[:-2]
+    bursts = np.flatnonzero((rise >= config.plosive_burst_db) & np.roll(features.active, -2))
+    for burst in bursts:
+        peak = after_peak[min(n - 1, burst + 2)]
+        quiet = level <= peak - config.plosive_gap_db
+        if not quiet[burst]:
+            continue
+        start = burst
+        while start > 0 and burst - start < longest and quiet[start - 1]:
+            start -= 1
+        # A quiet stretch that reaches the limit is a pause before speech: close only its end.
+        closure[max(start, burst - longest + 1):burst + 1] = 1.0
+    return closure
+
+
+def mouth_targets(features: AudioFeatures, config: AnimationConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-hop target poses (N, 52) and lip-closure track (N,) from the features."""
     n = features.level_db.size
     loud = loudness(features)
@@ -170,6 +203,8 @@ def mouth_targets(features: AudioFeatures) -> tuple[np.ndarray, np.ndarray]:
     right_peak = maximum_filter1d(level, size=reach, origin=-(reach // 2), mode="nearest")
     depth = np.minimum(left_peak, right_peak) - level
     closure = np.clip((depth - _DIP_START_DB) / (_DIP_FULL_DB - _DIP_START_DB), 0.0, 1.0) * active
+    if config is not None:
+        closure = np.maximum(closure, plosive_closures(features, config))
 
     targets = np.zeros((n, len(ARKIT_NAMES)), np.float64)
 
@@ -194,7 +229,7 @@ def weights_from_audio(audio: np.ndarray, sample_rate: int, n_frames: int, fps: 
     """(T, 52) float32 ARKit mouth weights in [0, 1] driven by the audio signal; exactly 0 in silent frames."""
     n_frames = max(1, int(n_frames))
     features = analyse(audio, sample_rate, config)
-    targets, closure = mouth_targets(features)
+    targets, closure = mouth_targets(features, config)
     # Extend the grid past the end so smoothing and anticipation see silence after the clip.
     tail = int(np.ceil(1.0 / HOP_S))
     targets = np.pad(targets, ((0, tail), (0, 0)))

@@ -1,7 +1,9 @@
-"""Whole-clip animation: speech-driven mouth weights merged with idle blinks, gaze, brows and head motion.
+"""Whole-clip animation: speech-driven mouth weights merged with idle blinks, gaze, brows and head motion,
+with the row's emotion layered on top.
 
-Mouth and jaw channels come from speech; every other channel comes from the idle layer. The result is the
-animation arrays of the common convention: weights (T, 52) float32 in [0, 1] and head_pose (T, 6) float32.
+Mouth and jaw channels come from speech; every other channel comes from the idle layer; the emotion then
+joins them under the ownership rules of tasks/animate/emotion.py and retimes the idle rhythms. The result is
+the animation arrays of the common convention: weights (T, 52) float32 in [0, 1] and head_pose (T, 6) float32.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import numpy as np
 
 from tasks.animate.audio_features import speech_energy, weights_from_audio
 from tasks.animate.config import AnimationConfig
-from tasks.animate.idle import idle_motion
+from tasks.animate.emotion import EmotionTimeline, apply_emotion, idle_mood
+from tasks.animate.idle import IdleMood, idle_motion
 from tasks.animate.visemes import MOUTH_INDICES, mouth_open_series, weights_from_phonemes
 
 __all__ = ["frame_count", "animate_from_phonemes", "animate_from_audio", "animate_idle", "merge_layers",
@@ -31,13 +34,25 @@ def merge_layers(speech_weights: np.ndarray, idle_weights: np.ndarray) -> np.nda
     return np.clip(merged, 0.0, 1.0).astype(np.float32)
 
 
+def _mood(emotion: EmotionTimeline | None, n_frames: int, config: AnimationConfig) -> IdleMood | None:
+    return None if emotion is None or emotion.is_neutral else idle_mood(emotion, n_frames, config.fps, config.emotion)
+
+
+def _with_emotion(weights: np.ndarray, head_pose: np.ndarray, emotion: EmotionTimeline | None,
+                  config: AnimationConfig) -> tuple[np.ndarray, np.ndarray]:
+    if emotion is None:
+        return weights, head_pose
+    return apply_emotion(weights, head_pose, emotion, config.fps, config.emotion)
+
+
 def animate_from_phonemes(phonemes: Sequence[tuple[str, float, float]], duration_seconds: float,
                           config: AnimationConfig, seed: int, audio: np.ndarray | None = None,
-                          sample_rate: int = 16000) -> tuple[np.ndarray, np.ndarray]:
+                          sample_rate: int = 16000,
+                          emotion: EmotionTimeline | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Animation for timed espeak-ng phonemes (symbol, start_s, end_s) over a clip of duration_seconds.
 
     When the spoken audio is given, its loudness drives nods and brow accents; otherwise the phoneme-driven
-    mouth opening does.
+    mouth opening does. An emotion timeline (None: neutral) is layered over the result.
     """
     n_frames = frame_count(duration_seconds, config.fps)
     speech = weights_from_phonemes(phonemes, n_frames, config.fps, config)
@@ -46,23 +61,27 @@ def animate_from_phonemes(phonemes: Sequence[tuple[str, float, float]], duration
     else:
         opening = mouth_open_series(speech)
         energy = opening / opening.max() if opening.max() > 0 else opening
-    idle_weights, head_pose = idle_motion(n_frames, config.fps, seed, config, speech_energy=energy)
-    return merge_layers(speech, idle_weights), head_pose
+    idle_weights, head_pose = idle_motion(n_frames, config.fps, seed, config, speech_energy=energy,
+                                          mood=_mood(emotion, n_frames, config))
+    return _with_emotion(merge_layers(speech, idle_weights), head_pose, emotion, config)
 
 
-def animate_from_audio(audio: np.ndarray, sample_rate: int, config: AnimationConfig,
-                       seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Animation for a speech recording in any language: mouth from the audio signal, plus idle motion."""
+def animate_from_audio(audio: np.ndarray, sample_rate: int, config: AnimationConfig, seed: int,
+                       emotion: EmotionTimeline | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Animation for a speech recording in any language: mouth from the audio signal, plus idle motion and
+    the emotion timeline (None: neutral)."""
     samples = np.asarray(audio, dtype=np.float64).reshape(-1)
     n_frames = frame_count(samples.size / sample_rate, config.fps)
     speech = weights_from_audio(samples, sample_rate, n_frames, config.fps, config)
     energy = speech_energy(samples, sample_rate, n_frames, config.fps, config)
-    idle_weights, head_pose = idle_motion(n_frames, config.fps, seed, config, speech_energy=energy)
-    return merge_layers(speech, idle_weights), head_pose
+    idle_weights, head_pose = idle_motion(n_frames, config.fps, seed, config, speech_energy=energy,
+                                          mood=_mood(emotion, n_frames, config))
+    return _with_emotion(merge_layers(speech, idle_weights), head_pose, emotion, config)
 
 
-def animate_idle(duration_seconds: float, config: AnimationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Animation with no speech: closed mouth, blinks, gaze and head sway."""
+def animate_idle(duration_seconds: float, config: AnimationConfig, seed: int,
+                 emotion: EmotionTimeline | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Animation with no speech: closed mouth, blinks, gaze and head sway, under the emotion timeline."""
     n_frames = frame_count(duration_seconds, config.fps)
-    idle_weights, head_pose = idle_motion(n_frames, config.fps, seed, config)
-    return merge_layers(np.zeros_like(idle_weights), idle_weights), head_pose
+    idle_weights, head_pose = idle_motion(n_frames, config.fps, seed, config, mood=_mood(emotion, n_frames, config))
+    return _with_emotion(merge_layers(np.zeros_like(idle_weights), idle_weights), head_pose, emotion, config)

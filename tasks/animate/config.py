@@ -1,8 +1,28 @@
-"""Settings of the animation stage: frame rate, lip-sync smoothing, audio voice activity and idle motion."""
+"""Settings of the animation stage: frame rate, lip-sync smoothing, audio voice activity, idle motion and emotion."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EmotionConfig:
+    """How a row's `emotion` timeline is layered over the motion (see tasks/animate/emotion.py)."""
+
+    transition_s: float = 0.8
+    """Seconds the face takes to move from one timeline key to the next (less when the next key comes sooner)."""
+
+    gain: float = 1.0
+    """Multiplier on every emotion pose weight (expression strength); 0 turns the face layer off."""
+
+    closure_attenuation: float = 0.4
+    """Share of the emotion taken off the shared mouth channels (smile, frown, stretch) while the lips seal."""
+
+    head_gain: float = 1.0
+    """Multiplier on each emotion's head offset (a sad droop, a surprised lift); 0 keeps the head pose."""
+
+    idle_gain: float = 1.0
+    """How far the emotion changes the idle rhythms (blink rate and length, sway, gaze); 0 leaves them as they are."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +56,17 @@ class AnimationConfig:
     vad_min_speech_s: float = 0.05
     """Audio path: voiced blips shorter than this are treated as noise."""
 
+    plosive_burst_db: float = 12.0
+    """Audio path: a level rise of at least this (dB) within 20 ms after a quiet stretch is a plosive burst;
+    the lips close over the quiet stretch before it (0 turns plosive closures off)."""
+
+    plosive_gap_db: float = 15.0
+    """Audio path: the stretch before a burst counts as a stop closure when it lies this far (dB) below the
+    loudest moment of the burst's following 100 ms."""
+
+    plosive_max_closure_s: float = 0.15
+    """Audio path: the longest lip closure (s) laid before a plosive burst; longer quiet is a pause."""
+
     blink_mean_interval_s: float = 3.5
     """Mean time between blinks (s); intervals are gamma distributed around it."""
 
@@ -68,3 +99,6 @@ class AnimationConfig:
 
     seed: int = 0
     """Base seed of the idle motion; a row's seed is derived from it and the row key (see idle.derive_seed)."""
+
+    emotion: EmotionConfig = field(default_factory=EmotionConfig)
+    """The emotion layer: transitions, strength, and how much it may change the head and the idle motion."""

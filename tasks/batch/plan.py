@@ -61,7 +61,7 @@ def row_fingerprint(row: AvatarRow, manifest_dir: str | os.PathLike, settings_js
     completed avatar is reused only while this stays the same."""
     values = {k: v for k, v in row.to_dict().items() if k != "line"}
     files = []
-    for value in (row.portrait, row.audio, row.style_name):
+    for value in (row.portrait, row.audio, row.video, row.style_name):
         if value:
             files.append([value, *_input_signature(value, manifest_dir)])
     versions = {name: (model_versions or {}).get(name) for name in models_needed(row)}

@@ -24,9 +24,13 @@ class AvatarRow:
     style: str | None = None
     """Style preset name or style image path for the texture; None or "none" keeps it."""
     text: str | None = None
-    """Script spoken by espeak-ng; exactly one of text and audio is set."""
+    """Script spoken by espeak-ng; at most one of text and audio is set (one of them without a video)."""
     audio: str | None = None
     """Speech recording path as written in the manifest."""
+    video: str | None = None
+    """Driving video path as written in the manifest: its face performance drives the rig, its sound
+    is the output's (unless text or audio replaces it), and with no portrait or identity its best
+    frame is the portrait."""
     transcript: str | None = None
     """What the `audio` recording says; English transcripts are force-aligned to drive the visemes."""
     language: str = "en"
@@ -37,6 +41,8 @@ class AvatarRow:
     """Frames per second of the animation and the video."""
     resolution: int = 512
     """Side of the square output video in pixels."""
+    emotion: str | None = None
+    """Emotion spec as written (`happy`, `happy:0.6`, `neutral@0,happy@2.5`); parsed by tasks.animate.emotion."""
 
     @property
     def generate_seed(self) -> int | None:
@@ -70,9 +76,11 @@ class AvatarRow:
             style=values.get("style"),
             text=values.get("text"),
             audio=values.get("audio"),
+            video=values.get("video"),
             transcript=values.get("transcript"),
             language=values.get("language") or default_language,
             voice=values.get("voice"),
             fps=int(values.get("fps") or 25),
             resolution=int(values.get("resolution") or 512),
+            emotion=values.get("emotion"),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.capture.video import load_video_sound
 from tasks.common.errors import AvatarInputError
 from tasks.common.rows import AvatarRow
 from tasks.common.stage_task import run_stage
@@ -30,9 +31,17 @@ def ingest_avatar(store_url: str, run: str, row: AvatarRow, manifest_dir: str, c
             speech = synthesize(row.text, row.voice or row.language, config)
             audio, phonemes, warnings, source = speech.audio, speech.phonemes, list(speech.warnings), "text"
             method, words = "tts", []
+        elif row.audio is None and row.transcript is None:  # a driving video's own sound; capture drives the mouth
+            audio, warnings = load_video_sound(resolve_input_path(row.video, manifest_dir, config),
+                                               config.sample_rate, config.max_audio_seconds)
+            phonemes, method, words, source = [], "capture", [], "video"
         else:
-            audio_path = resolve_input_path(row.audio, manifest_dir, config)
-            audio = load_audio(audio_path, config)
+            if row.audio is not None:
+                audio, sound_notes, source = load_audio(resolve_input_path(row.audio, manifest_dir, config), config), [], "audio"
+            else:  # a transcribed driving video: its words are aligned and recorded
+                audio, sound_notes = load_video_sound(resolve_input_path(row.video, manifest_dir, config),
+                                                      config.sample_rate, config.max_audio_seconds)
+                source = "video"
             settings = config.alignment
             try:
                 timing = time_speech(audio, config.sample_rate, row.transcript, row.language,
@@ -40,7 +49,7 @@ def ingest_avatar(store_url: str, run: str, row: AvatarRow, manifest_dir: str, c
             except AlignmentError as error:
                 raise AvatarInputError(f"transcript does not fit the audio: {error}") from None
             phonemes, method, words = timing.phonemes, timing.method, timing.words
-            warnings, source = audio_warnings(audio, config) + timing.warnings, "audio"
+            warnings = sound_notes + audio_warnings(audio, config) + timing.warnings
         arrays["audio"] = store.write(
             run, row.id, "input/audio", audio,
             chunks=(config.sample_rate * 30,),

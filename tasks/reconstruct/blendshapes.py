@@ -18,6 +18,7 @@ from mediapipe.python.solutions import face_mesh_connections as connections
 
 from tasks.common.arkit import ARKIT_NAMES, INDEX
 from tasks.reconstruct.config import ReconstructConfig
+from tasks.reconstruct.eyes import EYE_PARTS, eyeball_centre, gaze_angles, rotate_eye
 from tasks.reconstruct.face_frame import FaceFrame, face_frame
 from tasks.reconstruct.topology import (CHIN_BOTTOM, MOUTH_CORNERS_INNER, MOUTH_CORNERS_OUTER, N_LANDMARKS,
                                         N_MESH_POINTS, EyeRegion, face_topology)
@@ -204,12 +205,12 @@ class _ShapeBuilder:
         loop = self.topology.lips_inner_loop
         fix = np.zeros_like(full)
         cavity = np.flatnonzero(np.isin(self.parts, ["cavity_upper", "cavity_lower"]))
-        if len(cavity) == 0:
+        if len(cavity) < len(loop):
             return fix
-        distance = np.linalg.norm(self.local[cavity, None] - self.local[None, loop], axis=2)
-        match = distance.argmin(axis=1)
-        on_loop = distance.min(axis=1) < 1e-7
-        fix[cavity[on_loop]] = full[loop[match[on_loop]]] - full[cavity[on_loop]]
+        # The first ring of cavity vertices duplicates the loop in loop order (mouth.py). Matching
+        # by order, not by position, keeps each lip's twin even where closed lips coincide.
+        front = cavity[:len(loop)]
+        fix[front] = full[loop] - full[front]
         return fix
 
     def mouth_close(self) -> None:
@@ -227,13 +228,18 @@ class _ShapeBuilder:
 
     def mouth_corners(self) -> None:
         w = self.width
+        across = (self.local[:N_LANDMARKS, 0] - self.mouth_centre[0]) / (0.5 * w)
         for side, sign in (("Left", 1.0), ("Right", -1.0)):
             corner = self.corner_left if side == "Left" else self.corner_right
             cheek = corner + np.array([sign * 0.35 * w, 0.45 * w, 0.0])
-            smile = _brush(self.local, corner, 0.45 * w, (sign * 0.10 * w, 0.11 * w, -0.04 * w))
+            # Corner shapes fade out toward the midline: a smile or a frown moves the corners against a lip
+            # centre that stays put, instead of lifting or dropping the whole mouth with them.
+            toward_corner = _smoothstep(0.0, 0.8, sign * across)[:, None]
+            smile = _brush(self.local, corner, 0.45 * w, (sign * 0.10 * w, 0.11 * w, -0.04 * w)) * toward_corner
             smile += _brush(self.local, cheek, 0.4 * w, (sign * 0.02 * w, 0.05 * w, 0.02 * w))
             self.set(f"mouthSmile{side}", smile)
-            self.set(f"mouthFrown{side}", _brush(self.local, corner, 0.4 * w, (sign * 0.03 * w, -0.10 * w, 0.0)))
+            self.set(f"mouthFrown{side}",
+                     _brush(self.local, corner, 0.4 * w, (sign * 0.03 * w, -0.10 * w, 0.0)) * toward_corner)
             self.set(f"mouthStretch{side}",
                      _brush(self.local, corner, 0.45 * w, (sign * 0.12 * w, -0.03 * w, -0.02 * w)))
             self.set(f"mouthDimple{side}", _brush(self.local, corner, 0.3 * w, (sign * 0.04 * w, 0.0, -0.05 * w)))
@@ -307,6 +313,9 @@ class _ShapeBuilder:
             handle_deltas = np.concatenate([[np.zeros(3)], blink_meet - self.local[upper], [np.zeros(3)],
                                             [np.zeros(3)], blink_meet - self.local[lower], [np.zeros(3)]])
             self.set(f"eyeBlink{side}", _spread(self.local, lid_handles, handle_deltas, radius), follow_mouth=False)
+            # The eyeball backs away as the lids close, so the closed lids always cover it.
+            eyeball = np.flatnonzero(self.parts == EYE_PARTS[side])
+            self.deltas[INDEX[f"eyeBlink{side}"]][eyeball, 2] = -0.25 * self.iod
 
             zeros = np.zeros((1, 3))
             squint = np.concatenate([zeros, -0.12 * gap, zeros, zeros, 0.30 * gap, zeros])
@@ -318,21 +327,23 @@ class _ShapeBuilder:
             wide = np.concatenate([zeros, 0.35 * gap, zeros, zeros, -0.08 * gap, zeros])
             self.set(f"eyeWide{side}", _spread(self.local, lid_handles, wide, radius), follow_mouth=False)
 
-            # Gaze moves the iris points; looking down also lowers the upper lid.
-            eye_width = np.linalg.norm(self.local[eye.upper[0]] - self.local[eye.upper[-1]])
-            towards_nose = -1.0 if side == "Left" else 1.0
-            for name, shift in (("In", (towards_nose * 0.22, 0.0)), ("Out", (-towards_nose * 0.22, 0.0)),
-                                ("Up", (0.0, 0.15)), ("Down", (0.0, -0.15))):
+            # Gaze turns the eyeball (and the iris landmarks) about its centre; looking up or
+            # down also moves the upper lid.
+            turning = np.concatenate([eye.iris, np.flatnonzero(self.parts == EYE_PARTS[side])])
+            centre = self.frame.to_local(eyeball_centre(self.frame.to_world(self.local[:N_LANDMARKS]), eye,
+                                                        self.config))
+            for name in ("In", "Out", "Up", "Down"):
+                yaw, pitch = gaze_angles({f"eyeLook{name}{side}": 1.0}, side, self.config)
                 deltas = np.zeros((N_LANDMARKS, 3))
-                deltas[eye.iris, 0] = shift[0] * eye_width
-                deltas[eye.iris, 1] = shift[1] * eye_width
                 if name in ("Up", "Down"):
-                    lid = np.concatenate([zeros, (0.12 if name == "Up" else -0.25) * gap, zeros,
+                    # The upper lid rides on the turning eye, covering the photo's lash line
+                    # that the eyeball's front carries with it.
+                    lid = np.concatenate([zeros, (0.3 if name == "Up" else -0.55) * gap, zeros,
                                           np.zeros((len(eye.lower), 3))])
-                    lid_deltas = _spread(self.local, lid_handles, lid, radius)
-                    lid_deltas[eye.iris] = 0.0
-                    deltas += lid_deltas
+                    deltas += _spread(self.local, lid_handles, lid, radius)
                 self.set(f"eyeLook{name}{side}", deltas, follow_mouth=False)
+                shape = self.deltas[INDEX[f"eyeLook{name}{side}"]]
+                shape[turning] = rotate_eye(self.local[turning], centre, yaw, pitch) - self.local[turning]
 
     def brows(self) -> None:
         inner_up = np.zeros((N_LANDMARKS, 3))

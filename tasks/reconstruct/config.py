@@ -41,6 +41,31 @@ class ReconstructConfig:
     jaw_open_degrees: float = 24.0
     """Jaw rotation of jawOpen = 1 about the jaw hinge."""
 
+    rest_close_threshold: float = 0.03
+    """Largest inner-lip gap of the photo, in inter-ocular distances, above which its mouth counts
+    as open: the rig then closes the lips at rest (the photo's texture stays on them), so the rest
+    frame is the photo with the lips closed and the rig's own mouth interior shows when it talks."""
+
+    rest_close_upper_share: float = 0.35
+    """Share of an open photo's lip gap that the upper lip travels when closing at rest; the lower
+    lip travels the rest."""
+
+    eyeballs: bool = True
+    """Put an eyeball behind each eye hole (photo-textured front, sclera-coloured sides) that gaze
+    rotates; False closes the holes with flat lid triangles instead (no gaze)."""
+
+    eyeball_radius: float = 0.6
+    """Eyeball radius, in eye widths (corner to corner)."""
+
+    eyeball_recess: float = 0.03
+    """How far, in eye widths, the eyeball surface stays behind the lids, so it never shows through them."""
+
+    eye_yaw_degrees: float = 28.0
+    """Eyeball turn of eyeLookIn/Out = 1, left or right."""
+
+    eye_pitch_degrees: float = 15.0
+    """Eyeball turn of eyeLookUp/Down = 1."""
+
     def __post_init__(self) -> None:
         if self.max_faces < 1:
             raise ValueError(f"max_faces must be at least 1, got {self.max_faces}")
@@ -52,5 +77,9 @@ class ReconstructConfig:
             raise ValueError(f"band_fraction must be at least 2, got {self.band_fraction}")
         if self.canonical_texture_size < 16:
             raise ValueError(f"canonical_texture_size must be at least 16, got {self.canonical_texture_size}")
+        if not 0.0 <= self.rest_close_upper_share <= 1.0:
+            raise ValueError(f"rest_close_upper_share must lie in [0, 1], got {self.rest_close_upper_share}")
+        if self.eyeball_radius <= 0.5:
+            raise ValueError(f"eyeball_radius must exceed half an eye width, got {self.eyeball_radius}")
         if not 0.0 < self.teeth_depth < self.mouth_depth:
             raise ValueError("teeth_depth must be positive and smaller than mouth_depth")

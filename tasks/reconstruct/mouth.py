@@ -1,4 +1,5 @@
-"""Mouth-interior geometry and its flat-colour texture patches.
+"""Mouth interior: geometry, the painted colour band it is textured from, and the per-photo closing
+offset of an open-mouth portrait.
 
 An open mouth must never show the background, so a closed cavity ("bag") hangs behind the
 inner-lip loop: its front ring duplicates the inner-lip landmarks (so its UVs can point into the
@@ -7,8 +8,15 @@ closes it. The upper half hangs from the upper lip and stays with the skull, the
 hangs from the lower lip and follows the jaw. Upper and lower teeth are curved strips just
 behind the inner lips, and a tongue lies on the cavity floor.
 
-All colours come from one band of patches under the photo in the rig texture (see rig.py):
-a dark cavity gradient (front → back), teeth (centre → sides) and tongue (tip → root).
+Photo mode renders flat texture colour, so the light is painted into the band: the cavity is a
+dark red that falls off with depth (never black: a lit mouth shows its walls), the teeth are
+separate teeth with dark gaps, gums, and sides that fall into shadow, and the tongue is darker
+at its root and along its groove. Colours come from the photo: the lips tint the cavity, gums
+and tongue, and a portrait that shows its teeth gives their colour.
+
+A portrait whose mouth is open would otherwise show its own teeth and mouth at rest, under lips
+that the rig then opens further. `rest_closing_offset` moves its lips together instead (the
+photo's texture stays on them), so its rest frame is the photo with the lips closed.
 """
 
 from __future__ import annotations
@@ -18,23 +26,57 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.reconstruct.config import ReconstructConfig
-from tasks.reconstruct.face_frame import FaceFrame
+from tasks.reconstruct.face_frame import FaceFrame, face_frame
 from tasks.reconstruct.topology import N_LANDMARKS, face_topology
 
 MOUTH_PARTS = ("cavity_upper", "cavity_lower", "teeth_upper", "teeth_lower", "tongue")
 """Labels of the mouth-interior vertices; lower parts follow the jaw."""
 
-# Share of a patch rectangle's width given to each part, left to right.
-_PATCH_SPANS = {"cavity": (0.0, 0.5), "teeth": (0.5, 0.75), "tongue": (0.75, 1.0)}
+PATCH_SPANS = {"cavity": (0.0, 0.2), "teeth_upper": (0.2, 0.44), "teeth_lower": (0.44, 0.68),
+               "tongue": (0.68, 0.88), "sclera": (0.88, 1.0)}
+"""Share of a patch rectangle's width given to each painted patch, left to right; each patch
+spans the rectangle's full height. Patch coordinates (s, t) run over [0, 1]²: s left → right,
+t top → bottom."""
+
+_INSET = 0.15
+"""Patch coordinates map into the middle 70% of a patch, so neither nearest nor linear texture
+lookups reach a neighbouring patch."""
+
+# Tooth edges across the arch, |a| with a = 2s - 1 in [-1, 1] (a = 0 between the central
+# incisors): incisor, lateral incisor, canine, premolar, as seen from the front (the arch turns
+# away, so outer teeth look narrower).
+_UPPER_TOOTH_EDGES = (0.0, 0.36, 0.62, 0.82, 0.94)
+_LOWER_TOOTH_EDGES = (0.0, 0.24, 0.48, 0.70, 0.86)
+_TOOTH_GAP = 0.018           # half-width of the dark gap between teeth, in a
+_UPPER_GUM_T = 0.3           # upper teeth: gum above this t (t = 0 at the root)
+_LOWER_GUM_T = 0.35          # lower teeth: gum below this t from the root
 
 _CAVITY_RINGS = 3
-_TEETH_COLUMNS = 11
+_TEETH_COLUMNS = 13
 _TONGUE_COLUMNS, _TONGUE_ROWS = 5, 4
 _TEETH_HALF_WIDTH = 0.42     # of the mouth width, either side of the centre
 _TEETH_ARCH_DEPTH = 0.25     # how far back the ends of the dental arch sit, of the mouth width
 _CAVITY_RISE = 0.25          # upper-cavity bulge above the lip line, of the mouth width
 _CAVITY_DROP = 0.22          # lower-cavity bulge below the lip line, of the mouth width
 _CAVITY_NARROWING = 0.15     # inward pull of the back ring, fraction of the lip half-width
+# Teeth rows: (height above the lip line, extra depth) in mouth widths, and the patch t of the
+# row (t = 0 at the root). The upper teeth show 0.09 mouth widths below the upper lip; the lower
+# teeth's edges just reach the lower lip, as in most speakers, whose lower lip hides them.
+_UPPER_TEETH_ROWS = ((0.16, 0.0, 0.0), (0.0, 0.0, 0.5), (-0.09, 0.01, 1.0))
+_LOWER_TEETH_ROWS = ((-0.18, 0.0, 0.0), (-0.04, 0.0, 0.6), (0.01, 0.01, 1.0))
+
+# Base colours (RGB 0..255) that the photo's lip colour tints.
+_CAVITY_FRONT_BASE = np.array([170.0, 68.0, 72.0])
+_CAVITY_BACK_BASE = np.array([92.0, 24.0, 29.0])
+_TONGUE_BASE = np.array([196.0, 92.0, 96.0])
+_GUM_BASE = np.array([205.0, 112.0, 118.0])
+_TEETH_DEFAULT = np.array([232.0, 224.0, 206.0])
+_SCLERA_DEFAULT = np.array([226.0, 220.0, 214.0])
+_MIN_CAVITY_LUMA = 34.0
+"""The deepest cavity colour stays at least this bright: a well-lit open mouth shows dim red
+walls, not a black hole."""
+
+LUMA = np.array([0.299, 0.587, 0.114])
 
 
 @dataclass(frozen=True)
@@ -51,66 +93,218 @@ class MouthInterior:
     """(M, 2) float32 UVs into the colour band of the rig texture."""
 
     uv_canonical: np.ndarray
-    """(M, 2) float32 UVs into the mouth-colour corner of the canonical texture."""
+    """(M, 2) float32 UVs into the colour corner of the canonical texture."""
 
     parts: np.ndarray
     """(M,) part label of each vertex, one of MOUTH_PARTS."""
 
 
-def patch_uv(part: str, position: np.ndarray, rect: tuple[float, float, float, float]) -> np.ndarray:
-    """UVs inside the `part` patch of a patch rectangle (u0, v0, u1, v1).
+@dataclass(frozen=True)
+class MouthColours:
+    """Colours (RGB 0..255) the band patches are painted from."""
 
-    `position` in [0, 1] runs along the patch's gradient; UVs keep clear of patch edges so
-    neither nearest nor linear texture lookups mix neighbouring patches.
-    """
+    cavity_front: np.ndarray
+    """Cavity walls just behind the lips."""
+
+    cavity_back: np.ndarray
+    """The deepest cavity wall."""
+
+    teeth: np.ndarray
+    """Lit front of the central incisors."""
+
+    gum: np.ndarray
+    """Gums above the upper and below the lower teeth."""
+
+    tongue: np.ndarray
+    """Tongue tip, lit."""
+
+    sclera: np.ndarray
+    """White of the eye beyond the photo's eye opening (eyeball sides)."""
+
+
+def patch_uv(part: str, s: np.ndarray, t: np.ndarray, rect: tuple[float, float, float, float]) -> np.ndarray:
+    """UVs of patch coordinates (s, t) in [0, 1]² inside the `part` patch of a rectangle (u0, v0, u1, v1)
+    (v up, so t = 0, the patch's top row, is the largest v)."""
     u0, v0, u1, v1 = rect
-    start, end = _PATCH_SPANS[part]
-    inner = 0.15 + 0.7 * np.clip(np.asarray(position, np.float64), 0.0, 1.0)
-    u = u0 + (u1 - u0) * (start + (end - start) * inner)
-    v = np.full_like(u, (v0 + v1) / 2)
+    start, end = PATCH_SPANS[part]
+    s, t = np.broadcast_arrays(np.asarray(s, np.float64), np.asarray(t, np.float64))
+    s_in = _INSET + (1 - 2 * _INSET) * np.clip(s, 0.0, 1.0)
+    t_in = _INSET + (1 - 2 * _INSET) * np.clip(t, 0.0, 1.0)
+    u = u0 + (u1 - u0) * (start + (end - start) * s_in)
+    v = v1 - (v1 - v0) * t_in
     return np.stack([u, v], axis=-1).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class MouthColours:
-    """End colours (RGB 0..255) of each patch's gradient."""
-
-    cavity_front: np.ndarray
-    cavity_back: np.ndarray
-    teeth_centre: np.ndarray
-    teeth_side: np.ndarray
-    tongue_tip: np.ndarray
-    tongue_root: np.ndarray
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return np.asarray(rgb, np.float64) @ LUMA
 
 
-def mouth_colours(lip_rgb: np.ndarray, face_luma: float) -> MouthColours:
-    """Mouth colours tinted by the subject's lips and dimmed for dark photos."""
+def mouth_colours(lip_rgb: np.ndarray, face_luma: float, teeth_rgb: np.ndarray | None = None,
+                  sclera_rgb: np.ndarray | None = None) -> MouthColours:
+    """Interior colours tinted by the subject's lips, dimmed for dark photos.
+
+    teeth_rgb / sclera_rgb: the photo's own teeth and eye-white colours where it shows them.
+    """
     lip = np.asarray(lip_rgb, np.float64)
     brightness = float(np.clip(face_luma / 130.0, 0.7, 1.0))
-    teeth = np.array([236.0, 228.0, 210.0]) * brightness
-    tongue = 0.6 * lip + 0.4 * np.array([190.0, 80.0, 80.0]) * brightness
+    front = 0.5 * lip + 0.5 * _CAVITY_FRONT_BASE * brightness
+    back = 0.15 * lip + 0.75 * _CAVITY_BACK_BASE * brightness
+    # Keep the back red and above the near-black floor whatever the lips' colour.
+    back[0] = max(back[0], back[1] + 45.0)
+    if _luma(back) < _MIN_CAVITY_LUMA:
+        back = back * _MIN_CAVITY_LUMA / max(float(_luma(back)), 1.0)
+    teeth = _TEETH_DEFAULT * brightness if teeth_rgb is None else np.asarray(teeth_rgb, np.float64)
+    # A photo's teeth in shadow still read as teeth: lift them to at least 70% of the default.
+    if _luma(teeth) < 0.7 * _luma(_TEETH_DEFAULT) * brightness:
+        teeth = teeth * 0.7 * _luma(_TEETH_DEFAULT) * brightness / max(float(_luma(teeth)), 1.0)
+    sclera = _SCLERA_DEFAULT * brightness if sclera_rgb is None else np.asarray(sclera_rgb, np.float64)
     return MouthColours(
-        cavity_front=0.35 * lip, cavity_back=0.06 * lip,
-        teeth_centre=teeth, teeth_side=0.8 * teeth,
-        tongue_tip=tongue, tongue_root=0.55 * tongue)
+        cavity_front=np.clip(front, 0, 255), cavity_back=np.clip(back, 0, 255),
+        teeth=np.clip(teeth, 0, 255), gum=np.clip(0.4 * lip + 0.6 * _GUM_BASE * brightness, 0, 255),
+        tongue=np.clip(0.45 * lip + 0.55 * _TONGUE_BASE * brightness, 0, 255),
+        sclera=np.clip(sclera, 0, 255))
+
+
+def _teeth_colour(s: np.ndarray, t: np.ndarray, ds: float, colours: MouthColours, upper: bool) -> np.ndarray:
+    """Teeth patch: s across the arch, t from the root (gum) to the biting edge; ds is one texel in s."""
+    a = np.abs(2 * s - 1)
+    edges = np.array(_UPPER_TOOTH_EDGES if upper else _LOWER_TOOTH_EDGES)
+    to_edge = np.abs(a[..., None] - edges).min(axis=-1)
+    # A gap at least one texel wide, so it shows at every texture size.
+    gap = to_edge < max(_TOOTH_GAP, ds)
+    # Rounded teeth: brighter in the middle of each tooth; the arch's sides turn into shadow.
+    index = np.searchsorted(edges, a, side="right") - 1
+    left, right = edges[np.clip(index, 0, len(edges) - 1)], np.append(edges[1:], 1.0)[np.clip(index, 0, len(edges) - 1)]
+    within = np.clip((a - left) / np.maximum(right - left, 1e-6), 0, 1)
+    rounded = 0.86 + 0.14 * np.sin(np.pi * within)
+    side_shadow = 1.0 - 0.6 * a ** 1.4
+    gum_t = _UPPER_GUM_T if upper else _LOWER_GUM_T
+    # Biting edges are a little translucent (greyer), roots slightly yellower.
+    edge = np.clip((t - 0.9) / 0.1, 0, 1)[..., None]
+    shade = (rounded * side_shadow)[..., None]
+    # Shadow inside a mouth is lit by the red walls around it: shaded teeth turn warm, not grey.
+    warm = 0.75 * colours.cavity_front
+    lit = colours.teeth * (1 - 0.25 * edge) + edge * 0.25 * np.array([170.0, 172.0, 180.0])
+    tooth = lit * shade + warm * (1 - shade) * 0.9
+    gap_colour = 0.45 * colours.cavity_back + 0.25 * colours.teeth * side_shadow[..., None]
+    colour = np.where(gap[..., None], gap_colour, tooth)
+    gum = colours.gum * (0.8 + 0.2 * (t / gum_t))[..., None] * side_shadow[..., None]
+    return np.where((t < gum_t)[..., None], gum, colour)
+
+
+def patch_colour(part: str, s: np.ndarray, t: np.ndarray, colours: MouthColours, ds: float = 0.0) -> np.ndarray:
+    """(…, 3) colour of a patch at patch coordinates (s, t); ds: one texel's width in s."""
+    s, t = np.broadcast_arrays(np.asarray(s, np.float64), np.asarray(t, np.float64))
+    if part == "cavity":  # s: depth front → back; t: roof (0) → floor (1), the roof in the lip's shadow
+        depth = s ** 0.8
+        colour = colours.cavity_front * (1 - depth)[..., None] + colours.cavity_back * depth[..., None]
+        return colour * (0.9 + 0.1 * t)[..., None]
+    if part in ("teeth_upper", "teeth_lower"):
+        return _teeth_colour(s, t, ds, colours, part == "teeth_upper")
+    if part == "tongue":  # s: tip → root; t: across, with a darker middle groove
+        across = 2 * t - 1
+        shade = (1 - 0.4 * s) * (0.82 + 0.18 * (1 - across ** 2)) * np.where(np.abs(across) < 0.12, 0.9, 1.0)
+        return colours.tongue * shade[..., None]
+    if part == "sclera":  # s: from the eye opening outward, into the eyeball's shadowed sides
+        return colours.sclera * (1 - 0.3 * s)[..., None]
+    raise ValueError(f"unknown patch {part!r}")
 
 
 def paint_patches(image: np.ndarray, rect_px: tuple[int, int, int, int], colours: MouthColours) -> None:
-    """Paint the three gradient patches into image[y0:y1, x0:x1] (in place)."""
+    """Paint every patch into image[y0:y1, x0:x1] (in place), texel by texel."""
     x0, y0, x1, y1 = rect_px
-    width = x1 - x0
-    columns = (np.arange(width) + 0.5) / width
-    row = np.zeros((width, 3))
-    ends = {"cavity": (colours.cavity_front, colours.cavity_back),
-            "teeth": (colours.teeth_centre, colours.teeth_side),
-            "tongue": (colours.tongue_tip, colours.tongue_root)}
-    for part, (start, end) in _PATCH_SPANS.items():
-        inside = (columns >= start) & (columns < end) if end < 1.0 else columns >= start
-        # Invert patch_uv's inset so the colour under a UV equals the gradient at its position.
-        position = np.clip(((columns[inside] - start) / (end - start) - 0.15) / 0.7, 0.0, 1.0)[:, None]
-        first, last = ends[part]
-        row[inside] = first * (1 - position) + last * position
-    image[y0:y1, x0:x1] = np.clip(np.round(row), 0, 255).astype(np.uint8)[None]
+    width, height = x1 - x0, y1 - y0
+    u = (np.arange(width) + 0.5) / width
+    t_texel = (np.arange(height) + 0.5) / height
+    # Invert patch_uv's inset so the colour under a UV is the patch colour at its (s, t).
+    t = np.clip((t_texel - _INSET) / (1 - 2 * _INSET), 0.0, 1.0)
+    block = np.zeros((height, width, 3))
+    for part, (start, end) in PATCH_SPANS.items():
+        inside = (u >= start) & ((u < end) if end < 1.0 else (u <= 1.0))
+        s = np.clip(((u[inside] - start) / (end - start) - _INSET) / (1 - 2 * _INSET), 0.0, 1.0)
+        ds = 1.0 / max((end - start) * width * (1 - 2 * _INSET), 1.0)
+        block[:, inside] = patch_colour(part, s[None, :], t[:, None], colours, ds)
+    image[y0:y1, x0:x1] = np.clip(np.round(block), 0, 255).astype(np.uint8)
+
+
+def inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Even-odd test of 2D points against a closed polygon."""
+    x, y = points[:, 0:1], points[:, 1:2]
+    x0, y0 = polygon[:, 0], polygon[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    crosses = ((y0 > y) != (y1 > y)) & (x < (x1 - x0) * (y - y0) / np.where(y1 == y0, 1e-12, y1 - y0) + x0)
+    return crosses.sum(axis=1) % 2 == 1
+
+
+def polygon_pixels(image: np.ndarray, polygon_px: np.ndarray) -> np.ndarray:
+    """(N, 3) float colours of the pixels whose centres lie inside a pixel-space polygon."""
+    low = np.clip(np.floor(polygon_px.min(axis=0)).astype(int), 0, None)
+    high = np.minimum(np.ceil(polygon_px.max(axis=0)).astype(int) + 1, [image.shape[1], image.shape[0]])
+    if (high <= low).any():
+        return np.zeros((0, 3))
+    cols, rows = np.meshgrid(np.arange(low[0], high[0]), np.arange(low[1], high[1]))
+    centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=1)
+    inside = inside_polygon(centres, polygon_px)
+    return image[rows.ravel()[inside], cols.ravel()[inside]].astype(np.float64)
+
+
+def photo_teeth_colour(crop: np.ndarray, landmarks_px: np.ndarray, face_luma: float,
+                       min_pixels: int = 12) -> np.ndarray | None:
+    """Median colour of the bright, pale pixels inside the photo's inner lips, or None when the
+    photo shows fewer than `min_pixels` of them (a closed mouth)."""
+    pixels = polygon_pixels(crop, np.asarray(landmarks_px, np.float64)[face_topology().lips_inner_loop, :2])
+    if len(pixels) == 0:
+        return None
+    luma = pixels @ LUMA
+    saturation = (pixels.max(axis=1) - pixels.min(axis=1)) / np.maximum(pixels.max(axis=1), 1.0)
+    # Pale, bright and hardly red: a pale tongue or lip is pinker than teeth.
+    teeth = pixels[(luma > max(0.85 * face_luma, 100.0)) & (saturation < 0.3) & (pixels[:, 0] - pixels[:, 1] < 25.0)]
+    if len(teeth) < min_pixels:
+        return None
+    return np.median(teeth, axis=0)
+
+
+def inner_lip_gap(landmarks: np.ndarray) -> np.ndarray:
+    """(n, 3) upper-minus-lower offsets of the inner-lip point pairs between the corners."""
+    topology = face_topology()
+    points = np.asarray(landmarks, np.float64)
+    return points[topology.lips_inner_upper[1:-1]] - points[topology.lips_inner_lower[1:-1]]
+
+
+def rest_closing_offset(landmarks_world: np.ndarray, config: ReconstructConfig) -> np.ndarray:
+    """(478, 3) world offsets that close an open-mouth photo's lips; zeros for a closed mouth.
+
+    Each inner-lip pair meets at `config.rest_close_upper_share` of its gap below the upper lip;
+    the lips and the skin around them follow their nearest inner-lip points, fading out over about
+    a mouth width, and the face oval, eyes and brows stay where the photo has them.
+    """
+    world = np.asarray(landmarks_world[:N_LANDMARKS], np.float64)
+    frame = face_frame(world)
+    local = frame.to_local(world)
+    topology = face_topology()
+    gap = inner_lip_gap(local)
+    if np.abs(gap[:, 1]).max() < config.rest_close_threshold * frame.inter_ocular:
+        return np.zeros_like(world)
+    upper, lower = topology.lips_inner_upper[1:-1], topology.lips_inner_lower[1:-1]
+    share = config.rest_close_upper_share
+    handles = np.concatenate([upper, lower])
+    handle_deltas = np.concatenate([-share * gap, (1 - share) * gap])
+    anchors = np.unique(np.concatenate([topology.face_oval, topology.eye_left.loop, topology.eye_right.loop,
+                                        topology.eye_left.iris, topology.eye_right.iris,
+                                        topology.eye_left.brow_lower, topology.eye_right.brow_lower]))
+    anchors = np.setdiff1d(anchors, handles)
+    width = float(np.clip(frame.mouth_width, 0.6 * frame.inter_ocular, 1.3 * frame.inter_ocular))
+    radius = 0.45 * width
+    sources = np.concatenate([handles, anchors])
+    source_deltas = np.concatenate([handle_deltas, np.zeros((len(anchors), 3))])
+    distance = np.linalg.norm(local[:, None, :2] - local[None, sources, :2], axis=2)
+    weights = 1.0 / (distance ** 2 + (0.05 * radius) ** 2)
+    blended = (weights @ source_deltas) / weights.sum(axis=1, keepdims=True)
+    nearest = distance[:, :len(handles)].min(axis=1) / radius
+    deltas = blended * np.where(nearest < 3.0, np.exp(-nearest ** 2), 0.0)[:, None]
+    deltas[handles] = handle_deltas
+    deltas[anchors] = 0.0
+    return frame.vectors_to_world(deltas)
 
 
 def _interp_along_x(points: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -130,7 +324,7 @@ def _grid_faces(index: np.ndarray) -> list[tuple[int, int, int]]:
     return faces
 
 
-def _orient(faces: np.ndarray, vertices: np.ndarray, towards: np.ndarray) -> np.ndarray:
+def orient_faces(faces: np.ndarray, vertices: np.ndarray, towards: np.ndarray) -> np.ndarray:
     """Flip triangles so each normal has a positive component along `towards` ((3,) or (F,3))."""
     a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
     normal = np.cross(b - a, c - a)
@@ -162,15 +356,16 @@ def build_mouth_interior(landmarks_world: np.ndarray, frame: FaceFrame, config: 
     uv_band: list[np.ndarray] = []
     uv_canon: list[np.ndarray] = []
 
-    def add(points, part, patch, gradient):
+    def add(points, part, patch, s, t):
         start = N_LANDMARKS + sum(len(p) for p in positions)
         positions.append(np.asarray(points, np.float64))
         parts.extend([part] * len(points) if isinstance(part, str) else part)
-        uv_band.append(patch_uv(patch, gradient, band_rect))
-        uv_canon.append(patch_uv(patch, gradient, canonical_rect))
+        uv_band.append(patch_uv(patch, s, t, band_rect))
+        uv_canon.append(patch_uv(patch, s, t, canonical_rect))
         return np.arange(start, start + len(points))
 
-    # 1. Cavity rings: ring 0 duplicates the inner-lip loop; ring k sits k/K of the depth back.
+    # 1. Cavity rings: ring 0 duplicates the inner-lip loop and comes first, in loop order (the
+    #    blendshapes rely on that); ring k sits k/K of the depth back.
     # Loop order: upper arc right→left (corners at 0 and n_upper-1), then lower arc left→right.
     side = np.where(np.arange(len(loop)) < n_upper, 1.0, -1.0)
     side[[0, n_upper - 1]] = 0.0
@@ -179,6 +374,7 @@ def build_mouth_interior(landmarks_world: np.ndarray, frame: FaceFrame, config: 
     across = np.clip((loop_points[:, 0] - centre[0]) / half_width, -1.0, 1.0)
     bulge = np.sqrt(1.0 - across ** 2)
     depth = config.mouth_depth * width
+    roof_floor = 0.5 - 0.5 * side  # patch t: 0 on the roof, 1 on the floor
     rings = []
     for k in range(_CAVITY_RINGS + 1):
         t = k / _CAVITY_RINGS
@@ -187,7 +383,7 @@ def build_mouth_interior(landmarks_world: np.ndarray, frame: FaceFrame, config: 
         lift = np.where(side > 0, _CAVITY_RISE, _CAVITY_DROP) * width * np.sin(np.pi / 2 * min(1.0, 1.5 * t))
         ring[:, 1] += side * lift * bulge
         ring[:, 2] -= depth * t
-        rings.append(add(ring, list(loop_parts), "cavity", np.full(len(loop), t)))
+        rings.append(add(ring, list(loop_parts), "cavity", np.full(len(loop), t), roof_floor))
     cavity_faces = []
     n_loop = len(loop)
     for k in range(_CAVITY_RINGS):
@@ -208,21 +404,21 @@ def build_mouth_interior(landmarks_world: np.ndarray, frame: FaceFrame, config: 
         else:
             cavity_faces += [(quad[0], quad[1], quad[2]), (quad[0], quad[2], quad[3])]
 
-    # 2. Teeth: curved strips following the inner lips, set back and arched.
-    s = np.linspace(-1.0, 1.0, _TEETH_COLUMNS)
-    x = centre[0] + s * _TEETH_HALF_WIDTH * width
-    arch = _TEETH_ARCH_DEPTH * width * s ** 2
-    teeth_gradient = np.abs(s)
+    # 2. Teeth: curved strips following the inner lips, set back and arched; rows root → edge.
+    s_arch = np.linspace(-1.0, 1.0, _TEETH_COLUMNS)
+    x = centre[0] + s_arch * _TEETH_HALF_WIDTH * width
+    arch = _TEETH_ARCH_DEPTH * width * s_arch ** 2
+    patch_s = (s_arch + 1) / 2
     upper_yz = _interp_along_x(upper_arc, x)
     lower_yz = _interp_along_x(lower_arc, x)
     teeth_z_upper = upper_yz[:, 1] - config.teeth_depth * width - arch
     teeth_z_lower = lower_yz[:, 1] - (config.teeth_depth + 0.04) * width - 0.7 * arch
-    upper_rows = [(0.16, 0.0), (0.0, 0.0), (-0.075, 0.01)]   # (height above lip line, extra depth)
-    lower_rows = [(-0.01, 0.01), (-0.06, 0.0), (-0.18, 0.0)]
     upper_grid = np.stack([add(np.stack([x, upper_yz[:, 0] + dy * width, teeth_z_upper - dz * width], axis=1),
-                               "teeth_upper", "teeth", teeth_gradient) for dy, dz in upper_rows])
+                               "teeth_upper", "teeth_upper", patch_s, np.full(len(x), t))
+                           for dy, dz, t in _UPPER_TEETH_ROWS])
     lower_grid = np.stack([add(np.stack([x, lower_yz[:, 0] + dy * width, teeth_z_lower - dz * width], axis=1),
-                               "teeth_lower", "teeth", teeth_gradient) for dy, dz in lower_rows])
+                               "teeth_lower", "teeth_lower", patch_s, np.full(len(x), t))
+                           for dy, dz, t in _LOWER_TEETH_ROWS])
     teeth_faces = _grid_faces(upper_grid) + _grid_faces(lower_grid)
 
     # 3. Tongue: a low dome on the lower cavity floor, from behind the lower teeth backwards.
@@ -236,7 +432,7 @@ def build_mouth_interior(landmarks_world: np.ndarray, frame: FaceFrame, config: 
         dome = 0.08 * width * (1 - across_t ** 2) * (0.6 + 0.4 * np.sin(np.pi * a))
         points = np.stack([centre[0] + across_t * half, floor_y + dome,
                            np.full_like(across_t, front_z - a * 0.5 * depth)], axis=1)
-        tongue_rows.append(add(points, "tongue", "tongue", np.full(len(points), a)))
+        tongue_rows.append(add(points, "tongue", "tongue", np.full(len(points), a), (across_t + 1) / 2))
     tongue_faces = _grid_faces(np.stack(tongue_rows))
 
     local_all = np.concatenate([local] + positions)
@@ -244,9 +440,9 @@ def build_mouth_interior(landmarks_world: np.ndarray, frame: FaceFrame, config: 
     cavity_faces = np.array(cavity_faces, np.int32)
     cavity_centre = np.concatenate(positions[:len(rings)]).mean(axis=0)
     tri_centres = local_all[cavity_faces].mean(axis=1)
-    cavity_faces = _orient(cavity_faces, local_all, cavity_centre - tri_centres)
-    teeth_faces = _orient(np.array(teeth_faces, np.int32), local_all, np.array([0.0, 0.0, 1.0]))
-    tongue_faces = _orient(np.array(tongue_faces, np.int32), local_all, np.array([0.0, 1.0, 0.5]))
+    cavity_faces = orient_faces(cavity_faces, local_all, cavity_centre - tri_centres)
+    teeth_faces = orient_faces(np.array(teeth_faces, np.int32), local_all, np.array([0.0, 0.0, 1.0]))
+    tongue_faces = orient_faces(np.array(tongue_faces, np.int32), local_all, np.array([0.0, 1.0, 0.5]))
 
     return MouthInterior(
         vertices=frame.to_world(np.concatenate(positions)).astype(np.float32),

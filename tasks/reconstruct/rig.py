@@ -20,7 +20,9 @@ from tasks.reconstruct.config import ReconstructConfig
 from tasks.reconstruct.crop import crop_and_resize, square_crop_box
 from tasks.reconstruct.face_frame import face_frame
 from tasks.reconstruct.landmarks import detect_faces
-from tasks.reconstruct.mouth import build_mouth_interior, mouth_colours, paint_patches
+from tasks.reconstruct.eyes import build_eyeballs
+from tasks.reconstruct.mouth import (build_mouth_interior, inside_polygon, mouth_colours, paint_patches,
+                                     photo_teeth_colour, rest_closing_offset)
 from tasks.reconstruct.topology import N_LANDMARKS, N_MESH_POINTS, face_topology
 from tasks.reconstruct.unwrap import unwrap_to_canonical
 
@@ -37,7 +39,8 @@ class FaceRig:
     """A textured face mesh with ARKit blendshapes, in the world convention of this module."""
 
     vertices: np.ndarray
-    """(V, 3) float32 world coordinates: the 478 landmarks in MediaPipe order, then the mouth interior."""
+    """(V, 3) float32 world coordinates at rest: the 478 landmarks in MediaPipe order (an open-mouth
+    photo's lips closed by `rest_offset`), then the mouth interior, then the eyeballs."""
 
     faces: np.ndarray
     """(F, 3) int32 triangles, counter-clockwise seen from the camera (+z) on the face surface."""
@@ -49,7 +52,7 @@ class FaceRig:
     """(V, 2) float32 UVs into `canonical_texture`, in [0, 1]."""
 
     parts: np.ndarray
-    """(V,) labels: "face" (0..467), "iris" (468..477), then mouth.MOUTH_PARTS."""
+    """(V,) labels: "face" (0..467), "iris" (468..477), then mouth.MOUTH_PARTS, then eyes.EYE_PARTS."""
 
     deltas: np.ndarray
     """(52, V, 3) float32 world-unit blendshape offsets in ARKIT_NAMES order."""
@@ -71,6 +74,10 @@ class FaceRig:
 
     n_faces_found: int
     """Faces MediaPipe found in the portrait (the largest one was used)."""
+
+    rest_offset: np.ndarray | None = None
+    """(478, 3) float32 world offsets from the photo's landmarks to the rest pose: zeros for a
+    closed mouth, the lip closing of an open-mouth photo otherwise."""
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The rig arrays render reads (npz keys)."""
@@ -105,6 +112,33 @@ def _photo_colours(crop: np.ndarray, landmarks_px: np.ndarray):
     return lip_rgb, face_luma
 
 
+def _photo_sclera(crop: np.ndarray, landmarks_px: np.ndarray, face_luma: float) -> np.ndarray | None:
+    """The photo's white of the eye: the brighter quarter of both eye openings outside the irises,
+    kept at least as bright as the skin (small or shaded eyes show more lid than white)."""
+    topology = face_topology()
+    whites = []
+    for eye in (topology.eye_left, topology.eye_right):
+        contour = landmarks_px[eye.loop, :2].astype(np.float64)
+        iris = landmarks_px[eye.iris, :2].astype(np.float64)
+        iris_radius = np.linalg.norm(iris[1:] - iris[0], axis=1).mean()
+        low = np.clip(np.floor(contour.min(axis=0)).astype(int), 0, None)
+        high = np.minimum(np.ceil(contour.max(axis=0)).astype(int) + 1, [crop.shape[1], crop.shape[0]])
+        cols, rows = np.meshgrid(np.arange(low[0], high[0]), np.arange(low[1], high[1]))
+        centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=1)
+        white = inside_polygon(centres, contour) & (np.linalg.norm(centres - iris[0], axis=1) > 1.1 * iris_radius)
+        candidates = crop[rows.ravel()[white], cols.ravel()[white]].astype(np.float64)
+        if len(candidates) >= 4:
+            luma = candidates @ np.array([0.299, 0.587, 0.114])
+            whites.append(candidates[luma >= np.quantile(luma, 0.75)])
+    if not whites:
+        return None
+    white = np.median(np.concatenate(whites), axis=0)
+    # Less saturated than the photo's shaded white, and no darker than the skin.
+    white = 0.6 * white + 0.4 * white.mean()
+    luma = float(white @ np.array([0.299, 0.587, 0.114]))
+    return np.clip(white * max(1.0, face_luma / max(luma, 1.0)), 0, 255)
+
+
 def build_face_rig(crop_image: np.ndarray, landmarks_px: np.ndarray,
                    config: ReconstructConfig = ReconstructConfig()) -> FaceRig:
     """A face rig from an S×S×3 uint8 crop and its (478, 3) MediaPipe landmarks in crop pixels."""
@@ -117,30 +151,41 @@ def build_face_rig(crop_image: np.ndarray, landmarks_px: np.ndarray,
     band = size // config.band_fraction
     topology = face_topology()
 
-    world = landmarks_to_world(landmarks_px, size)
+    photo_world = landmarks_to_world(landmarks_px, size)
+    # An open-mouth photo rests with its lips closed; the photo texture stays on them (UVs below).
+    rest_offset = rest_closing_offset(photo_world, config)
+    world = photo_world + rest_offset
     frame = face_frame(world)
     band_rect = (0.0, 0.0, 1.0, band / (size + band))
     mouth = build_mouth_interior(world, frame, config, band_rect, CANONICAL_MOUTH_RECT)
-
-    face_faces = topology.faces
-    if config.fill_eye_holes:
-        face_faces = np.concatenate([face_faces, topology.eye_fill_faces])
-    vertices = np.concatenate([world, mouth.vertices]).astype(np.float32)
-    faces = np.concatenate([face_faces, mouth.faces]).astype(np.int32)
     uv_landmarks = np.stack([landmarks_px[:, 0] / size, 1.0 - landmarks_px[:, 1] / (size + band)], axis=1)
-    uv_photo = np.concatenate([uv_landmarks, mouth.uv_photo]).astype(np.float32)
-    uv_canonical = np.concatenate([topology.uv_canonical, mouth.uv_canonical]).astype(np.float32)
-    parts = np.concatenate([np.full(N_MESH_POINTS, "face"), np.full(N_LANDMARKS - N_MESH_POINTS, "iris"),
-                            mouth.parts]).astype("<U12")
+
+    unwrap_faces = np.concatenate([topology.faces, topology.eye_fill_faces]) if config.fill_eye_holes \
+        else topology.faces
+    extra = [mouth]
+    if config.eyeballs:
+        # Open eye holes with eyeballs behind them (the flat lid fill would hide them).
+        face_faces = topology.faces
+        extra.append(build_eyeballs(world, uv_landmarks, config, band_rect, CANONICAL_MOUTH_RECT,
+                                    N_LANDMARKS + len(mouth.vertices)))
+    else:
+        face_faces = unwrap_faces
+    vertices = np.concatenate([world] + [part.vertices for part in extra]).astype(np.float32)
+    faces = np.concatenate([face_faces] + [part.faces for part in extra]).astype(np.int32)
+    uv_photo = np.concatenate([uv_landmarks] + [part.uv_photo for part in extra]).astype(np.float32)
+    uv_canonical = np.concatenate([topology.uv_canonical] + [part.uv_canonical for part in extra]).astype(np.float32)
+    parts = np.concatenate([np.full(N_MESH_POINTS, "face"), np.full(N_LANDMARKS - N_MESH_POINTS, "iris")]
+                           + [part.parts for part in extra]).astype("<U12")
 
     lip_rgb, face_luma = _photo_colours(crop_image, landmarks_px)
-    colours = mouth_colours(lip_rgb, face_luma)
+    colours = mouth_colours(lip_rgb, face_luma, photo_teeth_colour(crop_image, landmarks_px, face_luma),
+                            _photo_sclera(crop_image, landmarks_px, face_luma))
     texture = np.zeros((size + band, size, 3), np.uint8)
     texture[:size] = crop_image
     paint_patches(texture, (0, size, size, size + band), colours)
 
     canonical_size = config.canonical_texture_size
-    canonical = unwrap_to_canonical(crop_image, landmarks_px, face_faces, topology.uv_canonical, canonical_size)
+    canonical = unwrap_to_canonical(crop_image, landmarks_px, unwrap_faces, topology.uv_canonical, canonical_size)
     u0, v0, u1, v1 = CANONICAL_MOUTH_RECT
     paint_patches(canonical, (int(round(u0 * canonical_size)), int(round((1 - v1) * canonical_size)),
                               int(round(u1 * canonical_size)), int(round((1 - v0) * canonical_size))), colours)
@@ -149,7 +194,7 @@ def build_face_rig(crop_image: np.ndarray, landmarks_px: np.ndarray,
         vertices=vertices, faces=faces, uv_photo=uv_photo, uv_canonical=uv_canonical, parts=parts,
         deltas=blendshape_deltas(vertices, parts, config), pivot=head_pivot(world),
         texture=texture, canonical_texture=canonical, landmarks_px=landmarks_px,
-        crop_box=(0, 0, size), n_faces_found=1)
+        crop_box=(0, 0, size), n_faces_found=1, rest_offset=rest_offset.astype(np.float32))
 
 
 def reconstruct(image_rgb: np.ndarray, resolution: int = 512,

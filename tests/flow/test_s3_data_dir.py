@@ -1,7 +1,8 @@
 """The production flow with `--data-dir s3://…`: moto's S3 server on 127.0.0.1 stands in for the
-object store. The portraits are URLs too (one under the data dir, one under an `--input-root`
-URL). Everything shared lands in the bucket: the Zarr store, the outputs, the MLflow artifacts
-and the run lock; nothing lands in a local data dir."""
+object store. The manifest is a URL in the bucket, and so are the portraits: one beside the
+manifest under the data dir, named by a relative path, one under an `--input-root` URL.
+Everything shared lands in the bucket: the Zarr store, the outputs, the MLflow artifacts and the
+run lock; nothing lands in a local data dir."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.flow
 BUCKET = "avatarflow-test"
 DATA_URL = f"s3://{BUCKET}/data"
 PORTRAITS_URL = f"s3://{BUCKET}/portraits"
+MANIFEST_URL = f"{DATA_URL}/uploads/nightly.csv"
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -74,18 +76,18 @@ def produced(s3, bucket, tmp_path_factory):
     bucket.pipe_file(f"{BUCKET}/data/uploads/astronaut.png", portrait.getvalue())
     bucket.pipe_file(f"{BUCKET}/portraits/astronaut.png", portrait.getvalue())
     bucket.pipe_file(f"{BUCKET}/private/astronaut.png", portrait.getvalue())
-    manifest = work / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "portrait", "text", "resolution"])
-        writer.writerow(["uploaded", f"{DATA_URL}/uploads/astronaut.png", "Hello there.", "128"])
-        writer.writerow(["rooted", f"{PORTRAITS_URL}/astronaut.png", "Hi again.", "128"])
-        writer.writerow(["private", f"s3://{BUCKET}/private/astronaut.png", "Not allowed.", "128"])
+    manifest = io.StringIO(newline="")
+    writer = csv.writer(manifest)
+    writer.writerow(["id", "portrait", "text", "resolution"])
+    writer.writerow(["uploaded", "./astronaut.png", "Hello there.", "128"])  # beside the manifest
+    writer.writerow(["rooted", f"{PORTRAITS_URL}/astronaut.png", "Hi again.", "128"])
+    writer.writerow(["private", f"s3://{BUCKET}/private/astronaut.png", "Not allowed.", "128"])
+    bucket.pipe_file(MANIFEST_URL.removeprefix("s3://"), manifest.getvalue().encode("utf-8"))
     (work / "tmp").mkdir()
     environment = {**os.environ, **s3, "AVATARFLOW_HOME": str(work / "home"), "TMPDIR": str(work / "tmp"),
                    "AVATARFLOW_MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
     environment.pop("MLFLOW_TRACKING_URI", None)
-    args = ["produce", str(manifest), "--data-dir", DATA_URL, "--input-root", PORTRAITS_URL,
+    args = ["produce", MANIFEST_URL, "--data-dir", DATA_URL, "--input-root", PORTRAITS_URL,
             "--prefect-port", str(free_port())]
     try:
         first = run_cli(*args, cwd=work, env=environment)
@@ -153,7 +155,7 @@ def test_the_run_lock_is_released(produced, bucket):
 
 def test_nothing_is_written_to_a_local_data_dir(produced):
     work = produced["work"]
-    assert sorted(p.name for p in work.iterdir()) == ["home", "manifest.csv", "mlflow.db", "tmp"]
+    assert sorted(p.name for p in work.iterdir()) == ["home", "mlflow.db", "tmp"]
     assert sorted(p.name for p in (work / "home").iterdir()) == ["prefect"]
     assert not [p for p in (work / "tmp").iterdir() if p.name.startswith("avatarflow-")]  # render scratch is gone
 
@@ -164,14 +166,16 @@ def test_a_rerun_reuses_the_avatars_built_from_url_inputs(produced):
     assert "finished: 2 (2 reused)" in second.stdout and "render started" not in second.stdout + second.stderr
 
 
-def test_a_run_whose_lock_is_held_in_the_bucket_is_refused(s3, tmp_path):
+def test_a_run_whose_lock_is_held_in_the_bucket_is_refused(s3, bucket, tmp_path):
     from stores.run_lock import acquire_run_lock, release_run_lock
     from tasks.batch.plan import run_name
 
-    (tmp_path / "m.csv").write_text(f"id,portrait,text\na,{PORTRAITS_URL}/astronaut.png,Hi.\n")
-    held = acquire_run_lock(DATA_URL, run_name(tmp_path / "m.csv", "photo"))
+    manifest_url = f"s3://{BUCKET}/jobs/m.csv"
+    bucket.pipe_file(manifest_url.removeprefix("s3://"),
+                     f"id,portrait,text\na,{PORTRAITS_URL}/astronaut.png,Hi.\n".encode("utf-8"))
+    held = acquire_run_lock(DATA_URL, run_name(manifest_url, "photo"))
     try:
-        done = run_cli("produce", str(tmp_path / "m.csv"), "--data-dir", DATA_URL, cwd=tmp_path,
+        done = run_cli("produce", manifest_url, "--data-dir", DATA_URL, cwd=tmp_path,
                        env={**os.environ, "AVATARFLOW_HOME": str(tmp_path / "home"),
                             "AVATARFLOW_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
     finally:

@@ -117,6 +117,22 @@ def test_deployments_are_scheduled_with_a_failure_automation(served):
     assert any(str(nightly.id) in automation.model_dump_json() for automation in automations)
 
 
+def test_deploy_applies_the_same_deployments_again_and_needs_a_server(served):
+    env = {**served["env"], "PREFECT_API_URL": served["api"]}
+    work = served["work"]
+    again = subprocess.run([sys.executable, "-m", "avatarflow.cli", "deploy", "--data-dir", str(work / "data"),
+                            "--manifest", str(work / "nightly.csv"), "--training-data", str(work)], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "deployment produce/nightly-production on pool avatarflow-local" in again.stdout
+    assert "3 failure automation(s)" in again.stdout
+    nowhere = subprocess.run([sys.executable, "-m", "avatarflow.cli", "deploy"], cwd=REPO,
+                             env={**served["env"], "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"},
+                             capture_output=True, text=True, timeout=120)
+    assert nowhere.returncode == 2 and "needs a running Prefect server" in nowhere.stderr
+    assert "Traceback" not in nowhere.stderr
+
+
 def test_a_triggered_deployment_run_finishes_on_the_served_cluster(served):
     assert "serve: ready" in served["startup"]
     env = {**served["env"], "PREFECT_API_URL": served["api"]}

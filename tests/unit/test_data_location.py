@@ -38,6 +38,10 @@ def test_join_names_children_and_refuses_escapes():
     base = DataLocation("s3://bucket/prefix")
     assert (base / "outputs").join("run", "a.mp4").url == "s3://bucket/prefix/outputs/run/a.mp4"
     assert base.join("outputs/run").name == "run"
+    assert base.join("./a//b.png", ".").url == "s3://bucket/prefix/a/b.png"  # no literal "." keys
+    assert base.join("a", "b.png").parent == base.join("a") and base.parent == DataLocation("s3://bucket")
+    with pytest.raises(ValueError, match="no folder above it"):
+        DataLocation("s3://bucket").parent
     for bad in ("../other", "/abs", "a/../../b"):
         with pytest.raises(ValueError, match="not a relative name"):
             base.join(bad)

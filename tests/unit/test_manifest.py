@@ -17,8 +17,8 @@ def write(tmp_path: Path, text: str | bytes, name: str = "m.csv") -> Path:
 
 
 def test_unknown_column_rejects_the_manifest(tmp_path):
-    path = write(tmp_path, "id,portrait,text,emotion\na,p.jpg,hi,happy\n")
-    with pytest.raises(ManifestError, match="unknown column.*'emotion'"):
+    path = write(tmp_path, "id,portrait,text,mood\na,p.jpg,hi,happy\n")
+    with pytest.raises(ManifestError, match="unknown column.*'mood'"):
         read_manifest(path)
 
 
@@ -149,3 +149,25 @@ def test_fingerprint_follows_the_models_a_row_uses(tmp_path):
     after = {"avatarflow-gan": 2, "avatarflow-diffusion": 1}
     assert row_fingerprint(generated, tmp_path, "{}", before) != row_fingerprint(generated, tmp_path, "{}", after)
     assert row_fingerprint(photo, tmp_path, "{}", before) == row_fingerprint(photo, tmp_path, "{}", after)
+
+
+def test_transcript_column_is_checked_carried_and_fingerprinted(tmp_path):
+    path = write(tmp_path, "\n".join([
+        "id,portrait,text,audio,transcript",
+        "ok,p.jpg,,a.wav,\"Maybe Bob, my friend.\"",
+        "bare,p.jpg,,a.wav,",
+        "with-text,p.jpg,hello,,Hello there",
+        "no-words,p.jpg,,a.wav,\"... ?!\"",
+        "cafe,p.jpg,,a.wav,caf\u00e9 \u00e0 Paris",
+    ]) + "\n")
+    table = read_manifest(path)
+    errors = validate_manifest(table.to_frame())
+    assert errors == {2: "a 'transcript' goes only with 'audio' (it says what the recording says)",
+                      3: "transcript has no words (it needs at least one letter or digit)"}
+    valid, _ = split_rows(table.rows, table.line_numbers, errors, "en")
+    assert [(r.id, r.transcript) for r in valid] == [("ok", "Maybe Bob, my friend."), ("bare", None),
+                                                     ("cafe", "caf\u00e9 \u00e0 Paris")]
+    row = valid[0]
+    assert row_fingerprint(row, tmp_path, "{}") != row_fingerprint(
+        AvatarRow(id="ok", line=2, portrait="p.jpg", audio="a.wav", transcript="Maybe Rob, my friend."),
+        tmp_path, "{}")

@@ -75,8 +75,8 @@ def test_unusable_url_manifests_get_one_line_errors(bucket, monkeypatch):
     bucket.join("inputs", "folder.csv", "inside.csv").write_text(CSV)
     with pytest.raises(ManifestError, match="^manifest is not a file: .*/folder.csv$"):
         read_manifest(bucket.join("inputs", "folder.csv").url)
-    unknown = bucket.join("inputs", "unknown.csv").write_text("id,portrait,emotion\na,p.png,happy\n")
-    with pytest.raises(ManifestError, match=r"^unknown.csv: unknown column\(s\) 'emotion'"):
+    unknown = bucket.join("inputs", "unknown.csv").write_text("id,portrait,favourite_colour\na,p.png,teal\n")
+    with pytest.raises(ManifestError, match=r"^unknown.csv: unknown column\(s\) 'favourite_colour'"):
         read_manifest(unknown.url)
     with pytest.raises(ManifestError, match="^manifest URL must name a file in a bucket or folder"):
         read_manifest("memory://top-level.csv")
@@ -143,15 +143,28 @@ def test_a_run_is_planned_from_a_url_manifest(bucket, tmp_path):
     from stores.run_lock import release_run_lock
     from tasks.batch.task import plan_run
 
+    from stores.avatar_store import AvatarStore
+
     folder = bucket.join("inputs")
-    folder.join("faces", "a.png").write_bytes(png_bytes(4, 4))
+    face = folder.join("faces", "a.png").write_bytes(png_bytes(4, 4))
     manifest = folder.join("nightly.csv").write_text(CSV)
-    plan = plan_run.fn(manifest.url, str(tmp_path / "data"), "photo", get_preset("photo"))
-    release_run_lock(plan.lock)
-    assert plan.run == run_name(manifest.url, "photo")
-    assert plan.manifest_dir == folder.url
-    assert plan.manifest_sha256 == hashlib.sha256(CSV.encode("utf-8")).hexdigest()
-    assert [row.id for row in plan.pending] == ["near", "far"] and plan.quarantined == []
+
+    def plan():
+        planned = plan_run.fn(manifest.url, str(tmp_path / "data"), "photo", get_preset("photo"))
+        release_run_lock(planned.lock)
+        return planned
+
+    first = plan()
+    assert first.run == run_name(manifest.url, "photo")
+    assert first.manifest_dir == folder.url
+    assert first.manifest_sha256 == hashlib.sha256(CSV.encode("utf-8")).hexdigest()
+    assert [row.id for row in first.pending] == ["near", "far"] and first.quarantined == []
+    # A completed avatar whose relative URL input is unchanged is reused; a changed input rebuilds it.
+    AvatarStore(first.store_url).mark_complete(first.run, "near", {})
+    second = plan()
+    assert [row.id for row in second.reused] == ["near"] and [row.id for row in second.pending] == ["far"]
+    face.write_bytes(png_bytes(5, 5))
+    assert [row.id for row in plan().pending] == ["near", "far"]
 
 
 def test_the_cli_checks_a_url_manifest_before_any_server_starts(bucket, tmp_path, capsys):

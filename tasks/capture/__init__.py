@@ -1,0 +1,1 @@
+"""Driving-video capture: MediaPipe tracking of a talking-face video, solved into the row's own rig."""

@@ -1,0 +1,300 @@
+"""Tracked landmarks → ARKit weights and head pose on a rig: rigid fit, bounded least squares,
+rest offset, One-Euro smoothing, bridging of dropped frames and resampling to the output fps.
+
+Coordinates: video landmarks come in pixels (x right, y down, z on the x scale, negative toward
+the camera) and are turned into a right-handed frame with y up and z toward the camera, the
+convention of the rig's world (tasks/reconstruct/rig.py). Pure numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasks.capture.config import CaptureConfig
+
+STABLE_POINTS = np.array([
+    10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1,  # forehead centre line and nose bridge
+    33, 133, 362, 263,  # eye corners
+    234, 454, 127, 356, 93, 323,  # sides of the face at the temples and cheekbones
+    21, 251, 54, 284, 103, 332, 109, 338, 67, 297,  # upper forehead
+])
+"""MediaPipe landmarks that move with the skull, not with the expression: the rigid fit uses only these."""
+
+
+def video_to_world(landmarks_px: np.ndarray) -> np.ndarray:
+    """(…, N, 3) pixel landmarks → x right, y up, z toward the camera, still in pixels."""
+    points = np.asarray(landmarks_px, np.float64)
+    return points * np.array([1.0, -1.0, -1.0])
+
+
+def similarity_fit(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scale s (T,), rotation R (T, 3, 3) and translation t (T, 3) with target ≈ s · source @ R.T + t.
+
+    source: (N, 3) points; target: (T, N, 3) or (N, 3). Umeyama's closed form, no reflection.
+    """
+    target = np.asarray(target, np.float64)
+    single = target.ndim == 2
+    target = target[None] if single else target
+    source = np.asarray(source, np.float64)
+    source_mean = source.mean(axis=0)
+    target_mean = target.mean(axis=1)
+    a = source - source_mean
+    b = target - target_mean[:, None]
+    covariance = np.einsum("ni,tnj->tij", a, b)  # Σ a_n b_nᵀ
+    u, sigma, vt = np.linalg.svd(covariance)
+    sign = np.sign(np.linalg.det(np.einsum("tij,tjk->tik", u, vt)))
+    correction = np.ones((len(target), 3))
+    correction[:, 2] = sign
+    # R maps source to target: R = V · diag(1, 1, ±1) · Uᵀ
+    rotation = np.einsum("tji,tj,tkj->tik", vt, correction, u)
+    scale = (sigma * correction).sum(axis=1) / (a ** 2).sum()
+    translation = target_mean - scale[:, None] * np.einsum("tij,j->ti", rotation, source_mean)
+    if single:
+        return scale[0], rotation[0], translation[0]
+    return scale, rotation, translation
+
+
+def euler_xyz_matrix(pitch, yaw, roll) -> np.ndarray:
+    """Rotation matrices of Blender's XYZ Euler (R = Rz Ry Rx), the render stage's head pose; (…, 3, 3)."""
+    pitch, yaw, roll = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (pitch, yaw, roll)))
+    cx, sx, cy, sy, cz, sz = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw), np.cos(roll), np.sin(roll)
+    return np.stack([
+        np.stack([cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx], axis=-1),
+        np.stack([sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx], axis=-1),
+        np.stack([-sy, cy * sx, cy * cx], axis=-1),
+    ], axis=-2)
+
+
+def matrix_to_euler_xyz(rotation: np.ndarray) -> np.ndarray:
+    """(…, 3, 3) rotations → (…, 3) (pitch, yaw, roll) radians with R = Rz(roll) Ry(yaw) Rx(pitch)."""
+    r = np.asarray(rotation, np.float64)
+    pitch = np.arctan2(r[..., 2, 1], r[..., 2, 2])
+    yaw = np.arcsin(np.clip(-r[..., 2, 0], -1.0, 1.0))
+    roll = np.arctan2(r[..., 1, 0], r[..., 0, 0])
+    return np.stack([pitch, yaw, roll], axis=-1)
+
+
+def mean_rotation(rotations: np.ndarray) -> np.ndarray:
+    """The rotation nearest (chordal L2) to the mean of (T, 3, 3) rotations."""
+    u, _, vt = np.linalg.svd(np.asarray(rotations, np.float64).mean(axis=0))
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def bounded_least_squares(basis: np.ndarray, targets: np.ndarray, lower: float = 0.0, upper: float = 1.0,
+                          ridge: float = 0.0, iterations: int = 150) -> np.ndarray:
+    """min ‖basis · w − target‖² + λ‖w‖² with lower ≤ w ≤ upper, for every row of targets at once.
+
+    basis: (M, K); targets: (T, M); λ_k = ridge × column k's squared norm, so the shrinkage is the
+    same for a shape that moves a few eyelid points as for one that moves the whole jaw. Projected (Gauss–
+    Seidel) coordinate descent on the K×K normal equations, vectorised over T: it converges to the
+    box-constrained optimum because the problem is convex. Columns of zeros get weight `lower`
+    clipped to 0 when 0 lies in the box. Returns (T, K) float64.
+    """
+    basis = np.asarray(basis, np.float64)
+    targets = np.atleast_2d(np.asarray(targets, np.float64))
+    gram = basis.T @ basis
+    norms = np.diag(gram).copy()
+    live = norms > 1e-12 * max(norms.max(), 1e-300)
+    gram += ridge * np.diag(norms)
+    rhs = targets @ basis
+    k = gram.shape[0]
+    weights = np.full((targets.shape[0], k), np.clip(0.0, lower, upper))
+    indices = np.flatnonzero(live)
+    diagonal = np.diag(gram)
+    for _ in range(iterations):
+        for j in indices:
+            # Exact minimiser along coordinate j, then projected onto the box.
+            step = (rhs[:, j] - weights @ gram[:, j]) / diagonal[j]
+            weights[:, j] = np.clip(weights[:, j] + step, lower, upper)
+    return weights
+
+
+def one_euro(values: np.ndarray, times: np.ndarray, min_cutoff_hz: float, beta: float,
+             derivative_cutoff_hz: float = 1.0) -> np.ndarray:
+    """One-Euro filter (Casiez et al. 2012) of (T, C) samples at times (T,) in seconds.
+
+    A low-pass whose cutoff rises with the signal's speed: still signals lose their jitter, fast
+    moves (a blink, a lip closure) pass with little lag. Uneven time steps are honoured.
+    """
+    x = np.asarray(values, np.float64)
+    squeeze = x.ndim == 1
+    x = x[:, None] if squeeze else x
+    times = np.asarray(times, np.float64)
+    out = np.empty_like(x)
+    if len(x) == 0:
+        return out[:, 0] if squeeze else out
+
+    def alpha(cutoff, dt):
+        tau = 1.0 / (2.0 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    out[0] = x[0]
+    speed = np.zeros(x.shape[1])
+    for i in range(1, len(x)):
+        dt = max(times[i] - times[i - 1], 1e-6)
+        raw_speed = (x[i] - out[i - 1]) / dt
+        speed += alpha(derivative_cutoff_hz, dt) * (raw_speed - speed)
+        a = alpha(min_cutoff_hz + beta * np.abs(speed), dt)
+        out[i] = out[i - 1] + a * (x[i] - out[i - 1])
+    return out[:, 0] if squeeze else out
+
+
+def bridge(values: np.ndarray, valid: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """(T, …) values with the invalid frames replaced by linear interpolation in time between the
+    nearest valid frames (held flat before the first and after the last). Needs one valid frame."""
+    values = np.asarray(values, np.float64)
+    valid = np.asarray(valid, bool)
+    if not valid.any():
+        raise ValueError("bridge needs at least one valid frame")
+    if valid.all():
+        return values.copy()
+    flat = values.reshape(len(values), -1)
+    known = np.flatnonzero(valid)
+    out = flat.copy()
+    for column in range(flat.shape[1]):
+        out[:, column] = np.interp(times, times[known], flat[known, column])
+    return out.reshape(values.shape)
+
+
+def resample(values: np.ndarray, times: np.ndarray, new_times: np.ndarray) -> np.ndarray:
+    """(T, C) samples at times (T,) → (len(new_times), C) by linear interpolation, held at the ends."""
+    values = np.asarray(values, np.float64)
+    return np.stack([np.interp(new_times, times, values[:, c]) for c in range(values.shape[1])], axis=1)
+
+
+@dataclass(frozen=True)
+class CapturedMotion:
+    """A driving video solved on a rig, at the output frame rate."""
+
+    weights: np.ndarray
+    """(T_out, K) float32 blendshape weights in [0, 1]."""
+
+    head_pose: np.ndarray
+    """(T_out, 6) float32 (pitch, yaw, roll) radians then (tx, ty, tz) world units, about the rig's pivot."""
+
+    source_weights: np.ndarray
+    """(T, K) float32 weights at the video's own frames, before smoothing."""
+
+    rest_offset: np.ndarray
+    """(K,) the performer's rest expression in weight units, relative to their median face."""
+
+    fit_error: np.ndarray
+    """(T,) float32 RMS landmark residual of each frame after the solve, in inter-ocular distances."""
+
+
+def rest_shape(aligned: np.ndarray, percentile: float) -> np.ndarray:
+    """(N, 3) mean of the (T, N, 3) aligned faces whose inner-lip gap lies at or below its
+    `percentile` among the frames with open eyes (lid gap at least 80% of the median)."""
+    gap = np.linalg.norm(aligned[:, 13] - aligned[:, 14], axis=1)
+    lids = np.linalg.norm(aligned[:, 159] - aligned[:, 145], axis=1) + np.linalg.norm(aligned[:, 386] - aligned[:, 374], axis=1)
+    open_eyes = lids >= 0.8 * np.median(lids)
+    candidates = np.flatnonzero(open_eyes) if open_eyes.any() else np.arange(len(aligned))
+    chosen = candidates[gap[candidates] <= np.percentile(gap[candidates], percentile)]
+    return aligned[chosen].mean(axis=0)
+
+
+def landmark_weights(n_points: int, config: CaptureConfig) -> np.ndarray:
+    """(N, 3) weight of each landmark coordinate in the solve: eyelids and lips, which make blinks
+    and closures, count more; the iris less (it drops with the lid on a blink); depth less."""
+    from tasks.reconstruct.topology import face_topology
+
+    topology = face_topology()
+    per_point = np.ones(n_points)
+    for eye in (topology.eye_left, topology.eye_right):
+        per_point[eye.loop] = config.eyelid_weight
+        per_point[eye.iris] = config.iris_weight
+    lips = np.concatenate([topology.lips_inner_loop, topology.lips_outer_upper, topology.lips_outer_lower])
+    per_point[lips] = config.lip_weight
+    return per_point[:, None] * np.array([1.0, 1.0, config.z_weight])
+
+
+def solve_capture(landmarks_px: np.ndarray, valid: np.ndarray, times: np.ndarray, neutral: np.ndarray,
+                  deltas: np.ndarray, pivot: np.ndarray, n_frames: int, fps: float,
+                  config: CaptureConfig = CaptureConfig()) -> CapturedMotion:
+    """Solve tracked landmarks on a rig and resample the motion to n_frames at fps.
+
+    landmarks_px: (T, N, 3) video pixels (frames not `valid` are ignored and bridged); times: (T,)
+    seconds from the video's first frame; neutral: (N, 3) the rig's landmark positions in world
+    units; deltas: (K, N, 3) its blendshape deltas on those landmarks; pivot: (3,) head pivot.
+    """
+    valid = np.asarray(valid, bool)
+    times = np.asarray(times, np.float64)
+    neutral = np.asarray(neutral, np.float64)
+    if not valid.any():
+        raise ValueError("solve_capture needs at least one frame with a face")
+    observed = video_to_world(landmarks_px)[valid]
+
+    # 1. Rigid fit of the rig's neutral face to every frame, on landmarks that do not move with expression.
+    scale, rotation, translation = similarity_fit(neutral[STABLE_POINTS], observed[:, STABLE_POINTS])
+    # 2. Each frame brought back into the rig's frame: what is left is expression (and identity).
+    aligned = np.einsum("tij,tnj->tni", np.transpose(rotation, (0, 2, 1)),
+                        observed - translation[:, None]) / scale[:, None, None]
+
+    # 3. The performer's rest face: the mean of their frames with the mouth closed the most and the
+    #    eyes open (a low percentile of the lip gap). Subtracting it, an asymmetric or smiling face
+    #    at rest drives the avatar's neutral face. Then bounded least squares on the deltas.
+    rest_face = rest_shape(aligned, config.rest_percentile)
+    zscale = landmark_weights(len(neutral), config)
+    basis = (np.asarray(deltas, np.float64) * zscale).reshape(len(deltas), -1).T
+    residual = ((aligned - rest_face) * zscale).reshape(len(aligned), -1)
+    solved = bounded_least_squares(basis, residual, 0.0, 1.0, config.ridge, config.solver_iterations)
+    rest_offset = bounded_least_squares(basis, ((rest_face - np.median(aligned, axis=0)) * zscale).reshape(1, -1),
+                                        -1.0, 1.0, config.ridge, config.solver_iterations)[0]
+    inter_ocular = np.linalg.norm(neutral[33] - neutral[263])
+    fit_error = np.sqrt(((residual - solved @ basis.T) ** 2).reshape(len(aligned), -1, 3).sum(axis=2)
+                        .mean(axis=1)) / inter_ocular
+
+    # 4. Head pose relative to the performer's mean orientation and position: the rig at rest is the
+    #    portrait's own pose. Rotation about the rig's stable centroid, re-expressed about its pivot.
+    reference = mean_rotation(rotation)
+    relative_rotation = np.einsum("tij,kj->tik", rotation, reference)
+    angles = matrix_to_euler_xyz(relative_rotation) * config.rotation_gain
+    turned = euler_xyz_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+    centre = neutral[STABLE_POINTS].mean(axis=0)
+    imaged = scale[:, None] * np.einsum("tij,j->ti", rotation, centre) + translation
+    shift = (imaged - np.median(imaged, axis=0)) / np.median(scale) * config.translation_gain
+    shift[:, 2] = 0.0  # MediaPipe's depth is relative: a move toward the camera is not measured
+    arm = np.asarray(pivot, np.float64) - centre
+    offset = np.einsum("tij,j->ti", turned, arm) - arm + shift
+    pose = np.concatenate([angles, offset], axis=1)
+
+    # 5. Dropped frames bridged, then smoothed on the video's own (possibly uneven) timestamps.
+    full_weights = np.zeros((len(times), len(deltas)))
+    full_weights[valid] = solved
+    full_pose = np.zeros((len(times), 6))
+    full_pose[valid] = pose
+    full_weights = bridge(full_weights, valid, times)
+    full_pose = bridge(full_pose, valid, times)
+    smooth_weights = one_euro(full_weights, times, config.weights_min_cutoff_hz, config.weights_beta,
+                              config.derivative_cutoff_hz)
+    smooth_pose = one_euro(full_pose, times, config.pose_min_cutoff_hz, config.pose_beta,
+                           config.derivative_cutoff_hz)
+
+    # 6. Output frame k shows the video at k / fps: sound (which starts with the first frame) and
+    #    picture stay in step at any input frame rate.
+    out_times = np.arange(int(n_frames)) / float(fps)
+    weights = np.clip(resample(smooth_weights, times, out_times), 0.0, 1.0)
+    head_pose = resample(smooth_pose, times, out_times)
+    errors = np.full(len(times), np.nan)
+    errors[valid] = fit_error
+    return CapturedMotion(weights=weights.astype(np.float32), head_pose=head_pose.astype(np.float32),
+                          source_weights=full_weights.astype(np.float32), rest_offset=rest_offset,
+                          fit_error=errors.astype(np.float32))
+
+
+def speech_channels(names: tuple[str, ...]) -> np.ndarray:
+    """Indices of the channels speech owns when a script is spoken over a driving video."""
+    return np.array([i for i, n in enumerate(names) if n.startswith(("jaw", "mouth")) or n == "tongueOut"], np.int64)
+
+
+def with_speech_mouth(captured: np.ndarray, speech: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Captured weights whose jaw, mouth and tongue channels are replaced by speech's (same T × K)."""
+    if captured.shape != speech.shape:
+        raise ValueError(f"captured weights {captured.shape} and speech weights {speech.shape} differ")
+    out = np.asarray(captured, np.float32).copy()
+    owned = speech_channels(names)
+    out[:, owned] = speech[:, owned]
+    return out

@@ -1,0 +1,107 @@
+"""Forced alignment of English speech (pocketsphinx), the language fallback and plosive closures of the
+audio-feature path, on short espeak-ng utterances and tiny synthetic signals."""
+
+import numpy as np
+import pytest
+
+from tasks.animate.audio_features import HOP_S, analyse, plosive_closures
+from tasks.animate.config import AnimationConfig
+from tasks.animate.visemes import weights_from_phonemes
+from tasks.common.arkit import INDEX
+from tasks.ingest.alignment import (AlignmentError, align, arpabet_to_espeak, espeak_to_arpabet,
+                                    normalise_transcript, time_speech)
+from tasks.ingest.config import AlignmentConfig, IngestConfig
+from tasks.ingest.speech import spoken_phonemes, synthesize
+
+CONFIG = AlignmentConfig()
+SENTENCE = "Maybe Bob will bring the map by the pump, my friend."
+
+
+def pronounce(word):
+    return spoken_phonemes(word, CONFIG.pronunciation_voice)
+
+
+@pytest.fixture(scope="module")
+def speech():
+    # A voice and rate the aligner's settings were not chosen on.
+    return synthesize(SENTENCE, "en-us+f4", IngestConfig(tts_rate_wpm=125))
+
+
+def bilabial_spans(phonemes, symbols):
+    return [(start, end) for symbol, start, end in phonemes if symbol in symbols]
+
+
+def test_aligned_bilabials_match_espeaks_own_phoneme_events(speech):
+    phones = align(speech.audio, speech.sample_rate, normalise_transcript(SENTENCE), pronounce, CONFIG)
+    expected = bilabial_spans(speech.phonemes, {"p", "b", "m"})
+    found = bilabial_spans([(p.symbol, p.start, p.end) for p in phones], {"P", "B", "M"})
+    assert len(found) == len(expected) == 12
+    boundaries = np.abs(np.array(found) - np.array(expected))
+    assert np.median(boundaries) <= 0.04, boundaries
+    # Every aligned bilabial's centre lies in espeak's own span of it, give or take 60 ms.
+    for (start, end), (lo, hi) in zip(found, expected):
+        assert lo - 0.06 <= 0.5 * (start + end) <= hi + 0.06, ((start, end), (lo, hi))
+
+
+def test_aligned_phonemes_drive_closed_lips_on_bilabials(speech):
+    timing = time_speech(speech.audio, speech.sample_rate, SENTENCE, "en-us", pronounce, CONFIG)
+    assert timing.method == "aligned" and timing.words[:3] == ["maybe", "bob", "will"]
+    fps = 25.0
+    weights = weights_from_phonemes(timing.phonemes, int(speech.duration_seconds * fps), fps, AnimationConfig())
+    for start, end in bilabial_spans(speech.phonemes, {"p", "b", "m"}):
+        frame = int(np.floor(0.5 * (start + end) * fps))  # the frame on screen at the phone's centre
+        assert weights[frame, INDEX["mouthClose"]] >= 0.8 * weights[frame, INDEX["jawOpen"]] - 1e-6
+
+
+def test_words_missing_from_the_dictionary_are_spelled_by_espeak():
+    assert espeak_to_arpabet(["z", "o@", "b", "l", "'a", "k", "s"]) == ["Z", "AO", "R", "B", "L", "AE", "K", "S"]
+    assert espeak_to_arpabet(["l", "E", "t#", "3"]) == ["L", "EH", "T", "ER"]
+    assert arpabet_to_espeak("AH0") == "V" and arpabet_to_espeak("SIL") == "_" and arpabet_to_espeak("+NSN+") == "_"
+    text = "Zorblax paid Bob."
+    spoken = synthesize(text, "en-us", IngestConfig())
+    phones = align(spoken.audio, spoken.sample_rate, normalise_transcript(text), pronounce, CONFIG)
+    assert [p.symbol for p in phones if p.word == "zorblax"] == ["Z", "AO", "R", "B", "L", "AE", "K", "S"]
+
+
+def test_transcript_normalisation_and_bad_transcripts(speech):
+    assert normalise_transcript("Don\u2019t stop, Bob\u2014it's 2 o'clock!") == ["don't", "stop", "bob", "it's", "2",
+                                                                              "o'clock"]
+    with pytest.raises(AlignmentError, match="transcript has no words"):
+        time_speech(speech.audio, speech.sample_rate, " ... !? ", "en", pronounce, CONFIG)
+    with pytest.raises(AlignmentError, match="cannot be spoken"):
+        time_speech(speech.audio, speech.sample_rate, " ".join(["word"] * 100), "en", pronounce, CONFIG)
+
+
+def test_other_languages_fall_back_to_the_audio_features_with_a_warning():
+    spoken = synthesize("Bonjour, je m'appelle Marie.", "fr", IngestConfig())
+    timing = time_speech(spoken.audio, spoken.sample_rate, "Bonjour, je m'appelle Marie.", "fr", pronounce, CONFIG)
+    assert timing.method == "audio" and timing.phonemes == []
+    assert len(timing.warnings) == 1 and "English only" in timing.warnings[0]
+    silent = time_speech(spoken.audio, spoken.sample_rate, None, "fr", pronounce, CONFIG)
+    assert silent.method == "audio" and silent.warnings == []
+
+
+def test_english_without_a_transcript_is_recognised_then_aligned(speech):
+    timing = time_speech(speech.audio, speech.sample_rate, None, "en", pronounce, CONFIG)
+    assert timing.method == "aligned" and timing.words and timing.phonemes
+    assert all(end > start for _, start, end in timing.phonemes)
+    off = time_speech(speech.audio, speech.sample_rate, None, "en", pronounce,
+                      AlignmentConfig(recognise_untranscribed=False))
+    assert off.method == "audio"
+
+
+def test_plosive_closures_cover_the_stop_gap_before_a_burst():
+    rate = 16000
+    t = np.arange(int(0.3 * rate)) / rate
+    vowel = 0.3 * np.sin(2 * np.pi * 220 * t) * np.hanning(t.size) ** 0.1
+    gap = np.zeros(int(0.08 * rate))
+    burst = 0.4 * np.random.default_rng(0).standard_normal(int(0.015 * rate))
+    audio = np.concatenate([vowel, gap, burst, vowel]).astype(np.float32)
+    config = AnimationConfig()
+    closure = plosive_closures(analyse(audio, rate, config), config)
+    times = np.arange(closure.size) * HOP_S
+    in_gap = (times > 0.32) & (times < 0.37)
+    in_vowels = (times > 0.05) & (times < 0.27) | (times > 0.42) & (times < 0.65)
+    assert closure[in_gap].min() == 1.0 and closure[in_vowels].max() == 0.0
+    off = AnimationConfig(plosive_burst_db=0.0)
+    assert plosive_closures(analyse(audio, rate, off), off).max() == 0.0
