@@ -49,7 +49,7 @@ PRESETS: dict[str, PipelineConfig] = {
     # Workbench over the photo: pixel-exact and faster than real time on 2 cores.
     "photo": PipelineConfig(),
     # Cycles with lights and a perspective camera; CUDA/OptiX where present.
-    "lit": PipelineConfig(render=RenderConfig(mode="lit")),
+    "lit": PipelineConfig(render=RenderConfig(mode="lit"), capture=CaptureConfig(translation_gain=1.0)),
     # Photo mode without the .blend, and keeping frames in the store, for dataset builds.
     "dataset": PipelineConfig(render=RenderConfig(write_blend=False, keep_frames=True)),
 }

@@ -63,8 +63,9 @@ class CaptureConfig:
     """Multiplier on the captured head rotation (below 1 in photo mode keeps a large turn from
     tearing the face away from the photo's hair)."""
 
-    translation_gain: float = 1.0
-    """Multiplier on the captured head translation in the image plane."""
+    translation_gain: float = 0.5
+    """Multiplier on the captured head translation in the image plane. Below 1 in photo mode, where
+    the face slides over a photo whose hair and ears stay put; the lit preset uses 1."""
 
     weights_min_cutoff_hz: float = 5.0
     """One-Euro filter on the weights: cutoff (Hz) while a weight is still."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.capture.config import CaptureConfig
+from tasks.common.arkit import INDEX
 
 STABLE_POINTS = np.array([
     10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1,  # forehead centre line and nose bridge
@@ -185,6 +186,34 @@ class CapturedMotion:
     """(T,) float32 RMS landmark residual of each frame after the solve, in inter-ocular distances."""
 
 
+BLINKS = np.array([INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]])
+"""The blink shapes of the subject's left and right eye, set from the lid aperture."""
+
+
+def _apertures(shapes: np.ndarray) -> np.ndarray:
+    """(…, 2) lid aperture of each eye: mean distance between paired upper- and lower-lid points."""
+    from tasks.reconstruct.topology import face_topology
+
+    topology = face_topology()
+    out = []
+    for eye in (topology.eye_left, topology.eye_right):
+        upper, lower = eye.upper[1:-1], eye.lower[1:-1]
+        out.append(np.linalg.norm(shapes[..., upper, :] - shapes[..., lower, :], axis=-1).mean(axis=-1))
+    return np.stack(out, axis=-1)
+
+
+def blink_weights(aligned: np.ndarray, rest_face: np.ndarray, neutral: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """(T, 2) eyeBlinkLeft and eyeBlinkRight from each eye's lid aperture: its closure relative to
+    the performer's rest, over the closure the rig's own blink shape makes at weight 1. Solved with
+    the rest of the face instead, gaze-down and squint (which also lower a lid) take part of every
+    blink, and the eye never closes."""
+    closure = 1.0 - _apertures(aligned) / np.maximum(_apertures(rest_face), 1e-12)
+    rig = _apertures(neutral)
+    full = np.array([1.0 - _apertures(neutral + deltas[BLINKS[eye]])[eye] / rig[eye] for eye in range(2)])
+    # A rig whose blink barely moves its lids cannot show a blink: its weight stays 0.
+    return np.where(full > 0.05, np.clip(closure / np.maximum(full, 1e-6), 0.0, 1.0), 0.0)
+
+
 def rest_shape(aligned: np.ndarray, percentile: float) -> np.ndarray:
     """(N, 3) mean of the (T, N, 3) aligned faces whose inner-lip gap lies at or below its
     `percentile` among the frames with open eyes (lid gap at least 80% of the median)."""
@@ -212,13 +241,16 @@ def landmark_weights(n_points: int, config: CaptureConfig) -> np.ndarray:
 
 
 def solve_capture(landmarks_px: np.ndarray, valid: np.ndarray, times: np.ndarray, neutral: np.ndarray,
-                  deltas: np.ndarray, pivot: np.ndarray, n_frames: int, fps: float,
-                  config: CaptureConfig = CaptureConfig()) -> CapturedMotion:
+                  deltas: np.ndarray, n_frames: int, fps: float,
+                  config: CaptureConfig = CaptureConfig(), reference_frame: int | None = None) -> CapturedMotion:
     """Solve tracked landmarks on a rig and resample the motion to n_frames at fps.
 
     landmarks_px: (T, N, 3) video pixels (frames not `valid` are ignored and bridged); times: (T,)
     seconds from the video's first frame; neutral: (N, 3) the rig's landmark positions in world
-    units; deltas: (K, N, 3) its blendshape deltas on those landmarks; pivot: (3,) head pivot.
+    units; deltas: (K, N, 3) its blendshape deltas on those landmarks. The head pose turns about
+    the rig's own pivot (the render's convention). reference_frame: the frame the rig was built
+    from, when its portrait is a frame of this video: the head pose is 0 there, so the avatar shows
+    its photo unturned when the performer is back in that pose; else the clip's mean pose is 0.
     """
     valid = np.asarray(valid, bool)
     times = np.asarray(times, np.float64)
@@ -240,7 +272,12 @@ def solve_capture(landmarks_px: np.ndarray, valid: np.ndarray, times: np.ndarray
     zscale = landmark_weights(len(neutral), config)
     basis = (np.asarray(deltas, np.float64) * zscale).reshape(len(deltas), -1).T
     residual = ((aligned - rest_face) * zscale).reshape(len(aligned), -1)
-    solved = bounded_least_squares(basis, residual, 0.0, 1.0, config.ridge, config.solver_iterations)
+    # The blinks come first, from the eyes' own apertures (see blink_weights); then the other shapes.
+    solved = np.zeros((len(aligned), len(deltas)))
+    solved[:, BLINKS] = blink_weights(aligned, rest_face, neutral, deltas)
+    free = np.setdiff1d(np.arange(len(deltas)), BLINKS)
+    solved[:, free] = bounded_least_squares(basis[:, free], residual - solved @ basis.T, 0.0, 1.0, config.ridge,
+                                            config.solver_iterations)
     rest_offset = bounded_least_squares(basis, ((rest_face - np.median(aligned, axis=0)) * zscale).reshape(1, -1),
                                         -1.0, 1.0, config.ridge, config.solver_iterations)[0]
     inter_ocular = np.linalg.norm(neutral[33] - neutral[263])
@@ -248,18 +285,21 @@ def solve_capture(landmarks_px: np.ndarray, valid: np.ndarray, times: np.ndarray
                         .mean(axis=1)) / inter_ocular
 
     # 4. Head pose relative to the performer's mean orientation and position: the rig at rest is the
-    #    portrait's own pose. Rotation about the rig's stable centroid, re-expressed about its pivot.
-    reference = mean_rotation(rotation)
+    #    portrait's own pose. The render turns the head about the rig's pivot, behind the face, as a
+    #    neck does, so a turn swings the face over the photo the way a viewer reads a turn; the
+    #    translation is the face's own move in the image plane.
+    at = None
+    if reference_frame is not None and valid[reference_frame]:
+        at = int(np.count_nonzero(valid[:reference_frame]))  # its row among the valid frames
+    reference = mean_rotation(rotation) if at is None else rotation[at]
     relative_rotation = np.einsum("tij,kj->tik", rotation, reference)
     angles = matrix_to_euler_xyz(relative_rotation) * config.rotation_gain
-    turned = euler_xyz_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
     centre = neutral[STABLE_POINTS].mean(axis=0)
     imaged = scale[:, None] * np.einsum("tij,j->ti", rotation, centre) + translation
-    shift = (imaged - np.median(imaged, axis=0)) / np.median(scale) * config.translation_gain
+    origin = np.median(imaged, axis=0) if at is None else imaged[at]
+    shift = (imaged - origin) / np.median(scale) * config.translation_gain
     shift[:, 2] = 0.0  # MediaPipe's depth is relative: a move toward the camera is not measured
-    arm = np.asarray(pivot, np.float64) - centre
-    offset = np.einsum("tij,j->ti", turned, arm) - arm + shift
-    pose = np.concatenate([angles, offset], axis=1)
+    pose = np.concatenate([angles, shift], axis=1)
 
     # 5. Dropped frames bridged, then smoothed on the video's own (possibly uneven) timestamps.
     full_weights = np.zeros((len(times), len(deltas)))

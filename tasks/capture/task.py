@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from stores.avatar_store import StageRef
 from tasks.animate.compose import frame_count
 from tasks.animate.config import AnimationConfig
+from tasks.animate.emotion import apply_emotion
 from tasks.animate.visemes import weights_from_phonemes
 from tasks.capture.config import CaptureConfig
 from tasks.capture.solve import bridge, solve_capture, with_speech_mouth
@@ -95,20 +96,25 @@ def capture_motion(rig: StageRef, tracked: StageRef, row: AvatarRow, config: Cap
         seconds = store.avatar_group(run, row.id)["input/audio"].shape[0] / int(audio_attrs["sample_rate"])
         n_frames = frame_count(seconds, row.fps)
         times = read("capture/times")
+        portrait = store.array_attrs(run, row.id, "input/portrait") if row.identity is None else {}
+        # A rig built from one of the video's frames is at rest in that frame's head pose.
+        reference = int(portrait["frame"]) if portrait.get("source") == "video" else None
         motion = solve_capture(read("capture/landmarks"), read("capture/valid"), times,
                                read("mesh/vertices")[:N_LANDMARKS], read("blendshapes/deltas")[:, :N_LANDMARKS],
-                               read("mesh/pivot"), n_frames, row.fps, config)
+                               n_frames, row.fps, config, reference_frame=reference)
         weights, mouth = motion.weights, "capture"
         if audio_attrs.get("source") == "text":  # a spoken script owns the mouth; the video the rest
             phonemes = [(s, float(a), float(b)) for s, a, b in audio_attrs.get("phonemes", [])]
             speech = weights_from_phonemes(phonemes, n_frames, float(row.fps),
                                            dataclasses.replace(animate, fps=float(row.fps)))
             weights, mouth = with_speech_mouth(weights, speech, ARKIT_NAMES), "tts"
+        # The row's emotion is layered over the performance under the same ownership rules as speech.
+        weights, head_pose = apply_emotion(weights, motion.head_pose, row.emotion, float(row.fps), animate.emotion)
         arrays = {
             "weights": store.write(run, row.id, "animation/weights", weights,
                                    attrs={"fps": row.fps, "names": list(ARKIT_NAMES), "source": "capture",
-                                          "mouth": mouth, "seed": row.seed}),
-            "head_pose": store.write(run, row.id, "animation/head_pose", motion.head_pose,
+                                          "mouth": mouth, "seed": row.seed, "emotion": row.emotion or "neutral"}),
+            "head_pose": store.write(run, row.id, "animation/head_pose", head_pose,
                                      attrs={"fps": row.fps, "columns": ["pitch", "yaw", "roll", "tx", "ty", "tz"]}),
             "rest": store.write(run, row.id, "capture/rest_offset", motion.rest_offset.astype(np.float32),
                                 attrs={"names": list(ARKIT_NAMES), "percentile": config.rest_percentile}),

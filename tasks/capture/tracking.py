@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.capture.config import CaptureConfig
-from tasks.capture.solve import similarity_fit, matrix_to_euler_xyz, video_to_world, STABLE_POINTS
+from tasks.capture.solve import STABLE_POINTS, matrix_to_euler_xyz, similarity_fit, video_to_world
 from tasks.capture.video import VideoFrame
 from tasks.reconstruct.topology import N_LANDMARKS
 
@@ -142,10 +142,10 @@ def lip_gap(landmarks: np.ndarray) -> np.ndarray:
     return gap / np.linalg.norm(points[:, MOUTH_CORNERS[0], :2] - points[:, MOUTH_CORNERS[1], :2], axis=-1)
 
 
-def head_angles(landmarks: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def head_angles(landmarks: np.ndarray, reference: np.ndarray, points: np.ndarray = STABLE_POINTS) -> np.ndarray:
     """(T, 3) (pitch, yaw, roll) radians of each frame's face against a frontal (N, 3) reference
-    shape in world axes (x right, y up, z toward the camera)."""
-    _, rotation, _ = similarity_fit(reference[STABLE_POINTS], video_to_world(landmarks)[:, STABLE_POINTS])
+    shape in world axes (x right, y up, z toward the camera), fitted on `points`."""
+    _, rotation, _ = similarity_fit(reference[points], video_to_world(landmarks)[:, points])
     return matrix_to_euler_xyz(rotation)
 
 

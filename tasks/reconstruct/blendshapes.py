@@ -18,7 +18,8 @@ from mediapipe.python.solutions import face_mesh_connections as connections
 
 from tasks.common.arkit import ARKIT_NAMES, INDEX
 from tasks.reconstruct.config import ReconstructConfig
-from tasks.reconstruct.eyes import EYE_PARTS, eyeball_centre, gaze_angles, rotate_eye
+from tasks.reconstruct.eyes import (EYEBALL_PARTS, LID_PARTS, LID_ROW_REACH, LID_ROWS, eyeball_centre, gaze_angles,
+                                    rotate_eye)
 from tasks.reconstruct.face_frame import FaceFrame, face_frame
 from tasks.reconstruct.topology import (CHIN_BOTTOM, MOUTH_CORNERS_INNER, MOUTH_CORNERS_OUTER, N_LANDMARKS,
                                         N_MESH_POINTS, EyeRegion, face_topology)
@@ -309,13 +310,31 @@ class _ShapeBuilder:
             gap = self.local[upper] - self.local[lower]
             lid_handles = np.concatenate([eye.upper, eye.lower])
             radius = 0.22 * self.iod
-            blink_meet = self.local[lower] + 0.25 * gap
+            # The upper lid does most of a blink; the lower lid rises a little.
+            blink_meet = self.local[lower] + 0.1 * gap
             handle_deltas = np.concatenate([[np.zeros(3)], blink_meet - self.local[upper], [np.zeros(3)],
                                             [np.zeros(3)], blink_meet - self.local[lower], [np.zeros(3)]])
             self.set(f"eyeBlink{side}", _spread(self.local, lid_handles, handle_deltas, radius), follow_mouth=False)
             # The eyeball backs away as the lids close, so the closed lids always cover it.
-            eyeball = np.flatnonzero(self.parts == EYE_PARTS[side])
-            self.deltas[INDEX[f"eyeBlink{side}"]][eyeball, 2] = -0.25 * self.iod
+            blink = self.deltas[INDEX[f"eyeBlink{side}"]]
+            eyeball = np.flatnonzero(self.parts == EYEBALL_PARTS[side])
+            blink[eyeball, 2] = -0.25 * self.iod
+            # The closing lid unfolds from above the lid crease (covering its shadow) down to
+            # where the lids meet.
+            lid = np.flatnonzero(self.parts == LID_PARTS[side])
+            if len(lid):
+                rows = lid.reshape(LID_ROWS, len(eye.upper))
+                brow = self.local[eye.brow_lower]
+                distance = np.linalg.norm(self.local[upper][:, None, :2] - brow[None, :, :2], axis=2)
+                nearest = brow[distance.argmin(axis=1)]
+                top, bottom = np.zeros((len(eye.upper), 3)), np.zeros((len(eye.upper), 3))
+                # The brow ridge stands in front of the lid: the lid's top edge comes forward with it.
+                top[1:-1] = 0.6 * (nearest - self.local[upper])
+                top[1:-1, 2] = np.maximum(nearest[:, 2] - self.local[upper][:, 2], 0.0) + 0.03 * self.iod
+                bottom[1:-1] = blink_meet - self.local[upper]
+                bottom[1:-1, 2] += 0.03 * self.iod
+                for row, f in enumerate(LID_ROW_REACH):
+                    blink[rows[row]] = (1 - f) * top + f * bottom
 
             zeros = np.zeros((1, 3))
             squint = np.concatenate([zeros, -0.12 * gap, zeros, zeros, 0.30 * gap, zeros])
@@ -329,7 +348,7 @@ class _ShapeBuilder:
 
             # Gaze turns the eyeball (and the iris landmarks) about its centre; looking up or
             # down also moves the upper lid.
-            turning = np.concatenate([eye.iris, np.flatnonzero(self.parts == EYE_PARTS[side])])
+            turning = np.concatenate([eye.iris, np.flatnonzero(self.parts == EYEBALL_PARTS[side])])
             centre = self.frame.to_local(eyeball_centre(self.frame.to_world(self.local[:N_LANDMARKS]), eye,
                                                         self.config))
             for name in ("In", "Out", "Up", "Down"):

@@ -11,6 +11,11 @@ The surface lies on a sphere whose centre is behind the eye, pulled back whereve
 front of the lids, so it never shows through skin. Gaze (the eyeLook shapes) rotates it about that
 centre; the iris landmarks turn with it. A blink also pushes it back, so the closed lids always
 cover it.
+
+A blink stretches the photo's upper lid, whose lashes and crease shadow would then read as a
+half-open eye. So each eye also has a closing lid: a strip folded flat onto the upper lid line at
+rest (no area, so the rest frame is untouched) that a blink unfolds over the eye, painted as lid
+skin with a lash line at its edge (the band's "lid" patch).
 """
 
 from __future__ import annotations
@@ -23,8 +28,20 @@ from tasks.reconstruct.config import ReconstructConfig
 from tasks.reconstruct.mouth import orient_faces, patch_uv
 from tasks.reconstruct.topology import N_LANDMARKS, EyeRegion, face_topology
 
-EYE_PARTS = {"Left": "eye_left", "Right": "eye_right"}
+EYEBALL_PARTS = {"Left": "eye_left", "Right": "eye_right"}
 """Part label of each eye's eyeball vertices, by ARKit side."""
+
+LID_PARTS = {"Left": "lid_left", "Right": "lid_right"}
+"""Part label of each eye's closing-lid vertices, by ARKit side."""
+
+EYE_PARTS = (*EYEBALL_PARTS.values(), *LID_PARTS.values())
+"""Every part label this module gives."""
+
+LID_ROW_REACH = (0.0, 0.6, 1.0)
+"""Rows of a closing lid, from its top edge (row 0) to its moving edge (the last row): how far
+each goes from the top edge's blink position to the lids' meeting line."""
+
+LID_ROWS = len(LID_ROW_REACH)
 
 _FRONT_ROWS = 4
 """Rows of the front surface from the upper lid (row 0) to the lower lid (last row)."""
@@ -51,7 +68,8 @@ class Eyeballs:
     """(E, 2) float32 canonical UVs."""
 
     parts: np.ndarray
-    """(E,) "eye_left" or "eye_right"."""
+    """(E,) one of EYE_PARTS; each closing lid's vertices are LID_ROWS rows of the upper-lid
+    columns, row-major."""
 
 
 def eye_width(points: np.ndarray, eye: EyeRegion) -> float:
@@ -141,6 +159,7 @@ def _eye_geometry(points: np.ndarray, uv_photo: np.ndarray, uv_canonical: np.nda
     by_landmark = {int(v): front[i] for i, v in enumerate(
         [upper[c] for c in range(len(upper))] + [lower[c] for c in range(1, len(lower) - 1)])}
     contour = np.array([by_landmark[int(v)] for v in eye.loop])
+    contour[:, 2] -= recess  # behind the skin at the contour, where a pixel may fall to either side
     outer = contour.copy()
     outer[:, :2] = centre[:2] + (loop[:, :2] - centre[:2]) * np.array(_SIDE_SCALE)
     # Well behind the skin around the eye, which recedes toward the temple and the nose.
@@ -164,6 +183,28 @@ def _eye_geometry(points: np.ndarray, uv_photo: np.ndarray, uv_canonical: np.nda
     return all_vertices, faces, uv, uv_canon
 
 
+def _closing_lid(points: np.ndarray, eye: EyeRegion, band_rect, canonical_rect, first: int):
+    """One closing lid at rest: LID_ROWS copies of the upper lid line, a little in front of it,
+    painted from the band's lid patch (skin, then the lash line at its moving edge). The photo's
+    own skin under the brows is too often in the crease's shadow to read as a closed lid."""
+    upper = points[eye.upper]
+    width = eye_width(points, eye)
+    n = len(upper)
+    vertices = np.tile(upper, (LID_ROWS, 1))
+    vertices[:, 2] += 0.05 * width  # in front of the stretched photo lid it covers
+    s = np.tile(np.linspace(0.0, 1.0, n), LID_ROWS)
+    t = np.repeat(np.array(LID_ROW_REACH), n)
+    index = first + np.arange(LID_ROWS * n).reshape(LID_ROWS, n)
+    faces = []
+    for row in range(LID_ROWS - 1):
+        for column in range(n - 1):
+            a, b = index[row, column], index[row, column + 1]
+            d, e = index[row + 1, column + 1], index[row + 1, column]
+            faces += [(a, b, d), (a, d, e)]
+    return (vertices, np.array(faces, np.int64), patch_uv("lid", s, t, band_rect),
+            patch_uv("lid", s, t, canonical_rect))
+
+
 def build_eyeballs(landmarks_world: np.ndarray, uv_photo: np.ndarray, config: ReconstructConfig,
                    band_rect: tuple[float, float, float, float],
                    canonical_rect: tuple[float, float, float, float], first_index: int) -> Eyeballs:
@@ -179,12 +220,13 @@ def build_eyeballs(landmarks_world: np.ndarray, uv_photo: np.ndarray, config: Re
     for side, eye in (("Left", topology.eye_left), ("Right", topology.eye_right)):
         v, f, uv, uc = _eye_geometry(points, uv_photo, topology.uv_canonical, eye, config, band_rect,
                                      canonical_rect, first)
-        vertices.append(v)
-        faces.append(f)
-        uvs.append(uv)
-        uv_canon.append(uc)
-        parts += [EYE_PARTS[side]] * len(v)
-        first += len(v)
+        lid = _closing_lid(points, eye, band_rect, canonical_rect, first + len(v))
+        vertices += [v, lid[0]]
+        faces += [f, lid[1]]
+        uvs += [uv, lid[2]]
+        uv_canon += [uc, lid[3]]
+        parts += [EYEBALL_PARTS[side]] * len(v) + [LID_PARTS[side]] * len(lid[0])
+        first += len(v) + len(lid[0])
     return Eyeballs(vertices=np.concatenate(vertices).astype(np.float32),
                     faces=np.concatenate(faces).astype(np.int32),
                     uv_photo=np.concatenate(uvs).astype(np.float32),

@@ -8,15 +8,17 @@ closes it. The upper half hangs from the upper lip and stays with the skull, the
 hangs from the lower lip and follows the jaw. Upper and lower teeth are curved strips just
 behind the inner lips, and a tongue lies on the cavity floor.
 
-Photo mode renders flat texture colour, so the light is painted into the band: the cavity is a
-dark red that falls off with depth (never black: a lit mouth shows its walls), the teeth are
-separate teeth with dark gaps, gums, and sides that fall into shadow, and the tongue is darker
-at its root and along its groove. Colours come from the photo: the lips tint the cavity, gums
-and tongue, and a portrait that shows its teeth gives their colour.
+Photo mode renders flat texture colour, so the light is painted into the band: a shadowed seam
+at the lips' inner edge, then a dark red cavity that falls off with depth (never black: a lit
+mouth shows its walls), separate teeth with dark gaps, gums, and sides that fall into a warm
+shadow, and a tongue darker at its root and along its groove. Colours come from the photo: the
+lips tint the cavity, gums and tongue; a portrait that shows its teeth gives their colour, and
+its own teeth are copied into the teeth rows where it shows them (`paste_photo_teeth`).
 
 A portrait whose mouth is open would otherwise show its own teeth and mouth at rest, under lips
 that the rig then opens further. `rest_closing_offset` moves its lips together instead (the
-photo's texture stays on them), so its rest frame is the photo with the lips closed.
+photo's texture stays on them), and `fill_photo_mouth` paints the photo's opening over in the
+lips' shade, so its rest frame is the photo with the lips closed.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from tasks.reconstruct.topology import N_LANDMARKS, face_topology
 MOUTH_PARTS = ("cavity_upper", "cavity_lower", "teeth_upper", "teeth_lower", "tongue")
 """Labels of the mouth-interior vertices; lower parts follow the jaw."""
 
-PATCH_SPANS = {"cavity": (0.0, 0.2), "teeth_upper": (0.2, 0.44), "teeth_lower": (0.44, 0.68),
-               "tongue": (0.68, 0.88), "sclera": (0.88, 1.0)}
+PATCH_SPANS = {"cavity": (0.0, 0.18), "teeth_upper": (0.18, 0.4), "teeth_lower": (0.4, 0.62),
+               "tongue": (0.62, 0.8), "sclera": (0.8, 0.9), "lid": (0.9, 1.0)}
 """Share of a patch rectangle's width given to each painted patch, left to right; each patch
 spans the rectangle's full height. Patch coordinates (s, t) run over [0, 1]²: s left → right,
 t top → bottom."""
@@ -60,18 +62,23 @@ _CAVITY_RISE = 0.25          # upper-cavity bulge above the lip line, of the mou
 _CAVITY_DROP = 0.22          # lower-cavity bulge below the lip line, of the mouth width
 _CAVITY_NARROWING = 0.15     # inward pull of the back ring, fraction of the lip half-width
 # Teeth rows: (height above the lip line, extra depth) in mouth widths, and the patch t of the
-# row (t = 0 at the root). The upper teeth show 0.09 mouth widths below the upper lip; the lower
-# teeth's edges just reach the lower lip, as in most speakers, whose lower lip hides them.
-_UPPER_TEETH_ROWS = ((0.16, 0.0, 0.0), (0.0, 0.0, 0.5), (-0.09, 0.01, 1.0))
-_LOWER_TEETH_ROWS = ((-0.18, 0.0, 0.0), (-0.04, 0.0, 0.6), (0.01, 0.01, 1.0))
+# row (t = 0 at the root). The upper teeth show 0.11 mouth widths below the upper lip; the lower
+# teeth's edges stay just under the lower lip, as in most speakers: they show only as the jaw
+# turns open (the lip, further from the hinge, drops more than they do).
+_UPPER_TEETH_ROWS = ((0.16, 0.0, 0.0), (0.0, 0.0, 0.5), (-0.11, 0.01, 1.0))
+_LOWER_TEETH_ROWS = ((-0.2, 0.0, 0.0), (-0.06, 0.0, 0.6), (-0.02, 0.01, 1.0))
 
 # Base colours (RGB 0..255) that the photo's lip colour tints.
-_CAVITY_FRONT_BASE = np.array([170.0, 68.0, 72.0])
+_CAVITY_FRONT_BASE = np.array([150.0, 50.0, 55.0])
 _CAVITY_BACK_BASE = np.array([92.0, 24.0, 29.0])
 _TONGUE_BASE = np.array([196.0, 92.0, 96.0])
 _GUM_BASE = np.array([205.0, 112.0, 118.0])
 _TEETH_DEFAULT = np.array([232.0, 224.0, 206.0])
 _SCLERA_DEFAULT = np.array([226.0, 220.0, 214.0])
+_LIP_SEAM = 0.25
+"""Depth (patch s) of the shadowed seam just inside the lips."""
+_SEAM_LUMA = 27.0
+"""The seam is as dark as 70% of the deepest cavity colour, but no darker than this."""
 _MIN_CAVITY_LUMA = 34.0
 """The deepest cavity colour stays at least this bright: a well-lit open mouth shows dim red
 walls, not a black hole."""
@@ -121,6 +128,9 @@ class MouthColours:
     sclera: np.ndarray
     """White of the eye beyond the photo's eye opening (eyeball sides)."""
 
+    lid: np.ndarray
+    """Skin of a closed upper eyelid."""
+
 
 def patch_uv(part: str, s: np.ndarray, t: np.ndarray, rect: tuple[float, float, float, float]) -> np.ndarray:
     """UVs of patch coordinates (s, t) in [0, 1]² inside the `part` patch of a rectangle (u0, v0, u1, v1)
@@ -140,20 +150,22 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def mouth_colours(lip_rgb: np.ndarray, face_luma: float, teeth_rgb: np.ndarray | None = None,
-                  sclera_rgb: np.ndarray | None = None) -> MouthColours:
+                  sclera_rgb: np.ndarray | None = None, lid_rgb: np.ndarray | None = None) -> MouthColours:
     """Interior colours tinted by the subject's lips, dimmed for dark photos.
 
-    teeth_rgb / sclera_rgb: the photo's own teeth and eye-white colours where it shows them.
+    teeth_rgb / sclera_rgb / lid_rgb: the photo's own teeth, eye-white and eyelid-skin colours.
     """
     lip = np.asarray(lip_rgb, np.float64)
     brightness = float(np.clip(face_luma / 130.0, 0.7, 1.0))
-    front = 0.5 * lip + 0.5 * _CAVITY_FRONT_BASE * brightness
+    front = 0.3 * lip + 0.7 * _CAVITY_FRONT_BASE * brightness
     back = 0.15 * lip + 0.75 * _CAVITY_BACK_BASE * brightness
     # Keep the back red and above the near-black floor whatever the lips' colour.
     back[0] = max(back[0], back[1] + 45.0)
     if _luma(back) < _MIN_CAVITY_LUMA:
         back = back * _MIN_CAVITY_LUMA / max(float(_luma(back)), 1.0)
     teeth = _TEETH_DEFAULT * brightness if teeth_rgb is None else np.asarray(teeth_rgb, np.float64)
+    # Teeth inside a mouth catch light off its red walls.
+    teeth = teeth + 0.12 * (front - teeth)
     # A photo's teeth in shadow still read as teeth: lift them to at least 70% of the default.
     if _luma(teeth) < 0.7 * _luma(_TEETH_DEFAULT) * brightness:
         teeth = teeth * 0.7 * _luma(_TEETH_DEFAULT) * brightness / max(float(_luma(teeth)), 1.0)
@@ -162,7 +174,8 @@ def mouth_colours(lip_rgb: np.ndarray, face_luma: float, teeth_rgb: np.ndarray |
         cavity_front=np.clip(front, 0, 255), cavity_back=np.clip(back, 0, 255),
         teeth=np.clip(teeth, 0, 255), gum=np.clip(0.4 * lip + 0.6 * _GUM_BASE * brightness, 0, 255),
         tongue=np.clip(0.45 * lip + 0.55 * _TONGUE_BASE * brightness, 0, 255),
-        sclera=np.clip(sclera, 0, 255))
+        sclera=np.clip(sclera, 0, 255),
+        lid=np.clip(np.asarray(lid_rgb, np.float64) if lid_rgb is not None else 0.9 * lip + 0.1 * face_luma, 0, 255))
 
 
 def _teeth_colour(s: np.ndarray, t: np.ndarray, ds: float, colours: MouthColours, upper: bool) -> np.ndarray:
@@ -170,8 +183,8 @@ def _teeth_colour(s: np.ndarray, t: np.ndarray, ds: float, colours: MouthColours
     a = np.abs(2 * s - 1)
     edges = np.array(_UPPER_TOOTH_EDGES if upper else _LOWER_TOOTH_EDGES)
     to_edge = np.abs(a[..., None] - edges).min(axis=-1)
-    # A gap at least one texel wide, so it shows at every texture size.
-    gap = to_edge < max(_TOOTH_GAP, ds)
+    # A gap of at least one texel, so it shows at every texture size.
+    gap = to_edge < max(_TOOTH_GAP, ds / 2)
     # Rounded teeth: brighter in the middle of each tooth; the arch's sides turn into shadow.
     index = np.searchsorted(edges, a, side="right") - 1
     left, right = edges[np.clip(index, 0, len(edges) - 1)], np.append(edges[1:], 1.0)[np.clip(index, 0, len(edges) - 1)]
@@ -196,8 +209,12 @@ def patch_colour(part: str, s: np.ndarray, t: np.ndarray, colours: MouthColours,
     """(…, 3) colour of a patch at patch coordinates (s, t); ds: one texel's width in s."""
     s, t = np.broadcast_arrays(np.asarray(s, np.float64), np.asarray(t, np.float64))
     if part == "cavity":  # s: depth front → back; t: roof (0) → floor (1), the roof in the lip's shadow
-        depth = s ** 0.8
+        depth = s ** 0.6
         colour = colours.cavity_front * (1 - depth)[..., None] + colours.cavity_back * depth[..., None]
+        # The lips' inner edge: a thin shadowed seam where the lips turn into the mouth.
+        seam = np.clip(1.0 - s / _LIP_SEAM, 0.0, 1.0)[..., None]
+        shadow = colours.cavity_back * max(0.7, _SEAM_LUMA / max(float(_luma(colours.cavity_back)), 1.0))
+        colour = colour * (1 - seam) + shadow * seam
         return colour * (0.9 + 0.1 * t)[..., None]
     if part in ("teeth_upper", "teeth_lower"):
         return _teeth_colour(s, t, ds, colours, part == "teeth_upper")
@@ -207,6 +224,11 @@ def patch_colour(part: str, s: np.ndarray, t: np.ndarray, colours: MouthColours,
         return colours.tongue * shade[..., None]
     if part == "sclera":  # s: from the eye opening outward, into the eyeball's shadowed sides
         return colours.sclera * (1 - 0.3 * s)[..., None]
+    if part == "lid":  # s: inner → outer corner; t: lid skin (0) → lash line (1)
+        lashes = np.clip((t - 0.8) / 0.12, 0.0, 1.0)[..., None]
+        shade = (0.85 + 0.15 * np.sin(np.pi * s)) * (0.85 + 0.15 * np.sin(np.pi * t))  # rounded over the eye
+        skin = colours.lid * shade[..., None]
+        return skin * (1 - lashes) + 0.3 * colours.lid * lashes
     raise ValueError(f"unknown patch {part!r}")
 
 
@@ -262,6 +284,86 @@ def photo_teeth_colour(crop: np.ndarray, landmarks_px: np.ndarray, face_luma: fl
     if len(teeth) < min_pixels:
         return None
     return np.median(teeth, axis=0)
+
+
+def paste_photo_teeth(image: np.ndarray, rect_px: tuple[int, int, int, int], crop: np.ndarray,
+                      landmarks_px: np.ndarray, colours: MouthColours) -> int:
+    """Copy the teeth an open-mouth photo shows into the teeth patches of image[y0:y1, x0:x1] (in place).
+
+    Each teeth texel below the lip line (t past the lip row) is looked up where the rig's teeth
+    strip would show it in the photo: across the arch along the photo's inner lip, down from the
+    upper lip (up from the lower one). Photo pixels inside the inner lips that are teeth-bright,
+    not cavity-dark or lip-red, replace the painted texels. Returns how many texels were replaced.
+    """
+    x0, y0, x1, y1 = rect_px
+    size = crop.shape[0]
+    photo = np.asarray(landmarks_px, np.float64)
+    world = np.stack([(photo[:, 0] - size / 2) / size, (size / 2 - photo[:, 1]) / size, -photo[:, 2] / size], axis=1)
+    frame = face_frame(world)
+    local = frame.to_local(world)
+    topology = face_topology()
+    width = float(np.clip(frame.mouth_width, 0.6 * frame.inter_ocular, 1.3 * frame.inter_ocular))
+    centre_x = local[topology.lips_inner_loop, 0].mean()
+    opening = photo[topology.lips_inner_loop, :2]
+    teeth_luma = float(_luma(colours.teeth))
+    replaced = 0
+    for part, arc, rows in (("teeth_upper", topology.lips_inner_upper, _UPPER_TEETH_ROWS),
+                            ("teeth_lower", topology.lips_inner_lower, _LOWER_TEETH_ROWS)):
+        start, end = PATCH_SPANS[part]
+        c0, c1 = x0 + int(np.ceil(start * (x1 - x0) - 0.5)), x0 + int(np.ceil(end * (x1 - x0) - 0.5))
+        cols, texel_rows = np.meshgrid(np.arange(c0, c1), np.arange(y0, y1))
+        u = (cols + 0.5 - x0) / (x1 - x0)
+        s = np.clip(((u - start) / (end - start) - _INSET) / (1 - 2 * _INSET), 0.0, 1.0)
+        t = np.clip(((texel_rows + 0.5 - y0) / (y1 - y0) - _INSET) / (1 - 2 * _INSET), 0.0, 1.0)
+        # Patch t → height above the lip line, by the rows' own (height, t) pairs.
+        heights, ts = np.array([r[0] for r in rows]), np.array([r[2] for r in rows])
+        by_height = np.argsort(heights)
+        lip_t = np.interp(0.0, heights[by_height], ts[by_height])
+        shows = t > lip_t  # the side of the lip row that shows when the mouth opens
+        x = centre_x + (2 * s - 1) * _TEETH_HALF_WIDTH * width
+        order = np.argsort(local[arc, 0])
+        lip_y = np.interp(x, local[arc][order, 0], local[arc][order, 1])
+        lip_z = np.interp(x, local[arc][order, 0], local[arc][order, 2])
+        y = lip_y + np.interp(t, ts, heights) * width
+        points = frame.to_world(np.stack([x, y, lip_z], axis=-1).reshape(-1, 3))
+        px = np.stack([(points[:, 0] + 0.5) * size, (0.5 - points[:, 1]) * size], axis=1)
+        inside = inside_polygon(px, opening).reshape(s.shape) & shows
+        rows_px = np.clip(np.floor(px[:, 1]).astype(int), 0, size - 1).reshape(s.shape)
+        cols_px = np.clip(np.floor(px[:, 0]).astype(int), 0, size - 1).reshape(s.shape)
+        pixels = crop[rows_px, cols_px].astype(np.float64)
+        toothy = (_luma(pixels) > 0.45 * teeth_luma) & (pixels[..., 0] - pixels[..., 1] < 30.0)
+        take = inside & toothy
+        image[texel_rows[take], cols[take]] = crop[rows_px[take], cols_px[take]]
+        replaced += int(take.sum())
+    return replaced
+
+
+def fill_photo_mouth(crop: np.ndarray, landmarks_px: np.ndarray, lip_rgb: np.ndarray,
+                     margin_px: float = 1.5) -> np.ndarray:
+    """The crop with an open mouth's inside painted over in the lips' shade (a copy).
+
+    Closing an open mouth at rest leaves the photo's teeth and dark inside on the lips' inner rim
+    (MediaPipe's inner contour sits a pixel or two inside the lips), so the opening, grown by
+    `margin_px`, becomes the line where the closed lips meet: lip colour, a little darker.
+    """
+    topology = face_topology()
+    loop = np.asarray(landmarks_px, np.float64)[topology.lips_inner_loop, :2]
+    centre = loop.mean(axis=0)
+    offset = loop - centre
+    grown = centre + offset * (1 + margin_px / np.maximum(np.linalg.norm(offset, axis=1, keepdims=True), 1e-6))
+    # Keep the corners' reach: growing toward the corners would paint over the cheeks.
+    grown[:, 1] = loop[:, 1] + np.sign(offset[:, 1]) * margin_px
+    grown[:, 0] = np.clip(grown[:, 0], loop[:, 0].min(), loop[:, 0].max())
+    low = np.clip(np.floor(grown.min(axis=0)).astype(int), 0, None)
+    high = np.minimum(np.ceil(grown.max(axis=0)).astype(int) + 1, [crop.shape[1], crop.shape[0]])
+    filled = crop.copy()
+    if (high <= low).any():
+        return filled
+    cols, rows = np.meshgrid(np.arange(low[0], high[0]), np.arange(low[1], high[1]))
+    centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=1)
+    inside = inside_polygon(centres, grown)
+    filled[rows.ravel()[inside], cols.ravel()[inside]] = np.clip(0.8 * np.asarray(lip_rgb, np.float64), 0, 255)
+    return filled
 
 
 def inner_lip_gap(landmarks: np.ndarray) -> np.ndarray:

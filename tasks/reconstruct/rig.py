@@ -21,8 +21,8 @@ from tasks.reconstruct.crop import crop_and_resize, square_crop_box
 from tasks.reconstruct.face_frame import face_frame
 from tasks.reconstruct.landmarks import detect_faces
 from tasks.reconstruct.eyes import build_eyeballs
-from tasks.reconstruct.mouth import (build_mouth_interior, inside_polygon, mouth_colours, paint_patches,
-                                     photo_teeth_colour, rest_closing_offset)
+from tasks.reconstruct.mouth import (build_mouth_interior, fill_photo_mouth, inside_polygon, mouth_colours,
+                                     paint_patches, paste_photo_teeth, photo_teeth_colour, rest_closing_offset)
 from tasks.reconstruct.topology import N_LANDMARKS, N_MESH_POINTS, face_topology
 from tasks.reconstruct.unwrap import unwrap_to_canonical
 
@@ -139,6 +139,21 @@ def _photo_sclera(crop: np.ndarray, landmarks_px: np.ndarray, face_luma: float) 
     return np.clip(white * max(1.0, face_luma / max(luma, 1.0)), 0, 255)
 
 
+def _photo_lid(crop: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
+    """Skin colour of a closed upper lid: the skin on a ring around each eye, the darker shadows
+    left out (the crease of deep-set eyes is dark and would read as an open eye)."""
+    topology = face_topology()
+    samples = []
+    for eye in (topology.eye_left, topology.eye_right):
+        contour = landmarks_px[eye.loop, :2].astype(np.float64)
+        centre = contour.mean(axis=0)
+        for scale in (1.5, 1.8):
+            samples.append(_sample(crop, centre + scale * (contour - centre) * [1.0, 2.0]))
+    samples = np.concatenate(samples)
+    luma = samples @ np.array([0.299, 0.587, 0.114])
+    return np.median(samples[luma >= np.quantile(luma, 0.25)], axis=0)
+
+
 def build_face_rig(crop_image: np.ndarray, landmarks_px: np.ndarray,
                    config: ReconstructConfig = ReconstructConfig()) -> FaceRig:
     """A face rig from an S×S×3 uint8 crop and its (478, 3) MediaPipe landmarks in crop pixels."""
@@ -179,10 +194,14 @@ def build_face_rig(crop_image: np.ndarray, landmarks_px: np.ndarray,
 
     lip_rgb, face_luma = _photo_colours(crop_image, landmarks_px)
     colours = mouth_colours(lip_rgb, face_luma, photo_teeth_colour(crop_image, landmarks_px, face_luma),
-                            _photo_sclera(crop_image, landmarks_px, face_luma))
+                            _photo_sclera(crop_image, landmarks_px, face_luma), _photo_lid(crop_image, landmarks_px))
     texture = np.zeros((size + band, size, 3), np.uint8)
-    texture[:size] = crop_image
+    # An open mouth rests closed: its teeth and dark inside must not stay on the lips' rim.
+    texture[:size] = fill_photo_mouth(crop_image, landmarks_px, lip_rgb) if np.abs(rest_offset).max() > 0 \
+        else crop_image
     paint_patches(texture, (0, size, size, size + band), colours)
+    if np.abs(rest_offset).max() > 0:  # the photo's mouth is open: it may show its own teeth
+        paste_photo_teeth(texture, (0, size, size, size + band), crop_image, landmarks_px, colours)
 
     canonical_size = config.canonical_texture_size
     canonical = unwrap_to_canonical(crop_image, landmarks_px, unwrap_faces, topology.uv_canonical, canonical_size)

@@ -30,6 +30,9 @@ def reconstruct_avatar(face: StageRef, row: AvatarRow, config: ReconstructConfig
             "uv_canonical": write("mesh/uv_canonical", rig.uv_canonical),
             "pivot": write("mesh/pivot", rig.pivot),
             "landmarks": write("mesh/landmarks", rig.landmarks_px, attrs={"units": "crop pixels"}),
+            "rest_offset": write("mesh/rest_offset", rig.rest_offset,
+                                 attrs={"units": "crop heights", "meaning": "photo landmarks -> rest pose "
+                                        "(an open-mouth photo's lips closed)"}),
             "texture_photo": write("texture/photo", rig.texture, attrs={"layout": "crop photo above the mouth band"}),
             "albedo": write("texture/albedo", rig.canonical_texture, attrs={"layout": "canonical UV"}),
             "deltas": write("blendshapes/deltas", rig.deltas, attrs={"names": list(ARKIT_NAMES)}),

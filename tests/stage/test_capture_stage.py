@@ -8,7 +8,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -155,7 +154,7 @@ def test_video_drives_a_rig_built_from_its_best_frame():
     rig = reconstruct(read_frame(path, path.name, best, CONFIG, 120.0), 256)
     n_frames = 78
     motion = solve_capture(tracked.landmarks, valid, tracked.times, rig.vertices[:478], rig.deltas[:, :478],
-                           rig.pivot, n_frames, 25.0, CONFIG)
+                           n_frames, 25.0, CONFIG)
     assert motion.weights.shape == (n_frames, 52) and motion.head_pose.shape == (n_frames, 6)
     assert motion.weights.min() >= 0.0 and motion.weights.max() <= 1.0
     assert np.nanmedian(motion.fit_error) < 0.05

@@ -122,6 +122,14 @@ def _synthetic_rig(rng):
     for k in range(52):
         points = rng.choice(np.setdiff1d(np.arange(478), STABLE_POINTS), 25, replace=False)
         deltas[k, points] = rng.normal(scale=0.02, size=(25, 3))
+    from tasks.reconstruct.topology import face_topology
+
+    topology = face_topology()
+    for name, eye in (("eyeBlinkLeft", topology.eye_left), ("eyeBlinkRight", topology.eye_right)):
+        # A blink brings the upper lid down onto the lower one.
+        upper, lower = eye.upper[1:-1], eye.lower[1:-1]
+        deltas[INDEX[name]] = 0.0
+        deltas[INDEX[name], upper] = neutral[lower] - neutral[upper]
     return neutral, deltas
 
 
@@ -146,7 +154,7 @@ def test_solve_recovers_weights_pose_and_ignores_an_asymmetric_rest_face():
     valid = np.ones(n, bool)
     valid[70:73] = False  # dropped frames: garbage there must not matter
     pixels[70:73] = 1e4
-    motion = solve_capture(pixels, valid, times, neutral, deltas, np.zeros(3), n_frames=100, fps=25.0)
+    motion = solve_capture(pixels, valid, times, neutral, deltas, n_frames=100, fps=25.0)
     assert motion.weights.shape == (100, 52) and motion.head_pose.shape == (100, 6)
     out_times = np.arange(100) / 25.0
     expected = resample(truth, times, out_times)
@@ -180,3 +188,37 @@ def test_dropped_and_portrait_frames():
                              np.array([True, True, True, False]), np.array([50.0, 50.0, 50.0, 50.0]), canonical)
     assert int(np.argmax(scores)) == 0 and scores[3] == 0.0
     assert scores[0] > 5 * max(scores[1], scores[2])
+
+
+def test_video_rows_pass_the_manifest_suite_and_are_fingerprinted(tmp_path):
+    import os
+
+    from stores.expectations import validate_manifest
+    from stores.manifest import read_manifest
+    from tasks.batch.plan import row_fingerprint, split_rows
+
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join([
+        "id,portrait,identity,text,audio,video,transcript",
+        "driver,,,,,d.mp4,",
+        "reenact,p.jpg,,,,d.mp4,",
+        "dubbed,,,,a.wav,d.mp4,",
+        "spoken,,,Hello there.,,d.mp4,",
+        "told,,,,,d.mp4,What the video says.",
+        "both,,,Hello.,a.wav,d.mp4,",
+        "nothing,,,,,,",
+        "silent,p.jpg,,,,,",
+    ]) + "\n")
+    table = read_manifest(manifest)
+    errors = validate_manifest(table.to_frame())
+    assert sorted(errors) == [5, 6, 7]
+    assert errors[5] == "give exactly one of 'text' or 'audio'"
+    assert "exactly one of 'portrait' or 'identity'" in errors[6] and "'text' or 'audio'" in errors[7]
+    rows, _ = split_rows(table.rows, table.line_numbers, errors, "en")
+    assert [(r.id, r.video) for r in rows][:2] == [("driver", "d.mp4"), ("reenact", "d.mp4")]
+    video = tmp_path / "d.mp4"
+    video.write_bytes(b"one")
+    before = row_fingerprint(rows[0], tmp_path, "{}")
+    video.write_bytes(b"other")
+    os.utime(video, ns=(1, 1))
+    assert row_fingerprint(rows[0], tmp_path, "{}") != before

@@ -8,10 +8,11 @@ from scipy.ndimage import maximum_filter1d
 from tasks.common.arkit import INDEX
 from tasks.reconstruct.canonical_shape import load_canonical_shape
 from tasks.reconstruct.config import ReconstructConfig
-from tasks.reconstruct.eyes import EYE_PARTS, eyeball_centre, gaze_angles, rotate_eye
+from tasks.reconstruct.eyes import EYEBALL_PARTS, LID_PARTS, LID_ROWS, eyeball_centre, gaze_angles, rotate_eye
 from tasks.reconstruct.face_frame import face_frame
-from tasks.reconstruct.mouth import (LUMA, PATCH_SPANS, inner_lip_gap, inside_polygon, mouth_colours,
-                                     paint_patches, patch_colour, patch_uv, photo_teeth_colour, rest_closing_offset)
+from tasks.reconstruct.mouth import (_LIP_SEAM, LUMA, PATCH_SPANS, fill_photo_mouth, inner_lip_gap, inside_polygon,
+                                     mouth_colours, paint_patches, paste_photo_teeth, patch_colour, patch_uv,
+                                     photo_teeth_colour, rest_closing_offset)
 from tasks.reconstruct.rig import build_face_rig, landmarks_to_world
 from tasks.reconstruct.topology import N_LANDMARKS, face_topology
 
@@ -56,11 +57,15 @@ def red_minus_green(rgb):
                                             (np.array([150.0, 120.0, 110.0]), 170.0)])
 def test_cavity_is_dark_red_with_depth_falloff_never_black(lips, face_luma):
     colours = mouth_colours(lips, face_luma)
-    depth = np.linspace(0.0, 1.0, 11)
+    depth = np.linspace(0.0, 1.0, 41)
     cavity = patch_colour("cavity", depth, 0.5, colours)
     luma = cavity @ LUMA
-    assert (np.diff(luma) < 0).all()                      # deeper is darker
-    assert luma.min() >= 25 and luma[0] > 1.5 * luma[-1]  # never near-black, yet a clear falloff
+    behind_seam = depth >= _LIP_SEAM
+    assert (np.diff(luma[behind_seam]) < 0).all()         # deeper is darker
+    walls = luma[behind_seam]
+    assert luma.min() >= 25 and walls[0] > 1.3 * walls[-1]  # never near-black, yet a clear falloff
+    assert colours.cavity_front @ LUMA > 1.5 * (colours.cavity_back @ LUMA)
+    assert luma[0] < 0.8 * walls[0]                       # the lips' inner edge: a shadowed seam
     assert red_minus_green(cavity).min() >= 0.12          # red all the way back
 
 
@@ -206,7 +211,7 @@ def test_rotate_eye_turns_the_front_and_keeps_distances():
 
 def test_eyeball_front_is_the_photo_at_rest(rig):
     band = SIZE // 8
-    for label in EYE_PARTS.values():
+    for label in EYEBALL_PARTS.values():
         eye = np.flatnonzero(rig.parts == label)
         assert len(eye) > 20
         front = eye[rig.uv_photo[eye, 1] > band / (SIZE + band)]  # photo UVs; the sides use the band
@@ -244,7 +249,8 @@ def test_eyeball_stays_behind_the_lids_outside_the_opening(rig, weights):
     for label, eye in (("eye_left", topology.eye_left), ("eye_right", topology.eye_right)):
         members = np.flatnonzero(rig.parts == label)
         faces = rig.faces[np.isin(rig.faces, members).all(axis=1)]
-        samples = np.einsum("fsk,fkd->fsd", rng.dirichlet([1, 1, 1], size=(len(faces), 8)), shaped[faces]).reshape(-1, 3)
+        weights = rng.dirichlet([1, 1, 1], size=(len(faces), 8))
+        samples = np.einsum("fsk,fkd->fsd", weights, shaped[faces]).reshape(-1, 3)
         outside = ~inside_polygon(samples[:, :2], shaped[eye.loop, :2])
         skin = _surface_z(samples[outside, :2], shaped, topology.faces)
         assert np.isfinite(skin).all()
@@ -275,3 +281,80 @@ def test_gaze_shapes_turn_the_eyeballs_and_the_iris_landmarks(rig):
     # A blink backs the eyeball away; the jaw leaves it alone.
     assert (rig.deltas[INDEX["eyeBlinkLeft"]][left, 2] < 0).all()
     assert np.abs(rig.deltas[INDEX["jawOpen"]][np.concatenate([left, right])]).max() == 0.0
+
+
+def test_closing_lid_is_flat_at_rest_and_covers_the_eye_on_a_blink(rig):
+    topology = face_topology()
+    for side, eye in (("Left", topology.eye_left), ("Right", topology.eye_right)):
+        lid = np.flatnonzero(rig.parts == LID_PARTS[side])
+        assert len(lid) == LID_ROWS * len(eye.upper)
+        lid_faces = rig.faces[np.isin(rig.faces, lid).all(axis=1)]
+        a, b, c = (rig.vertices[lid_faces[:, i], :2].astype(np.float64) for i in range(3))
+        rest_area = np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+        assert rest_area.max() < 1e-12  # nothing of it shows at rest
+        blinked = (rig.vertices + rig.deltas[INDEX[f"eyeBlink{side}"]]).astype(np.float64)
+        opening = rig.vertices[eye.loop, :2].astype(np.float64)
+        low, high = opening.min(axis=0), opening.max(axis=0)
+        grid = np.stack(np.meshgrid(np.linspace(low[0], high[0], 40), np.linspace(low[1], high[1], 12)), -1)
+        grid = grid.reshape(-1, 2)
+        # The eye opening above the line where the lids meet lies under the lid.
+        upper_part = grid[inside_polygon(grid, opening)]
+        meet_y = np.interp(upper_part[:, 0], *zip(*sorted(zip(blinked[eye.lower, 0], blinked[eye.lower, 1]))))
+        upper_part = upper_part[upper_part[:, 1] > meet_y + 0.002]
+        tri = blinked[lid_faces][..., :2]
+        ta, tb, tc = (tri[None, :, i] for i in range(3))
+        p = upper_part[:, None]
+
+        def cross(o, q, r):
+            return (q[..., 0] - o[..., 0]) * (r[..., 1] - o[..., 1]) - (q[..., 1] - o[..., 1]) * (r[..., 0] - o[..., 0])
+        d1, d2, d3 = cross(ta, tb, p), cross(tb, tc, p), cross(tc, ta, p)
+        covered = (((d1 >= 0) & (d2 >= 0) & (d3 >= 0)) | ((d1 <= 0) & (d2 <= 0) & (d3 <= 0))).any(axis=1)
+        assert len(upper_part) > 20 and covered.mean() > 0.95, side
+        # ...and in front of the eyeball behind it.
+        eyeball = rig.parts == EYEBALL_PARTS[side]
+        assert blinked[lid, 2].min() > blinked[eyeball, 2].max()
+
+
+def test_photo_teeth_are_pasted_where_an_open_mouth_shows_them():
+    landmarks = synthetic_landmarks(mouth_open=0.35)
+    crop = np.full((SIZE, SIZE, 3), (150, 110, 100), np.uint8)
+    loop = face_topology().lips_inner_loop
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    centres = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], axis=1)
+    inside = inside_polygon(centres, landmarks[loop, :2].astype(float)).reshape(SIZE, SIZE)
+    crop[inside] = (70, 20, 25)                                       # a dark mouth...
+    upper_lip = landmarks[face_topology().lips_inner_upper, 1].max()
+    crop[inside & (yy < upper_lip + 4)] = (236, 230, 214)             # ...with upper teeth under the lip
+    colours = mouth_colours(LIPS, 140.0)
+    band = SIZE // 8
+    image = np.zeros((SIZE + band, SIZE, 3), np.uint8)
+    paint_patches(image, (0, SIZE, SIZE, SIZE + band), colours)
+    painted = image.copy()
+    replaced = paste_photo_teeth(image, (0, SIZE, SIZE, SIZE + band), crop, landmarks, colours)
+    changed = np.any(image != painted, axis=2)
+    assert replaced > 0 and changed.sum() <= replaced
+    assert (image[changed] == (236, 230, 214)).all()                 # only the photo's teeth, nothing dark
+    start, end = PATCH_SPANS["teeth_upper"]
+    cols = np.flatnonzero(changed.any(axis=0))
+    assert cols.min() + 0.5 >= start * SIZE and cols.max() + 0.5 < end * SIZE
+    # A closed photo has nothing to give.
+    closed = synthetic_landmarks()
+    closed[face_topology().lips_inner_lower] = closed[face_topology().lips_inner_upper]
+    assert paste_photo_teeth(painted.copy(), (0, SIZE, SIZE, SIZE + band), crop, closed, colours) == 0
+
+
+def test_open_mouth_inside_is_painted_over_for_the_closed_rest():
+    landmarks = synthetic_landmarks(mouth_open=0.35)
+    crop = np.full((SIZE, SIZE, 3), (150, 110, 100), np.uint8)
+    loop = landmarks[face_topology().lips_inner_loop, :2].astype(float)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    centres = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], axis=1)
+    inside = inside_polygon(centres, loop).reshape(SIZE, SIZE)
+    crop[inside] = (236, 230, 214)
+    filled = fill_photo_mouth(crop, landmarks, LIPS, margin_px=1.5)
+    assert (filled[inside] == np.round(0.8 * LIPS)).all()           # no teeth left on the lips' rim
+    changed = np.any(filled != crop, axis=2)
+    rows, cols = np.nonzero(changed)
+    assert cols.min() >= loop[:, 0].min() - 1 and cols.max() <= loop[:, 0].max() + 1
+    assert rows.min() >= loop[:, 1].min() - 2.5 and rows.max() <= loop[:, 1].max() + 2.5
+    assert (crop[inside] == (236, 230, 214)).all()                   # the photo itself is left alone
