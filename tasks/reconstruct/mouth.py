@@ -62,10 +62,10 @@ _CAVITY_RISE = 0.25          # upper-cavity bulge above the lip line, of the mou
 _CAVITY_DROP = 0.22          # lower-cavity bulge below the lip line, of the mouth width
 _CAVITY_NARROWING = 0.15     # inward pull of the back ring, fraction of the lip half-width
 # Teeth rows: (height above the lip line, extra depth) in mouth widths, and the patch t of the
-# row (t = 0 at the root). The upper teeth show 0.11 mouth widths below the upper lip; the lower
+# row (t = 0 at the root). The upper teeth show 0.10 mouth widths below the upper lip; the lower
 # teeth's edges stay just under the lower lip, as in most speakers: they show only as the jaw
 # turns open (the lip, further from the hinge, drops more than they do).
-_UPPER_TEETH_ROWS = ((0.16, 0.0, 0.0), (0.0, 0.0, 0.5), (-0.11, 0.01, 1.0))
+_UPPER_TEETH_ROWS = ((0.16, 0.0, 0.0), (0.0, 0.0, 0.5), (-0.10, 0.01, 1.0))
 _LOWER_TEETH_ROWS = ((-0.2, 0.0, 0.0), (-0.06, 0.0, 0.6), (-0.02, 0.01, 1.0))
 
 # Base colours (RGB 0..255) that the photo's lip colour tints.
