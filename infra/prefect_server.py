@@ -62,7 +62,8 @@ def ensure_server(home: Path, port: int | None = None, host: str = "127.0.0.1", 
     if is_healthy(url):
         return url
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_HOME": str(home), **QUIET_ENVIRONMENT}
+    # The UI calls the API at PREFECT_UI_API_URL, which otherwise names the default port.
+    env = {**os.environ, "PREFECT_HOME": str(home), **QUIET_ENVIRONMENT, "PREFECT_UI_API_URL": url}
     env.pop("PREFECT_API_URL", None)
     log = (home / "server.log").open("ab")
     prefect = Path(sys.executable).with_name("prefect")

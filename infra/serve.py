@@ -155,7 +155,8 @@ def serve(config: ServeConfig, data_dir: str, tracking_uri: str, home: Path) -> 
                 raise RuntimeError(f"a Prefect server already runs at {prefect_url}; set PREFECT_API_URL to use "
                                    "it, or choose another --prefect-port")
             print(f"serve: starting the Prefect server on {config.host}:{config.prefect_port} …", flush=True)
-            env = {**quiet, "PREFECT_HOME": str(home / "prefect")}
+            # The UI calls the API at PREFECT_UI_API_URL, which otherwise names the default port.
+            env = {**quiet, "PREFECT_HOME": str(home / "prefect"), "PREFECT_UI_API_URL": prefect_url}
             env.pop("PREFECT_API_URL", None)
             os.environ.pop("PREFECT_API_URL", None)
             services.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", config.host,
@@ -200,7 +201,7 @@ def serve(config: ServeConfig, data_dir: str, tracking_uri: str, home: Path) -> 
         print(f"  deployments:   {ui}/deployments")
         for name in deployments:
             print(f"    {name}   (run: prefect deployment run '{name}')")
-        print(f"  automations:   {len(automations)} (pause a deployment's schedule after {config.failure_threshold} "
+        print(f"  automations:   {len(automations)} (pause a deployment after {config.failure_threshold} "
               f"failed avatars of one run within {config.failure_window_s:.0f} s)")
         print(f"  work pool:     {config.work_pool} (one process worker)")
         print(f"dask scheduler:  {config.scheduler_address}   dashboard: {dashboard}/status")

@@ -96,6 +96,11 @@ def test_serve_starts_everything_and_prints_the_urls(served):
     assert f"http://127.0.0.1:{ports['mlflow']}" in startup
     assert f"tcp://127.0.0.1:{ports['scheduler']}" in startup and f"http://127.0.0.1:{ports['dashboard']}/status" in startup
     assert "produce/nightly-production" in startup
+    import json
+
+    # The UI in a browser calls the API it is told here, so it must be this server, not port 4200.
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['prefect']}/ui-settings", timeout=10) as response:
+        assert json.load(response)["api_url"] == served["api"]
     assert _answers(f"http://127.0.0.1:{ports['mlflow']}/health")
     assert _answers(f"http://127.0.0.1:{ports['dashboard']}/health")
 
