@@ -36,6 +36,12 @@ class VideoFrame:
     """Decoded size over the stream's own size (below 1 when scaled down for tracking)."""
 
 
+def _unreadable(name: str, error: Exception) -> AvatarInputError:
+    """The one-line error for a video PyAV cannot decode (FFmpegError, OSError or ValueError)."""
+    detail = (error.strerror or error) if isinstance(error, av.error.FFmpegError) else error
+    return AvatarInputError(f"{name}: not a readable video or corrupt ({detail})")
+
+
 def _video_stream(container: av.container.InputContainer, name: str) -> av.video.stream.VideoStream:
     stream = next((s for s in container.streams if s.type == "video"), None)
     if stream is None:
@@ -106,12 +112,8 @@ def iter_frames(path: Path, name: str, config: CaptureConfig, max_seconds: float
                 index += 1
             if index == 0:
                 raise AvatarInputError(f"{name}: the video has no frames")
-    except AvatarInputError:
-        raise
-    except av.error.FFmpegError as error:
-        raise AvatarInputError(f"{name}: not a readable video or corrupt ({error.strerror or error})") from error
-    except (OSError, ValueError) as error:
-        raise AvatarInputError(f"{name}: not a readable video or corrupt ({error})") from error
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        raise _unreadable(name, error) from error
 
 
 def read_frame(path: Path, name: str, index: int, config: CaptureConfig, max_seconds: float) -> np.ndarray:
@@ -176,12 +178,8 @@ def _decode_sound(path: Path, name: str, sample_rate: int, max_seconds: float,
             if resampler is not None:
                 for out in resampler.resample(None):
                     chunks.append(out.to_ndarray().reshape(-1))
-    except AvatarInputError:
-        raise
-    except av.error.FFmpegError as error:
-        raise AvatarInputError(f"{name}: not a readable video or corrupt ({error.strerror or error})") from error
-    except (OSError, ValueError) as error:
-        raise AvatarInputError(f"{name}: not a readable video or corrupt ({error})") from error
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        raise _unreadable(name, error) from error
     if first_video is None:
         raise AvatarInputError(f"{name}: the video has no frames")
     seconds = max(last_video_end - first_video, 1.0 / sample_rate)
