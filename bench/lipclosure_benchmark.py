@@ -23,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.produce_run import run_produce  # noqa: E402
+
 SHARED = REPO.parent / "shared"
 # Shared portraits whose lips are closed in the photo, so the rest frame is a closed mouth.
 DEFAULT_PORTRAITS = ("sfhq_pt1_00000161.jpg", "sfhq_pt2_00001286.jpg", "sfhq_pt2_00003040.jpg",
@@ -122,16 +124,7 @@ def main() -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     manifest = write_manifest(rows, data_dir)
     roots = sorted({str(Path(r[k]).parent) for r in rows for k in ("portrait", "audio") if r.get(k)})
-    command = [sys.executable, "-m", "avatarflow.cli", "produce", str(manifest), "--data-dir", str(data_dir),
-               "--prefect-port", str(args.prefect_port), *[a for root in roots for a in ("--input-root", root)]]
-    try:
-        code = subprocess.run(command, cwd=REPO).returncode
-    finally:
-        from infra.prefect_server import stop_server
-
-        stop_server(data_dir / "prefect")
-    if code != 0:
-        print(f"produce exited with {code}")
+    run_produce(manifest, data_dir, args.prefect_port, roots)
     sources = motion_sources(data_dir, rows)
     videos = {row["id"]: next(iter(sorted((data_dir / "outputs").glob(f"*/{row['id']}/talk.mp4"))), None)
               for row in rows}

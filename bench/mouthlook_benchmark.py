@@ -23,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.produce_run import run_produce  # noqa: E402
+
 SHARED = REPO.parent / "shared"
 ORACLES = SHARED / "oracles"
 # Open vowels ("a" as in father, "o", "ow") keep the jaw wide open for many frames.
@@ -66,16 +68,7 @@ def main() -> int:
         writer.writeheader()
         writer.writerows(rows)
     roots = sorted({str(p.parent) for p in portraits})
-    command = [sys.executable, "-m", "avatarflow.cli", "produce", str(manifest), "--data-dir", str(data_dir),
-               "--prefect-port", str(args.prefect_port), *[a for root in roots for a in ("--input-root", root)]]
-    try:
-        code = subprocess.run(command, cwd=REPO).returncode
-    finally:
-        from infra.prefect_server import stop_server
-
-        stop_server(data_dir / "prefect")
-    if code != 0:
-        print(f"produce exited with {code}")
+    run_produce(manifest, data_dir, args.prefect_port, roots)
 
     python = oracle_python(args.oracle_python)
     print("\n=== mouth look (open-mouth frames; targets black < 0.15, red >= 0.10), lipsync, glbcheck ===")
