@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from avatarflow.presets import PRESETS
-from infra.prefect_server import configured_api_url, ensure_server, is_healthy, quiet_environment, use_server
+from infra.prefect_server import (configured_api_url, ensure_server, is_healthy, local_port, quiet_environment,
+                                  use_server)
 from stores.location import DataLocation, is_url, local_state_dir
 
 
 DEFAULT_DATA_DIR = os.environ.get("AVATARFLOW_DATA_DIR") or "avatarflow-data"
+PRINTED_FAILURES = 50
+"""Quarantined rows listed on the terminal; the quarantine report lists them all."""
 
 
 def _open_data_dir(value: str) -> str:
@@ -38,7 +42,8 @@ def _prepare_prefect(data_dir: str, port: int | None) -> str:
         print(f"prefect: using the configured server {configured}", flush=True)
         use_server(configured, home / "results")
         return configured
-    print(f"prefect: starting or reusing the local server (127.0.0.1:{port or 'default port'}) …", flush=True)
+    port = local_port(port)
+    print(f"prefect: starting or reusing the local server (127.0.0.1:{port}) …", flush=True)
     url = ensure_server(home, port=port)
     use_server(url, home / "results")
     print(f"prefect: {url.removesuffix('/api')} (UI)", flush=True)
@@ -57,8 +62,10 @@ def _print_summary(summary: dict) -> None:
     for avatar, warnings in summary.get("warnings", {}).items():
         for warning in warnings:
             print(f"  warning {avatar}: {warning}")
-    for failure in summary["failed"]:
+    for failure in summary["failed"][:PRINTED_FAILURES]:
         print(f"  line {failure['line']} id {failure['id'] or '?'}: {failure['stage']}: {failure['error']}")
+    if len(summary["failed"]) > PRINTED_FAILURES:
+        print(f"  … and {len(summary['failed']) - PRINTED_FAILURES} more in the quarantine report")
     print(f"quarantine report: {summary['quarantine']}")
     print(f"gallery: {summary['report']}")
     print(f"outputs: {summary['output_folder']}")
@@ -104,13 +111,45 @@ def produce_command(args: argparse.Namespace, manifest: str | os.PathLike, input
 
     where = profile.dask_address or f"a LocalCluster of {profile.n_workers} worker process(es)"
     print(f"dask: {where} ({profile.name} profile); preset {args.preset}; data {data_dir}", flush=True)
-    summary = produce(
-        manifest=str(manifest), data_dir=str(data_dir), preset=args.preset,
-        input_roots=sorted({DataLocation(root).url for root in input_roots}),
-        profile=profile.name, dask_address=profile.dask_address, workers=args.workers,
-    )
+    from prefect.exceptions import TerminationSignal
+
+    started = time.time()
+    try:
+        summary = produce(
+            manifest=str(manifest), data_dir=str(data_dir), preset=args.preset,
+            input_roots=sorted({DataLocation(root).url for root in input_roots}),
+            profile=profile.name, dask_address=profile.dask_address, workers=args.workers,
+        )
+    except (KeyboardInterrupt, TerminationSignal) as stop:
+        return _interrupted(stop, data_dir, run_name(manifest, args.preset), started)
+    except RunLockedError as error:  # a run of the same manifest started at the same moment
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     _print_summary(summary)
     return 0 if summary["finished"] or not summary["failed"] else 1
+
+
+def _interrupted(stop: BaseException, data_dir: str, run: str, started: float) -> int:
+    """One line on a run stopped by Ctrl-C or SIGTERM, from the summary it wrote (not an earlier
+    run's); returns 128 + the signal's number, as a shell reports a signal."""
+    import json
+    import signal
+
+    from stores.outputs import RunOutputs
+
+    number = getattr(stop, "signal", signal.SIGINT)
+    outputs = RunOutputs(data_dir, run)
+    try:
+        written = outputs.summary_json.modified_at()
+        if written is not None and written < started - 1.0:
+            raise FileNotFoundError("the summary is an earlier run's")
+        summary = json.loads(outputs.summary_json.read_text())
+        counts = (f"{len(summary['finished'])} finished, {len(summary['failed'])} failed, "
+                  f"{len(summary.get('interrupted', []))} not finished; reports in {outputs.folder}")
+    except (OSError, ValueError, KeyError):
+        counts = "stopped before any row settled"
+    print(f"error: run {run} interrupted by {signal.Signals(number).name}: {counts}", file=sys.stderr, flush=True)
+    return 128 + int(number)
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -140,7 +179,7 @@ def _print_training(result: dict) -> None:
         model = result[key]
         metrics = ", ".join(f"{k.removeprefix('final_')} {v:.3g}" for k, v in model.items()
                             if k.startswith("final_") and isinstance(v, (int, float)))
-        alias = "production" if model["promoted"] else "not promoted (production scores better)"
+        alias = "production" if model["promoted"] else f"not promoted ({model['registration']['reason']})"
         print(f"  {key:<10} {model['model']} v{model['version']}: {model['steps']} steps in {model['seconds']:.0f} s; "
               f"{metrics}; {alias}")
 
@@ -354,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         trained = None not in production_versions(data_dir, [GAN_MODEL, DIFFUSION_MODEL]).values()
         manifest, roots = write_sample_manifest(local_state_dir(data_dir) / "sample", with_generated=trained)
         if not trained:
-            print("sample: no trained generators yet, so the rows with generated faces and the refined "
-                  "photo are left out; `avatarflow train --data-dir "
+            print("sample: no trained generator has passed its promotion gates yet, so the rows with generated "
+                  "faces and the refined photo are left out; `avatarflow train --data-dir "
                   f"{args.data_dir}` adds them", flush=True)
         print(f"sample manifest: {manifest}", flush=True)
         return produce_command(args, manifest, roots)

@@ -6,6 +6,7 @@ sqlite file ("database is locked"), and the UI would show nothing useful.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -52,16 +53,30 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def local_port(port: int | None = None) -> int:
+    """The port of the local server: the one given, else AVATARFLOW_PREFECT_PORT, else 4200."""
+    return port or int(os.environ.get("AVATARFLOW_PREFECT_PORT") or DEFAULT_PORT)
+
+
 def ensure_server(home: Path, port: int | None = None, host: str = "127.0.0.1", wait_s: float = 90.0) -> str:
     """Return the API URL of a healthy server on host:port, starting one in the background if needed.
 
     The server keeps running after this process exits, so later runs reuse it.
     """
-    port = port or int(os.environ.get("AVATARFLOW_PREFECT_PORT", DEFAULT_PORT))
+    port = local_port(port)
     url = api_url(host, port)
     if is_healthy(url):
         return url
     home.mkdir(parents=True, exist_ok=True)
+    # Two commands starting on one data dir at once: the second waits, then finds the first's server.
+    with open(home / "server.lock", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if is_healthy(url):
+            return url
+        return _start_server(home, host, port, url, wait_s)
+
+
+def _start_server(home: Path, host: str, port: int, url: str, wait_s: float) -> str:
     # The UI calls the API at PREFECT_UI_API_URL, which otherwise names the default port.
     env = {**os.environ, "PREFECT_HOME": str(home), **QUIET_ENVIRONMENT, "PREFECT_UI_API_URL": url}
     env.pop("PREFECT_API_URL", None)

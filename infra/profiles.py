@@ -31,10 +31,14 @@ class ExecutionProfile:
     a task asking for a resource no worker has waits forever."""
     memory_limit: str = "auto"
     """Memory limit of each started worker."""
+    dashboard: bool = False
+    """Serve the Dask dashboard of a started cluster (on a free 127.0.0.1 port; its link is logged);
+    AVATARFLOW_DASK_DASHBOARD=1 turns it on."""
 
     def cluster_kwargs(self) -> dict:
         """Keyword arguments of `start_local_cluster` for this profile."""
-        return {"n_workers": self.n_workers, "gpu_devices": list(self.gpu_devices), "memory_limit": self.memory_limit}
+        return {"n_workers": self.n_workers, "gpu_devices": list(self.gpu_devices), "memory_limit": self.memory_limit,
+                "dashboard": self.dashboard}
 
 
 def visible_gpu_devices() -> tuple[str, ...]:
@@ -73,7 +77,7 @@ def get_profile(name: str | None = None, dask_address: str | None = None, worker
                              "dask_address parameter, or AVATARFLOW_DASK_ADDRESS")
         # An external scheduler's workers say for themselves whether they have GPUs (--resources GPU=N).
         return ExecutionProfile(name="cluster", dask_address=dask_address, gpu_tasks=_env_flag("AVATARFLOW_GPU_TASKS"))
-    profile = ExecutionProfile(name=name)
+    profile = ExecutionProfile(name=name, dashboard=_env_flag("AVATARFLOW_DASK_DASHBOARD"))
     if name == "gpu":
         devices = visible_gpu_devices()
         if not devices:
@@ -91,10 +95,12 @@ def gpu_slot(enabled: bool):
     return dask.annotate(resources={GPU_RESOURCE: 1}) if enabled else contextlib.nullcontext()
 
 
-def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, ...] = (), memory_limit: str = "auto"):
+def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, ...] = (), memory_limit: str = "auto",
+                        dashboard: bool = False):
     """A cluster on this machine, bound to 127.0.0.1: `n_workers` CPU workers, plus one worker per
     GPU device, pinned to it by CUDA_VISIBLE_DEVICES and advertising GPU=1. CPU workers see no
-    GPU, so torch on them stays on the CPU."""
+    GPU, so torch on them stays on the CPU. Without `dashboard` the scheduler serves only its
+    health check and advertises no dashboard link."""
     from distributed import Nanny, Scheduler, SpecCluster
 
     keep_glibc_malloc_defaults()
@@ -104,8 +110,21 @@ def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, 
     for device in gpu_devices:
         workers[f"gpu-{device}"] = {"cls": Nanny, "options": {**common, "resources": {GPU_RESOURCE: 1},
                                                               "env": {"CUDA_VISIBLE_DEVICES": str(device)}}}
-    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
+    options = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", "dashboard": dashboard}
+    scheduler = {"cls": Scheduler if dashboard else _scheduler_without_dashboard, "options": options}
     return SpecCluster(scheduler=scheduler, workers=workers, name="avatarflow")
+
+
+def _scheduler_without_dashboard(**options):
+    """A Scheduler whose HTTP server answers only /health: distributed always starts one, with the
+    dashboard's info pages, and names it the "dashboard" service, which clients then log as a link."""
+    import dask
+    from distributed import Scheduler
+
+    with dask.config.set({"distributed.scheduler.http.routes": ["distributed.http.health"]}):
+        scheduler = Scheduler(**options)
+    scheduler.services.pop("dashboard", None)
+    return scheduler
 
 
 def make_task_runner(profile: ExecutionProfile):

@@ -17,7 +17,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 LANGUAGE_PATTERN = r"^[a-z]{2,3}([-_][A-Za-z0-9]{1,8})*$"
-INTEGER_PATTERN = r"^[0-9]{1,5}$"
+INTEGER_PATTERN = r"^[0-9]+$"
 IDENTITY_PATTERN = r"^generate:[0-9]{1,10}$"
 # A transcript must hold at least one letter or digit of any script.
 TRANSCRIPT_PATTERN = r"[^\W_]"
@@ -112,7 +112,10 @@ def _with_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
     recorded = has_audio | (has_video & ~has_text)
     frame["transcript_use"] = np.where(~has_transcript, "none", np.where(recorded, "audio", "without-audio"))
     for column in ("fps", "resolution"):
-        frame[f"{column}_value"] = pd.to_numeric(frame[column], errors="coerce")
+        # A number too long for int64 would become NaN and pass the range check: it is simply too large.
+        values = frame[column].map(lambda v: "inf" if isinstance(v, str) and v.isascii() and v.isdigit()
+                                   and len(v) > 15 else v)
+        frame[f"{column}_value"] = pd.to_numeric(values, errors="coerce")
     frame["resolution_parity"] = frame["resolution_value"] % 2
     # The emotion parser's own one-line error per row (None when valid), so the message names the problem.
     from tasks.animate.emotion import emotion_spec_error

@@ -62,6 +62,11 @@ def _has_undecodable(value: str) -> bool:
 
 
 def _check_columns(columns: list[str], path: Path | DataLocation) -> None:
+    # A repeated column would let its last copy silently win.
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise ManifestError(f"{path.name}: duplicate column(s) {', '.join(repr(c) for c in duplicates)}; "
+                            "each column may appear only once")
     unknown = [c for c in columns if c not in KNOWN_COLUMNS]
     if unknown:
         raise ManifestError(
@@ -92,8 +97,12 @@ def _one_line(error: BaseException) -> str:
 def _manifest_size(path: Path | DataLocation) -> int:
     """The manifest's size; ManifestError when it is missing or not a file."""
     if isinstance(path, Path):
-        if not path.is_file():
+        if path.is_dir():
+            raise ManifestError(f"manifest is a directory, not a file: {path}")
+        if not path.exists():
             raise ManifestError(f"manifest not found: {path}")
+        if not path.is_file():
+            raise ManifestError(f"manifest is not a regular file: {path}")
         return path.stat().st_size
     try:
         info = path.info()
@@ -104,6 +113,50 @@ def _manifest_size(path: Path | DataLocation) -> int:
     if info.get("type") != "file":
         raise ManifestError(f"manifest is not a file: {path}")
     return int(info.get("size") or 0)
+
+
+_BINARY_KINDS = (
+    (b"PAR1", "it is a Parquet file: name it .parquet"),
+    (b"PK\x03\x04", "it is a ZIP archive or an Excel workbook: save it as CSV"),
+    (b"\xd0\xcf\x11\xe0", "it is an old Excel workbook: save it as CSV"),
+    (b"\xff\xfe", "it is UTF-16 text: save it as UTF-8"),
+    (b"\xfe\xff", "it is UTF-16 text: save it as UTF-8"),
+    (b"\x89PNG", "it is a PNG image"),
+    (b"\xff\xd8\xff", "it is a JPEG image"),
+    (b"%PDF", "it is a PDF document"),
+    (b"\x1f\x8b", "it is gzip-compressed: decompress it first"),
+)
+"""Leading bytes of files that are often given as a manifest by mistake, and what to say about them."""
+
+
+def _binary_kind(data: bytes) -> str | None:
+    """Why a manifest is not CSV text (binary data, a known kind of file, another encoding); None for text.
+    Only the header line must be text: a stray non-UTF-8 byte in a data row is that row's error."""
+    for magic, kind in _BINARY_KINDS:
+        if data.startswith(magic):
+            return kind
+    header = data.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0]
+    if b"\0" in data[:65536]:
+        return "it holds binary data"
+    text = header.decode("utf-8", errors="replace")
+    if any(ord(ch) < 32 and ch not in "\t\r" for ch in text):
+        return "it holds binary data"
+    undecodable = text.count("\ufffd")
+    if undecodable > max(2, len(text) // 10):
+        return "it holds binary data"
+    if undecodable:
+        return "its header is not UTF-8: save it as UTF-8"
+    return None
+
+
+def _looks_like_text(data: bytes) -> bool:
+    head = data[:4096]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not just a character cut at the 4 KB mark
+            return False
+    return b"\0" not in head
 
 
 def _read_manifest_bytes(path: Path | DataLocation) -> bytes:
@@ -136,12 +189,23 @@ def read_manifest(path: str | os.PathLike | DataLocation) -> ManifestTable:
 
     row_errors: dict[int, str] = {}
     if path.name.lower().endswith((".parquet", ".pq")):
+        if not data.startswith(b"PAR1"):
+            hint = "it holds text, perhaps CSV: name it .csv" if _looks_like_text(data) else "no Parquet header"
+            raise ManifestError(f"{path.name}: not a Parquet file ({hint})")
         try:
-            frame = pd.read_parquet(io.BytesIO(data))
+            import pyarrow.parquet as pq
+
+            # The schema first: a duplicate column must be seen before pandas or pyarrow resolve it.
+            parquet = pq.ParquetFile(io.BytesIO(data))
+            schema = parquet.schema_arrow
+            index_columns = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+            columns = [str(c) for c in schema.names if c not in index_columns]
+            _check_columns(columns, path)
+            frame = parquet.read().to_pandas()
+        except ManifestError:
+            raise
         except Exception as exc:  # pyarrow raises many types for a corrupt file
-            raise ManifestError(f"{path.name}: not a readable Parquet file ({exc})") from None
-        columns = [str(c) for c in frame.columns]
-        _check_columns(columns, path)
+            raise ManifestError(f"{path.name}: not a readable Parquet file ({_one_line(exc)})") from None
         raw_rows = []
         for index, record in enumerate(frame.to_dict(orient="records")):
             row = {}
@@ -156,6 +220,9 @@ def read_manifest(path: str | os.PathLike | DataLocation) -> ManifestTable:
             raw_rows.append(row)
         line_numbers = [i + 1 for i in range(len(raw_rows))]
     else:
+        kind = _binary_kind(data)
+        if kind is not None:  # described, never echoed: its bytes would garble the terminal
+            raise ManifestError(f"{path.name}: not a CSV text file ({kind})")
         try:
             text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
             reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)

@@ -27,7 +27,7 @@ from tasks.common.errors import AvatarInputError
 from tasks.common.rows import AvatarRow
 from tasks.common.stage_task import run_stage
 from tasks.ingest.config import IngestConfig
-from tasks.ingest.media import _decodable, resolve_input_path
+from tasks.ingest.media import decodable_file, resolve_input_path
 from tasks.reconstruct.canonical_shape import load_canonical_shape
 from tasks.reconstruct.topology import N_LANDMARKS
 
@@ -41,7 +41,7 @@ def track_video(ingested: StageRef, row: AvatarRow, manifest_dir: str, config: C
         source = resolve_input_path(row.video, manifest_dir, ingest)
         check_video_file(source, config)
         limit = ingest.max_audio_seconds
-        with _decodable(source) as local:
+        with decodable_file(source) as local:
             tracked = track_frames(iter_frames(local, source.name, config, limit, config.track_max_side), config)
             share = float(tracked.found.mean())
             if share < config.min_face_fraction:

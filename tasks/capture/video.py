@@ -16,7 +16,7 @@ from stores.location import DataLocation
 from tasks.capture.config import CaptureConfig
 from tasks.common.errors import AvatarInputError
 from tasks.ingest.config import IngestConfig
-from tasks.ingest.media import InputFile, _as_input, _check_file, _decodable
+from tasks.ingest.media import InputFile, as_input_file, check_input_file, decodable_file
 
 
 @dataclass(frozen=True)
@@ -126,15 +126,15 @@ def read_frame(path: Path, name: str, index: int, config: CaptureConfig, max_sec
 def load_video_sound(path: str | os.PathLike | DataLocation, sample_rate: int, max_seconds: float,
                      config: CaptureConfig = CaptureConfig()) -> tuple[np.ndarray, list[str]]:
     """A driving video's sound (see _decode_sound), after the file checks every input gets."""
-    source = _as_input(path)
+    source = as_input_file(path)
     check_video_file(source, config)
-    with _decodable(source) as local:
+    with decodable_file(source) as local:
         return _decode_sound(local, source.name, sample_rate, max_seconds, config)
 
 
 def check_video_file(source: InputFile, config: CaptureConfig) -> None:
     """Found, a regular file, not empty, at most config.max_video_bytes; AvatarInputError otherwise."""
-    _check_file(source, IngestConfig(max_file_bytes=config.max_video_bytes))
+    check_input_file(source, IngestConfig(max_file_bytes=config.max_video_bytes))
 
 
 def _decode_sound(path: Path, name: str, sample_rate: int, max_seconds: float,

@@ -4,6 +4,7 @@ progress line, and turn an expected input error into a Failed state with a one-l
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
@@ -12,6 +13,20 @@ from prefect.states import Failed, State
 
 from stores.avatar_store import ArrayRef, AvatarStore, StageRef
 from tasks.common.errors import AvatarInputError
+
+
+class _NoEmptyTraceback(logging.Filter):
+    """Prefect logs a task that returns a Failed state with exc_info=True, outside any exception, so
+    each failed row printed a stray `NoneType: None`; such a record keeps its message, without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is None:
+            record.exc_info = None
+        return True
+
+
+if not any(isinstance(f, _NoEmptyTraceback) for f in logging.getLogger("prefect.task_runs").filters):
+    logging.getLogger("prefect.task_runs").addFilter(_NoEmptyTraceback())
 
 StageCompute = Callable[[AvatarStore], tuple[dict[str, ArrayRef], dict]]
 StageFinish = Callable[[AvatarStore, dict], None]

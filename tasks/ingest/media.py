@@ -81,7 +81,7 @@ def _resolve_input_url(url: str, manifest_folder: DataLocation | None, config: I
     return location
 
 
-def _check_file(path: InputFile, config: IngestConfig) -> int:
+def check_input_file(path: InputFile, config: IngestConfig) -> int:
     """Check that the file exists, is a regular non-empty file within the size limit; return its size."""
     name = path.name
     if isinstance(path, DataLocation):
@@ -113,14 +113,15 @@ def _remote_size(location: DataLocation) -> int:
     return int(info.get("size") or 0)
 
 
-def _as_input(path: str | os.PathLike | DataLocation) -> InputFile:
+def as_input_file(path: str | os.PathLike | DataLocation) -> InputFile:
+    """A manifest value or path as an input: a DataLocation for a URL, else a local Path."""
     if isinstance(path, DataLocation):
         return path
     return DataLocation(path) if is_url(path) else Path(path)
 
 
 @contextlib.contextmanager
-def _decodable(path: InputFile) -> Iterator[Path]:
+def decodable_file(path: InputFile) -> Iterator[Path]:
     """A local file to decode: the path itself, or a URL input fetched into a temporary file."""
     if isinstance(path, DataLocation):
         with path.local_copy() as local:
@@ -131,13 +132,23 @@ def _decodable(path: InputFile) -> Iterator[Path]:
 
 def load_image(path: str | os.PathLike | DataLocation, config: IngestConfig) -> np.ndarray:
     """Decode an image file to an H×W×3 uint8 RGB array, upright according to its EXIF orientation."""
-    source = _as_input(path)
-    _check_file(source, config)
-    with _decodable(source) as local:
+    source = as_input_file(path)
+    check_input_file(source, config)
+    with decodable_file(source) as local:
         return _decode_image(local, source.name, config)
 
 
-def _decode_image(path: Path, name: str, config: IngestConfig) -> np.ndarray:
+def precheck_input(value: str, base_dir: str | os.PathLike, config: IngestConfig, image: bool) -> None:
+    """The checks ingest makes on an input before decoding it, cheap enough to run for every row while a run
+    is planned: an allowed path, a regular non-empty file within the size limit, and for a local image a
+    header Pillow knows, within the pixel limit. Raises the AvatarInputError ingest would raise."""
+    source = resolve_input_path(value, base_dir, config)
+    check_input_file(source, config)
+    if image and isinstance(source, Path):
+        _decode_image(source, source.name, config, header_only=True)
+
+
+def _decode_image(path: Path, name: str, config: IngestConfig, header_only: bool = False) -> np.ndarray | None:
     try:
         with warnings.catch_warnings():
             # Our own pixel limit is checked below; Pillow's bomb warning would only duplicate it.
@@ -149,9 +160,11 @@ def _decode_image(path: Path, name: str, config: IngestConfig) -> np.ndarray:
                 if width * height > config.max_image_pixels:
                     raise AvatarInputError(
                         f"{name}: too many pixels ({width}x{height} > {config.max_image_pixels} pixels)")
+                if header_only:
+                    return None
                 image.load()
                 upright = ImageOps.exif_transpose(image)
-                rgb = upright.convert("RGB")
+                rgb = _eight_bit(upright, name).convert("RGB")
                 pixels = np.asarray(rgb, dtype=np.uint8)
     except AvatarInputError:
         raise
@@ -166,6 +179,23 @@ def _decode_image(path: Path, name: str, config: IngestConfig) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
+# Pillow's single-channel modes wider than 8 bits, and the largest value of each.
+_WIDE_GREY_MAXIMUM = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def _eight_bit(image: Image.Image, name: str) -> Image.Image:
+    """16-bit, 32-bit and float greys scaled to 8 bits: Pillow's convert("RGB") clips them at 255, so a
+    16-bit grey photo would turn all white."""
+    if image.mode not in _WIDE_GREY_MAXIMUM:
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise AvatarInputError(f"{name}: image holds invalid pixel values (NaN or infinity)")
+    # A 32-bit or float image whose values pass the usual range is scaled by its own maximum.
+    top = max(_WIDE_GREY_MAXIMUM[image.mode], float(values.max(initial=0.0)))
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+
+
 def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
     """Duration the container or stream header claims, or None when it states none."""
     if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
@@ -175,15 +205,48 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.audio.s
     return None
 
 
+def _wav_data_seconds(path: Path) -> tuple[float, float] | None:
+    """(seconds the header declares, seconds the file holds) of a RIFF WAV's sample data; None for other
+    files, and for a streamed WAV whose header leaves the size open."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        riff = handle.read(12)
+        if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            return None
+        byte_rate = 0
+        while True:
+            header = handle.read(8)
+            if len(header) < 8:
+                return None
+            kind, length = header[:4], int.from_bytes(header[4:], "little")
+            if kind == b"data":
+                if byte_rate <= 0 or length in (0, 0xFFFFFFFF):
+                    return None
+                return length / byte_rate, min(length, size - handle.tell()) / byte_rate
+            body = handle.tell()
+            if kind == b"fmt ":
+                byte_rate = int.from_bytes(handle.read(min(length, 16))[8:12], "little")
+            handle.seek(body + length + (length & 1))  # chunks are padded to even sizes
+
+
+def _check_wav_length(path: Path, name: str) -> None:
+    """FFmpeg measures a WAV by the bytes present, so one cut short (or whose header claims hours of sound
+    over a few seconds) would pass as a shorter clip; compare the header's length with the file's."""
+    lengths = _wav_data_seconds(path)
+    if lengths is not None and lengths[1] < _MIN_DECODED_FRACTION * lengths[0]:
+        raise AvatarInputError(f"{name}: audio is truncated or corrupt (its header declares {lengths[0]:.2f} s, "
+                               f"the file holds {lengths[1]:.2f} s)")
+
+
 def load_audio(path: str | os.PathLike | DataLocation, config: IngestConfig) -> np.ndarray:
     """Decode any audio file PyAV/FFmpeg reads (wav, mp3, flac, m4a/aac, ogg/opus, ...) to mono float32.
 
     The result is resampled to config.sample_rate. Too long, too short, silent, truncated or undecodable
     audio raises AvatarInputError; clipped audio is accepted (see audio_warnings).
     """
-    source = _as_input(path)
-    _check_file(source, config)
-    with _decodable(source) as local:
+    source = as_input_file(path)
+    check_input_file(source, config)
+    with decodable_file(source) as local:
         return _decode_audio(local, source.name, config)
 
 
@@ -193,6 +256,7 @@ def _decode_audio(path: Path, name: str, config: IngestConfig) -> np.ndarray:
     chunks: list[np.ndarray] = []
     decoded = 0
     try:
+        _check_wav_length(path, name)
         with av.open(str(path), mode="r") as container:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:

@@ -28,7 +28,15 @@ def style_image(value: str, manifest_dir: str, ingest: IngestConfig) -> tuple[st
     except AvatarInputError as error:
         raise AvatarInputError(f"style {value!r} is neither a preset ({', '.join(STYLE_PRESETS)}) "
                                f"nor a usable image: {error}") from None
+    if _names_a_preset(value) and not path.exists():
+        raise AvatarInputError(f"unknown style preset {value!r}; the presets are {', '.join(STYLE_PRESETS)} "
+                               "(or give a style image path)")
     return path.name, load_image(path, ingest)
+
+
+def _names_a_preset(value: str) -> bool:
+    """A bare word (no folder, no file extension) is meant as a preset name, not as an image path."""
+    return not any(sep in value for sep in ("/", "\\", ".", ":"))
 
 
 @task(name="style", cache_policy=NO_CACHE, persist_result=False)
