@@ -244,9 +244,9 @@ def serve_command(args: argparse.Namespace) -> int:
                          cpu_workers=args.workers, gpu_devices=gpus, deployment_env=deployment_env,
                          failure_threshold=args.failure_threshold or failures.threshold,
                          failure_window_s=args.failure_window or failures.within_seconds)
-    from stores.tracking import tracking_uri
+    from stores.tracking import ready_tracking_uri
 
-    return serve(config, data_dir, tracking_uri(data_dir), home)
+    return serve(config, data_dir, ready_tracking_uri(data_dir), home)  # schema made before MLflow's server starts
 
 
 def _deployment_variables(args: argparse.Namespace, data_dir: str, home: Path) -> dict[str, str]:

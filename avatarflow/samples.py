@@ -23,7 +23,8 @@ GENERATED_ROWS = [
     {"id": "generated_7", "identity": "generate:7", "text": "Nobody has ever seen my face before today."},
     {"id": "generated_42", "identity": "generate:42", "text": "I was drawn from seed forty-two."},
 ]
-"""Rows added when trained generators are registered in the data dir (`avatarflow train`)."""
+"""Rows added only when both generators have a production version in the data dir (trained by
+`avatarflow train` and passed their promotion gates); without one these rows would only fail."""
 
 
 def write_sample_manifest(folder: Path, with_generated: bool = False) -> tuple[Path, list[str]]:
@@ -39,7 +40,7 @@ def write_sample_manifest(folder: Path, with_generated: bool = False) -> tuple[P
     if SHARED_SAMPLES.is_dir():
         roots.append(str(SHARED_SAMPLES))
         for row in SHARED_ROWS:
-            if not with_generated:  # refining needs the trained diffusion model
+            if not with_generated:  # refining needs a diffusion model in production
                 row = {k: v for k, v in row.items() if k != "refine"}
             rows.append({k: str(SHARED_SAMPLES / v) if k in ("portrait", "audio") else v for k, v in row.items()})
     if with_generated:

@@ -1,6 +1,7 @@
 """How often the production generators give a face, judged by MediaPipe: for N seeds, the share of
 raw GAN samples, of full identity draws (GAN → SDEdit → 2× upscale → portrait) and of rows that
-find a face within the draw bound, plus the landmark Fréchet distance to the training faces.
+find a face within the draw bound, plus the landmark Fréchet distance to the training faces and
+the promotion gates' baselines (the mean face's distance, nearest-training-face distances).
 
     .venv/bin/python bench/generation_quality.py --data-dir avatarflow-data [--seeds 200] [--device auto]
 
@@ -28,6 +29,8 @@ from tasks.gan.sampling import generate_faces, latent_for_seed  # noqa: E402
 from tasks.dataset.task import reference_shapes  # noqa: E402
 from tasks.identity.config import IdentityConfig  # noqa: E402
 from tasks.identity.generate import generate_identity  # noqa: E402
+from tasks.quality.gates import (mean_face_frechet, sample_nn_distances, training_nn_distances,  # noqa: E402
+                                 training_pool)
 from tasks.quality.metrics import detect_landmarks, evaluate_faces, normalised_shape, landmark_frechet  # noqa: E402
 
 
@@ -45,7 +48,8 @@ def main() -> None:
     config = IdentityConfig(generate_strength=IdentityConfig().generate_strength if args.generate_strength is None
                             else args.generate_strength, upscale_strength=args.upscale_strength)
     truncation = config.truncation or generator.config.truncation
-    reference = reference_shapes(DatasetStore(str(Path(args.data_dir).resolve() / "datasets.zarr")), "faces")
+    dataset = DatasetStore(str(Path(args.data_dir).resolve() / "datasets.zarr"))
+    reference = reference_shapes(dataset, "faces")
     seeds = list(range(1, args.seeds + 1))
 
     # 1. Raw GAN samples at the production truncation and untruncated.
@@ -56,7 +60,15 @@ def main() -> None:
                                  for i, seed in enumerate(seeds)])
         raw[psi] = evaluate_faces(images, reference)
 
-    # 2. Full identity draws, as produce makes them: first draw and within the bound.
+    # 2. The gates' baselines: the mean training face's FD, and how close samples come to training faces.
+    crops = dataset.read_crops_at("faces", generator.resolution)
+    mean_face_fd, _ = mean_face_frechet(crops, reference)
+    pool = training_pool(crops)
+    samples = np.concatenate([to_uint8_images(generate_faces(generator, latents[i:i + 1], truncation, seed))
+                              for i, seed in enumerate(seeds)])
+    sample_nn, training_nn = sample_nn_distances(samples, pool), training_nn_distances(pool)
+
+    # 3. Full identity draws, as produce makes them: first draw and within the bound.
     first_draw_faces, rows_with_face, portraits, seconds = 0, 0, [], []
     for seed in seeds:
         started = time.perf_counter()
@@ -78,6 +90,8 @@ def main() -> None:
         "upscale_strength": config.upscale_strength or diffusion.config.sr_strength,
         "gan_face_rate": raw[truncation].face_rate, "gan_landmark_frechet": raw[truncation].landmark_frechet,
         "gan_face_rate_untruncated": raw[1.0].face_rate,
+        "mean_face_landmark_frechet": mean_face_fd,
+        "gan_nn_distance_median_ratio": float(np.median(sample_nn) / np.median(training_nn)),
         "gan_landmark_frechet_untruncated": raw[1.0].landmark_frechet,
         "draw_face_rate_first": first_draw_faces / len(seeds),
         "rows_with_face_within_bound": rows_with_face / len(seeds),

@@ -1,4 +1,4 @@
-"""Read each avatar's chain of task futures into one outcome: finished, or the first stage that failed."""
+"""Read each avatar's settled task futures into one outcome: finished, or the first stage that failed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from tasks.common.rows import AvatarRow
 
 
 def row_outcome(row: AvatarRow, chain: dict[str, PrefectFuture]) -> dict:
-    """Wait for a row's stages; report its outputs, or the first failed stage and its message."""
+    """Wait for a row's submitted stages (in pipeline order); report its outputs, or the first failed
+    stage and its message. Stages after a failed one were never submitted, so they are not in `chain`."""
     seconds: dict[str, float] = {}
     warnings: list[str] = []
     for stage, future in chain.items():
@@ -19,8 +20,6 @@ def row_outcome(row: AvatarRow, chain: dict[str, PrefectFuture]) -> dict:
             seconds[stage] = ref.seconds
             warnings += ref.info.get("warnings", [])
             continue
-        if state.name == "NotReady":
-            continue  # an upstream stage failed; its own message is reported
         if not state.is_final():  # the worker process died (out of memory, a native crash)
             return {"id": row.id, "line": row.line, "status": "failed", "stage": stage,
                     "error": f"the worker running it died ({state.name})"}

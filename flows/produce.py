@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from prefect import flow
 
-from avatarflow.presets import get_preset
-from flows.outcomes import row_outcome
-from infra.profiles import get_profile, gpu_slot, make_task_runner
+from avatarflow.presets import PipelineConfig, get_preset
+from flows.windows import AvatarStages, RowWindows
+from infra.profiles import get_profile, make_task_runner
 from stores.location import allowed_input_roots
+from stores.run_lock import hold_run_lock
 from tasks.animate.task import animate_avatar
+from tasks.batch.config import BatchConfig
 from tasks.batch.monitoring import RunProgress
+from tasks.batch.plan import RunPlan, run_name
 from tasks.capture.task import capture_motion, track_video
-from tasks.batch.task import plan_run, publish_run
+from tasks.batch.task import plan_run, publish_run, write_interrupted_run
 from tasks.identity.task import generate_avatar_identity, refine_avatar_portrait
 from tasks.ingest.task import ingest_avatar
 from tasks.reconstruct.task import reconstruct_avatar
@@ -23,46 +26,57 @@ from tasks.style.task import stylise_avatar
 @flow(name="produce")
 def produce(manifest: str, data_dir: str = "avatarflow-data", preset: str = "photo",
             input_roots: list[str] | str | None = None, profile: str | None = None,
-            dask_address: str | None = None, workers: int | None = None) -> dict:
+            dask_address: str | None = None, workers: int | None = None, window: int | None = None) -> dict:
     """Produce every row of a manifest. The execution profile (local, gpu, or cluster with an
     address) is resolved now, when the run starts, so a deployment or a caller can choose it.
-    `input_roots` may be a comma-separated string (a deployment's template gives one)."""
+    `input_roots` may be a comma-separated string (a deployment's template gives one). `window`:
+    rows in flight at once (default AVATARFLOW_ROWS_IN_FLIGHT, else 64). The run lock is held here,
+    in the flow's own process, until the workers have stopped."""
     if isinstance(input_roots, str):
         input_roots = [root.strip() for root in input_roots.split(",") if root.strip()]
     execution = get_profile(profile, dask_address, workers)
+    batch = BatchConfig.from_environment(window)
     produce_avatars_on = produce_avatars.with_options(task_runner=make_task_runner(execution))
-    return produce_avatars_on(manifest, data_dir, preset, input_roots, execution.gpu_tasks)
+    run = run_name(manifest, preset)
+    with hold_run_lock(data_dir, run):
+        return produce_avatars_on(manifest, data_dir, preset, input_roots, execution.gpu_tasks, run, batch)
 
 
 @flow(name="produce-avatars")
 def produce_avatars(manifest: str, data_dir: str, preset: str, input_roots: list[str] | None,
-                    gpu_tasks: bool) -> dict:
+                    gpu_tasks: bool, run: str, batch: BatchConfig) -> dict:
     config = get_preset(preset).with_input_roots(allowed_input_roots(data_dir, input_roots))
-    plan = plan_run(manifest, data_dir, preset, config)
-    chains = {}
-    for row in plan.pending:
-        chain = chains[row] = {}
-        chain["ingest"] = face = ingest_avatar.submit(plan.store_url, plan.run, row, plan.manifest_dir, config.ingest)
-        if row.video is not None:
-            chain["track"] = tracked = track_video.submit(face, row, plan.manifest_dir, config.capture, config.ingest)
-            if row.portrait is None and row.identity is None:
-                face = tracked  # the video's best frame is the portrait
-        if row.generate_seed is not None:
-            with gpu_slot(gpu_tasks):
-                chain["generate"] = face = generate_avatar_identity.submit(face, row, plan.data_dir, config.identity)
-        elif row.refine:
-            with gpu_slot(gpu_tasks):
-                chain["refine"] = face = refine_avatar_portrait.submit(face, row, plan.data_dir, config.identity)
-        chain["reconstruct"] = rig = reconstruct_avatar.submit(face, row, config.reconstruct)
-        if row.style_name is not None:
-            with gpu_slot(gpu_tasks):
-                chain["style"] = rig = stylise_avatar.submit(rig, row, plan.manifest_dir, config.style, config.ingest)
-        if row.video is not None:  # the driving video's performance replaces speech animation
-            chain["capture"] = motion = capture_motion.submit(rig, tracked, row, config.capture, config.animate)
-        else:
-            chain["animate"] = motion = animate_avatar.submit(chain["ingest"], row, config.animate)
-        with gpu_slot(gpu_tasks and config.render.mode == "lit"):  # Cycles uses the GPU; Workbench does not
-            chain["render"] = render_avatar.submit(rig, motion, row, plan.data_dir, config.render)
-    progress = RunProgress.start(plan)  # a progress artifact; failed rows also emit failure events
-    outcomes = [progress.record(row_outcome(row, chain)) for row, chain in chains.items()]
-    return publish_run(plan, outcomes, preset, config)
+    plan = plan_run(manifest, data_dir, preset, config, run)
+    progress = RunProgress.start(plan, batch)  # a progress artifact; failed rows also emit failure events
+    windows = RowWindows(batch.window, progress.record)
+    try:
+        outcomes = windows.run(avatar_stages(row, plan, config, gpu_tasks) for row in plan.pending)
+    except BaseException:  # Ctrl-C, SIGTERM: report the rows that settled and those that did not
+        write_interrupted_run(plan, windows.outcomes, windows.unfinished(plan.pending), preset)
+        raise
+    return publish_run(plan, outcomes, preset, config, batch)
+
+
+def avatar_stages(row, plan: RunPlan, config: PipelineConfig, gpu_tasks: bool) -> AvatarStages:
+    """One row's stages; each is submitted once the stages whose results it takes have completed."""
+    stages = AvatarStages(row)
+    face = ingested = stages.add("ingest", ingest_avatar, plan.store_url, plan.run, row, plan.manifest_dir, config.ingest)
+    if row.video is not None:
+        tracked = stages.add("track", track_video, face, row, plan.manifest_dir, config.capture, config.ingest)
+        if row.portrait is None and row.identity is None:
+            face = tracked  # the video's best frame is the portrait
+    if row.generate_seed is not None:
+        face = stages.add("generate", generate_avatar_identity, face, row, plan.data_dir, config.identity, gpu=gpu_tasks)
+    elif row.refine:
+        face = stages.add("refine", refine_avatar_portrait, face, row, plan.data_dir, config.identity, gpu=gpu_tasks)
+    rig = stages.add("reconstruct", reconstruct_avatar, face, row, config.reconstruct)
+    if row.style_name is not None:
+        rig = stages.add("style", stylise_avatar, rig, row, plan.manifest_dir, config.style, config.ingest, gpu=gpu_tasks)
+    if row.video is not None:  # the driving video's performance replaces speech animation
+        motion = stages.add("capture", capture_motion, rig, tracked, row, config.capture, config.animate)
+    else:
+        motion = stages.add("animate", animate_avatar, ingested, row, config.animate)
+    # Cycles uses the GPU; Workbench does not.
+    stages.add("render", render_avatar, rig, motion, row, plan.data_dir, config.render,
+               gpu=gpu_tasks and config.render.mode == "lit")
+    return stages

@@ -1,5 +1,6 @@
-"""The training flow: images and videos → aligned face dataset → GAN and diffusion models, logged
-and registered in MLflow (the production alias moves only for a better model)."""
+"""The training flow: images and videos → aligned face dataset → GAN and diffusion models, trained
+for their step budgets, logged and registered in MLflow (the production alias moves only for a
+model that passes its promotion gates and beats production)."""
 
 from __future__ import annotations
 

@@ -80,6 +80,17 @@ class AvatarStore:
         group.require_group("stages")
         group.attrs.put({"manifest_row": row, "fingerprint": fingerprint, "complete": False})
 
+    def fail_before_stages(self, run: str, avatar: str, row: dict[str, Any], fingerprint: str, stage: str,
+                           message: str) -> None:
+        """Restart an avatar that failed a check before any stage ran (planning found its input file
+        missing): its row and error in one metadata write, where prepare_avatar and mark_failed take
+        several, which counts on a manifest of thousands of such rows."""
+        group = self.avatar_group(run, avatar)
+        if "stages" in group:
+            del group["stages"]
+        group.attrs.put({"manifest_row": row, "fingerprint": fingerprint, "complete": False, "stages": {},
+                         "error": {"stage": stage, "message": message}})
+
     def write(
         self,
         run: str,

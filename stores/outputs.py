@@ -7,9 +7,10 @@ import csv
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from stores.location import DataLocation
 from stores.report import render_report_html
@@ -38,6 +39,43 @@ class RunOutputs:
     def avatar_file(self, avatar: str, kind: str) -> DataLocation:
         return self.avatar_folder(avatar) / AVATAR_FILES[kind]
 
+    def remove_avatar(self, avatar: str) -> bool:
+        """Delete the avatar's output folder of this run, so that a row being rebuilt, or one that
+        failed, shows no video of an earlier build. False when there was none, or when `avatar` is
+        not a single plain name (a hostile id never names a folder to delete)."""
+        if not avatar or avatar in (".", "..") or any(sep in avatar for sep in ("/", "\\", "\0")):
+            return False
+        folder = self.avatar_folder(avatar)
+        if folder.is_local:
+            if not folder.local_path.is_dir():
+                return False
+            shutil.rmtree(folder.local_path)
+            return True
+        try:
+            folder.fs.rm(folder.fs_path, recursive=True)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def avatar_folders(self) -> set[str]:
+        """Names of the avatar folders this run's output folder holds (one listing)."""
+        folder = self.folder
+        if folder.is_local:
+            if not folder.local_path.is_dir():
+                return set()
+            return {entry.name for entry in os.scandir(folder.local_path) if entry.is_dir()}
+        try:
+            entries = folder.fs.ls(folder.fs_path, detail=True)
+        except FileNotFoundError:
+            return set()
+        return {entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in entries if entry.get("type") == "directory"}
+
+    def remove_avatars(self, avatars: Iterable[str]) -> list[str]:
+        """remove_avatar for each of `avatars` that has a folder; one listing first, so that a big
+        manifest costs no call per row on an object store. Returns the avatars removed."""
+        present = self.avatar_folders()
+        return [avatar for avatar in dict.fromkeys(avatars) if avatar in present and self.remove_avatar(avatar)]
+
     @property
     def quarantine_csv(self) -> DataLocation:
         return self.folder / "quarantine.csv"
@@ -62,8 +100,16 @@ def write_quarantine(outputs: RunOutputs, failures: list[dict[str, Any]]) -> Dat
     writer = csv.DictWriter(buffer, fieldnames=["line", "id", "stage", "error"])
     writer.writeheader()
     for failure in failures:
-        writer.writerow({key: failure.get(key, "") for key in writer.fieldnames})
+        writer.writerow({key: _inert_cell(failure.get(key, "")) for key in writer.fieldnames})
     return outputs.quarantine_csv.write_text(buffer.getvalue())
+
+
+def _inert_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: one that starts with = + - @, a tab or a carriage return gets a
+    leading quote, so an id such as =HYPERLINK(...) is never a live formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def write_summary(outputs: RunOutputs, summary: dict[str, Any]) -> DataLocation:

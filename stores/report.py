@@ -23,6 +23,9 @@ STAGE_COLOURS = {
 }
 EXTRA_COLOURS = ("#76b7b2", "#9c755f", "#bab0ac", "#86bcb6")
 DOWNLOADS = (("video", "MP4"), ("glb", "GLB"), ("blend", ".blend"))
+MAX_ROWS = 1000
+"""Avatars (cards and chart bars) and quarantined rows shown per page; a bigger run's page says how
+many are left out, and quarantine.csv and summary.json list every row."""
 
 # Chart geometry, in SVG user units.
 CHART_WIDTH = 760
@@ -58,6 +61,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;vertical-align:-1px}
 .none{color:#5b6573}
 .video-error{color:#b00020}
+.capped{color:#a15c00}
 """
 # Marks each video with what the browser found in it (length and size), or that it cannot be played.
 PAGE_SCRIPT = """
@@ -200,14 +204,23 @@ def avatar_card(avatar: Mapping[str, Any]) -> str:
             f'{f"<ul>{warnings}</ul>" if warnings else ""}</figcaption></figure>')
 
 
-def quarantine_table(failures: list[Mapping[str, Any]]) -> str:
+def capped_note(shown: int, total: int, what: str) -> str:
+    """A line saying that only the first `shown` of `total` items are on the page."""
+    if shown >= total:
+        return ""
+    return (f'<p class="capped">Showing the first {shown} of {total} {what}; quarantine.csv and summary.json '
+            f'list every row.</p>')
+
+
+def quarantine_table(failures: list[Mapping[str, Any]], max_rows: int = MAX_ROWS) -> str:
     if not failures:
         return '<p class="none">No row was quarantined.</p>'
     rows = "".join(
         f'<tr class="quarantined"><td class="num">{_text(f.get("line", ""))}</td><td>{_text(f.get("id", ""))}</td>'
         f'<td>{_text(f.get("stage", ""))}</td><td>{_text(f.get("error", ""))}</td></tr>'
-        for f in failures)
-    return (f'<table id="quarantine"><tr><th>line</th><th>id</th><th>stage</th><th>error</th></tr>'
+        for f in failures[:max_rows])
+    return (capped_note(min(max_rows, len(failures)), len(failures), "quarantined rows")
+            + f'<table id="quarantine"><tr><th>line</th><th>id</th><th>stage</th><th>error</th></tr>'
             f"{rows}</table>")
 
 
@@ -216,11 +229,12 @@ def _stat(value: str, label: str, key: str) -> str:
 
 
 def render_report_html(run: str, avatars: list[Mapping[str, Any]], failures: list[Mapping[str, Any]],
-                       summary: Mapping[str, Any]) -> str:
+                       summary: Mapping[str, Any], max_rows: int = MAX_ROWS) -> str:
     """The whole page. `avatars`: finished (or reused) avatars with `id`, `seconds` (stage →
     seconds), `outputs` (kind → written path), `video_seconds`, `warnings`, `reused`;
     `failures`: quarantine entries (`line`, `id`, `stage`, `error`); `summary`: the run summary
-    (`realtime_factor`, `wall_seconds`, `video_seconds`, `preset`)."""
+    (`realtime_factor`, `wall_seconds`, `video_seconds`, `preset`). The counts cover every row;
+    cards, bars and table rows stop at `max_rows` each, with a note."""
     realtime = summary.get("realtime_factor")
     reused = sum(1 for a in avatars if a.get("reused"))
     stats = [
@@ -231,7 +245,9 @@ def render_report_html(run: str, avatars: list[Mapping[str, Any]], failures: lis
         _stat(_seconds(summary.get("wall_seconds")), "wall time", "wall"),
     ]
     preset = f" · preset {_text(summary['preset'])}" if summary.get("preset") else ""
-    cards = "".join(avatar_card(a) for a in avatars) or '<p class="none">No avatar finished.</p>'
+    shown = list(avatars[:max_rows])
+    cards = "".join(avatar_card(a) for a in shown) or '<p class="none">No avatar finished.</p>'
+    capped = capped_note(len(shown), len(avatars), "avatars")
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -241,8 +257,8 @@ def render_report_html(run: str, avatars: list[Mapping[str, Any]], failures: lis
         f'<div class="stats" style="margin-bottom:18px">{"".join(stats)}</div>'
         f'<section><h2>Seconds per stage</h2><p class="none">Each bar is the work done per stage; stages of '
         f'one avatar can overlap in time. The legend sums each stage over the avatars.</p>'
-        f'{timing_chart_svg(list(avatars))}</section>'
-        f'<section><h2>Avatars</h2><div class="gallery">{cards}</div></section>'
-        f"<section><h2>Quarantine</h2>{quarantine_table(list(failures))}</section>"
+        f'{capped}{timing_chart_svg(shown)}</section>'
+        f'<section><h2>Avatars</h2>{capped}<div class="gallery">{cards}</div></section>'
+        f"<section><h2>Quarantine</h2>{quarantine_table(list(failures), max_rows)}</section>"
         f"</main><script>{PAGE_SCRIPT}</script></body></html>"
     )

@@ -5,7 +5,10 @@ on an object store."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
+from pathlib import Path
 from typing import Any
 
 from stores.location import DataLocation
@@ -31,6 +34,55 @@ def tracking_uri(data_dir: str | os.PathLike) -> str:
                      "sqlite:////absolute/path/mlflow.db)")
 
 
+_SCHEMA_READY: set[str] = set()
+_SCHEMA_GUARD = threading.Lock()
+
+
+def ready_tracking_uri(data_dir: str | os.PathLike) -> str:
+    """tracking_uri(data_dir), with its database's schema created first. For a sqlite file that
+    happens under an inter-process lock beside it: two runs starting on a fresh data dir would
+    otherwise both run MLflow's migrations and one of them would fail."""
+    uri = tracking_uri(data_dir)
+    database = _sqlite_file(uri)
+    if database is None:
+        return uri
+    with _SCHEMA_GUARD:
+        if uri in _SCHEMA_READY:
+            return uri
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with open(database.with_name(database.name + ".lock"), "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            SqlAlchemyStore(uri, artifact_root(data_dir)).engine.dispose()  # creates a fresh database's tables
+        _SCHEMA_READY.add(uri)
+    return uri
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///path` URI; None for other databases and in-memory sqlite."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _experiment_id(client, name: str, artifact_location: str) -> str:
+    """The experiment's id, creating it if needed; a run creating it at the same moment wins."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
 def artifact_root(data_dir: str | os.PathLike) -> str:
     location = DataLocation(data_dir).join("mlartifacts")
     return location.local_path.as_uri() if location.is_local else location.url
@@ -43,14 +95,8 @@ class RunTracker:
         import mlflow
 
         self._mlflow = mlflow
-        mlflow.set_tracking_uri(tracking_uri(data_dir))
-        client = mlflow.MlflowClient()
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = (
-            found.experiment_id
-            if found is not None
-            else client.create_experiment(experiment, artifact_location=artifact_root(data_dir))
-        )
+        mlflow.set_tracking_uri(ready_tracking_uri(data_dir))
+        experiment_id = _experiment_id(mlflow.MlflowClient(), experiment, artifact_root(data_dir))
         self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {})
         self.run_id = self.run.info.run_id
 

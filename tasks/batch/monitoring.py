@@ -1,7 +1,7 @@
-"""What a run shows in Prefect while it goes: a progress artifact updated as each avatar settles,
+"""What a run shows in Prefect while it goes: a progress artifact updated as avatars settle,
 table artifacts of the avatars (seconds per stage, status) and of the quarantined rows, and one
-`avatarflow.avatar.failed` event per failed avatar, which the automation in infra/automations.py
-counts to pause a deployment's schedule."""
+`avatarflow.avatar.failed` event per failed avatar (up to BatchConfig.max_failure_events), which
+the automation in infra/automations.py counts to pause a deployment's schedule."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.events import emit_event
 
 from stores.report import stage_names
+from tasks.batch.config import BatchConfig
 from tasks.batch.plan import RunPlan
 
 FAILURE_EVENT = "avatarflow.avatar.failed"
@@ -70,7 +71,9 @@ def emit_failure_events(run: str, failures: Iterable[Mapping[str, Any]], flow_ru
 @dataclass
 class RunProgress:
     """Share of a run's manifest rows that have settled (finished, reused or failed), published as
-    a progress artifact. Reused and manifest-quarantined rows are settled from the start."""
+    a progress artifact. Reused and quarantined rows are settled from the start. The artifact is
+    updated when the whole percentage changes, so a run of any size makes at most about a hundred
+    updates; failure events stop after `max_failure_events`."""
 
     run: str
     total: int
@@ -79,15 +82,21 @@ class RunProgress:
     artifact_id: UUID | None = None
     flow_run_id: str | None = None
     deployment_id: str | None = None
+    max_failure_events: int = BatchConfig().max_failure_events
+    events_emitted: int = 0
+    shown_percent: int = -1
 
     @classmethod
-    def start(cls, plan: RunPlan) -> "RunProgress":
+    def start(cls, plan: RunPlan, batch: BatchConfig | None = None) -> "RunProgress":
         """Create the progress artifact of a planned run and report its quarantined rows."""
+        batch = batch or BatchConfig()
         flow_run_id, deployment_id = current_run_ids()
         progress = cls(run=plan.run, total=len(plan.pending) + len(plan.reused) + len(plan.quarantined),
-                       finished=len(plan.reused), flow_run_id=flow_run_id, deployment_id=deployment_id)
+                       finished=len(plan.reused), flow_run_id=flow_run_id, deployment_id=deployment_id,
+                       max_failure_events=batch.max_failure_events)
         for failure in plan.quarantined:
             progress._fail(failure)
+        progress.shown_percent = int(progress.percent)
         progress.artifact_id = create_progress_artifact(
             progress=progress.percent, key=artifact_key(plan.run, "progress"), description=progress.description)
         return progress
@@ -103,7 +112,9 @@ class RunProgress:
 
     def _fail(self, failure: Mapping[str, Any]) -> None:
         self.failed += 1
-        emit_failure_events(self.run, [failure], self.flow_run_id, self.deployment_id)
+        if self.events_emitted < self.max_failure_events:
+            self.events_emitted += 1
+            emit_failure_events(self.run, [failure], self.flow_run_id, self.deployment_id)
 
     def record(self, outcome: dict) -> dict:
         """Count one avatar's outcome (from flows.outcomes.row_outcome), emit its failure event if
@@ -112,7 +123,9 @@ class RunProgress:
             self.finished += 1
         else:
             self._fail(outcome)
-        if self.artifact_id is not None:
+        settled = self.finished + self.failed >= self.total
+        if self.artifact_id is not None and (int(self.percent) != self.shown_percent or settled):
+            self.shown_percent = int(self.percent)
             update_progress_artifact(self.artifact_id, self.percent, description=self.description)
         return outcome
 
@@ -142,18 +155,26 @@ def quarantine_rows(failures: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def publish_run_tables(run: str, avatars: list[Mapping[str, Any]], failures: list[Mapping[str, Any]],
-                       summary: Mapping[str, Any]) -> dict[str, UUID]:
-    """The avatars table and the quarantine table of a finished run, as Prefect table artifacts."""
+                       summary: Mapping[str, Any], max_rows: int = BatchConfig().max_table_rows) -> dict[str, UUID]:
+    """The avatars table and the quarantine table of a finished run, as Prefect table artifacts, of
+    at most `max_rows` rows each (in manifest order); the description says how many are left out."""
     realtime = summary.get("realtime_factor")
     speed = "—" if realtime is None else f"{realtime:.2f}× real time"
     headline = (f"Run `{run}`: {len(avatars)} finished, {len(failures)} quarantined; {speed}. "
                 f"Outputs: `{summary.get('output_folder', '')}`")
+    table = avatar_rows(avatars[:max_rows], failures[:max_rows])[:max_rows]
+    failed = quarantine_rows(failures[:max_rows])
     return {
-        "avatars": create_table_artifact(table=avatar_rows(avatars, failures), key=artifact_key(run, "avatars"),
-                                         description=headline),
-        "quarantine": create_table_artifact(table=quarantine_rows(failures), key=artifact_key(run, "quarantine"),
-                                            description=f"Run `{run}`: rows that failed, one line each"),
+        "avatars": create_table_artifact(table=table, key=artifact_key(run, "avatars"),
+                                         description=headline + _left_out(len(table), len(avatars) + len(failures))),
+        "quarantine": create_table_artifact(
+            table=failed, key=artifact_key(run, "quarantine"),
+            description=f"Run `{run}`: rows that failed, one line each" + _left_out(len(failed), len(failures))),
     }
+
+
+def _left_out(shown: int, total: int) -> str:
+    return "" if shown >= total else f" (the first {shown} of {total} rows; quarantine.csv has every failed row)"
 
 
 def training_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:

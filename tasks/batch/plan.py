@@ -11,7 +11,6 @@ from pathlib import Path, PurePosixPath
 
 from stores.location import DataLocation, is_url
 from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL
-from stores.run_lock import RunLock
 from tasks.common.rows import AvatarRow
 
 
@@ -28,8 +27,8 @@ class RunPlan:
     pending: list[AvatarRow] = field(default_factory=list)
     reused: list[AvatarRow] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
-    lock: RunLock | None = None
-    """The run-name lock taken while planning; publishing releases it."""
+    """Rows that failed before any stage ran: the manifest checks, or ingest's checks on the input
+    files (missing, outside the input roots, empty, too large, not an image)."""
 
 
 def run_name(manifest: str | os.PathLike | DataLocation, preset: str) -> str:

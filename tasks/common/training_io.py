@@ -30,9 +30,16 @@ def flat_params(prefix: str, config: Any) -> dict[str, str]:
     return {f"{prefix}.{key}": json.dumps(value, default=str) for key, value in dataclasses.asdict(config).items()}
 
 
+NOT_TRAINING_FIELDS = ("max_seconds",)
+"""Config fields that change neither the training nor its result: the wall-clock cap (a run it cut
+short resumes under a longer one) and the promotion gates (`gate_*`, judged after training)."""
+
+
 def checkpoint_path(data_dir: str | os.PathLike, model: str, dataset_fingerprint: str, config: Any) -> DataLocation:
-    """One checkpoint per model, dataset and config: a rerun with the same three resumes it."""
-    key = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """One checkpoint per model, dataset and training settings: a rerun with the same three resumes it."""
+    settings = {key: value for key, value in dataclasses.asdict(config).items()
+                if key not in NOT_TRAINING_FIELDS and not key.startswith("gate_")}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return DataLocation(data_dir).join("training", model, f"{dataset_fingerprint}-{key}", "checkpoint.pt")
 
 

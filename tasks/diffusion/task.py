@@ -1,6 +1,7 @@
 """Diffusion training task: dataset crops → denoiser (SDEdit at the GAN's size) and 2× upscaler,
 checkpointed, logged to MLflow with losses and refinement / super-resolution metrics, and
-registered together as avatarflow-diffusion."""
+registered together as avatarflow-diffusion. The version is promoted only if it passes the
+promotion gates: both networks trained all their steps, and the upscaler beats bicubic."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tasks.diffusion.config import DiffusionConfig
 from tasks.diffusion.sampling import upsample_condition
 from tasks.diffusion.training import DiffusionTrainer, fit, make_sr_pair, random_batch, random_crop
 from tasks.diffusion.unet import build_denoiser, build_upscaler
+from tasks.quality.gates import psnr_gate, training_length_gate
 from tasks.quality.grid import image_grid
 from tasks.quality.metrics import evaluate_faces
 
@@ -121,18 +123,32 @@ def train_diffusion_model(dataset: DatasetRef, data_dir: str, config: DiffusionC
                             f"SDEdit faces {metrics['sdedit_face_rate']:.0%}")
             results[name] = trainer.step_count
         seconds = time.perf_counter() - started
-        # 2. Registration metrics on every held-out face.
+        # 2. How training ended: a wall-clock cap that cut either network short blocks promotion.
+        steps_done = min(denoiser.step_count, upscaler.step_count)
+        stopped_by = "steps" if steps_done >= config.steps else "time"
+        tracker.log_params({"stopped_by": stopped_by, "steps_done": f"{denoiser.step_count}/{upscaler.step_count}",
+                            "steps_target": config.steps})
+        # 3. Registration metrics on every held-out face.
         metrics, grid = evaluate_bundle(bundle, low_images[test].to(torch_device), high_images[test].to(torch_device),
                                         reference, config.seed)
         final = {f"final_{k}": v for k, v in metrics.items()}
         tracker.log_metrics({**final, "train_seconds": seconds}, step=denoiser.step_count + upscaler.step_count)
         log_image(tracker, grid, "samples", "final_super_resolution.png")
+        gates = [training_length_gate(steps_done, config.steps),
+                 psnr_gate(metrics["sr_psnr_db"], metrics["bicubic_psnr_db"], config.gate_psnr_margin_db)]
+        tracker.log_dict({"gates": [gate.as_dict() for gate in gates]}, "gates.json")
         registration = register_model(data_dir, bundle, DIFFUSION_MODEL, "sr_psnr_db", metrics["sr_psnr_db"],
-                                      higher_is_better=True)
-        tracker.log_params({"registered_version": registration.version, "promoted": registration.promoted})
+                                      higher_is_better=True, gates=gates,
+                                      tags={"stopped_by": stopped_by, "steps_target": str(config.steps),
+                                            "steps_done": f"{denoiser.step_count}/{upscaler.step_count}",
+                                            "bicubic_psnr_db": f"{metrics['bicubic_psnr_db']:.6g}"})
+        tracker.log_params({"registered_version": registration.version, "promoted": registration.promoted,
+                            "failed_gates": ",".join(registration.failed_gates) or "none"})
     logger.info(f"diffusion: {DIFFUSION_MODEL} v{registration.version}: SR {metrics['sr_psnr_db']:.2f} dB "
-                f"(bicubic {metrics['bicubic_psnr_db']:.2f}), SDEdit faces {metrics['sdedit_face_rate']:.0%}; "
-                + ("now production" if registration.promoted else f"production stays v{registration.previous_version}"))
+                f"(bicubic {metrics['bicubic_psnr_db']:.2f}), SDEdit faces {metrics['sdedit_face_rate']:.0%}, "
+                f"steps {denoiser.step_count}/{upscaler.step_count} of {config.steps}; "
+                + ("now production" if registration.promoted else f"not promoted: {registration.reason}"))
     return {"model": DIFFUSION_MODEL, "version": registration.version, "promoted": registration.promoted,
-            "steps": results, "seconds": round(seconds, 1), **final,
+            "steps": results, "stopped_by": stopped_by, "seconds": round(seconds, 1), **final,
+            "gates": [gate.as_dict() for gate in gates],
             "registration": dataclasses.asdict(registration), "run_id": tracker.run_id}

@@ -25,6 +25,14 @@ class IdentityConfig:
     refine_strength: float = 0.2
     """SDEdit strength of `refine=true` photo rows, applied to the aligned face crop."""
 
+    refine_min_detail_ratio: float = 0.8
+    """The refined face is kept only if its Laplacian variance (high-frequency detail) is at least
+    this share of the photo's face region's; otherwise the row keeps the photo."""
+
+    refine_max_landmark_error: float = 0.05
+    """The refined face is kept only if its MediaPipe landmarks stay within this mean distance of
+    the photo's, in units of the outer-eye-corner distance (identity is kept)."""
+
     portrait_side: int = 512
     """Side of the portrait a generated face is resized to before reconstruction."""
 
@@ -39,6 +47,8 @@ class IdentityConfig:
         for name in ("generate_strength", "refine_strength"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.refine_min_detail_ratio <= 10.0 or self.refine_max_landmark_error <= 0:
+            raise ValueError("refine_min_detail_ratio must lie in [0, 10] and refine_max_landmark_error be positive")
         if self.upscale_strength is not None and not 0.0 < self.upscale_strength <= 1.0:
             raise ValueError(f"upscale_strength must lie in (0, 1], got {self.upscale_strength}")
         if self.portrait_side < 128:

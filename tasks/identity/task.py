@@ -11,15 +11,15 @@ from prefect.cache_policies import NO_CACHE
 
 from stores.avatar_store import StageRef
 from stores.location import DataLocation
-from stores.model_registry import (DIFFUSION_MODEL, GAN_MODEL, ModelMissingError, load_model_version,
-                                   production_version_number)
+from stores.model_registry import (DIFFUSION_MODEL, GAN_MODEL, ModelIntegrityError, ModelMissingError,
+                                   load_model_version, production_version_number)
 from tasks.common.errors import AvatarInputError
 from tasks.common.rows import AvatarRow
 from tasks.common.stage_task import run_stage
 from tasks.common.torch_utils import resolve_device
 from tasks.identity.config import IdentityConfig
 from tasks.identity.generate import generate_identity
-from tasks.identity.refine import refine_photo
+from tasks.identity.refine import refine_or_keep
 from tasks.reconstruct.landmarks import detect_faces
 
 _LOADED: dict[tuple, tuple] = {}
@@ -33,7 +33,10 @@ def _production(data_dir: str, name: str, device: str):
         raise AvatarInputError(str(error)) from None
     key = (DataLocation(data_dir).url, name, version, device)
     if key not in _LOADED:
-        _LOADED[key] = (load_model_version(data_dir, name, version, device), version)
+        try:
+            _LOADED[key] = (load_model_version(data_dir, name, version, device), version)
+        except ModelIntegrityError as error:  # a tampered or damaged model file: refuse, one line
+            raise AvatarInputError(str(error)) from None
     return _LOADED[key]
 
 
@@ -85,11 +88,18 @@ def refine_avatar_portrait(ingested: StageRef, row: AvatarRow, data_dir: str, co
         if not faces:
             raise AvatarInputError("no face found in the portrait to refine")
         trajectory_seed = row.seed
-        result = refine_photo(image, faces[0], diffusion, config.refine_strength,
-                              torch.Generator(device="cpu").manual_seed(trajectory_seed))
+
+        def landmarks_of(candidate):
+            found = detect_faces(candidate, max_faces=1)
+            return found[0] if found else None
+
+        portrait, result, verdict = refine_or_keep(
+            image, faces[0], diffusion, config.refine_strength, torch.Generator(device="cpu").manual_seed(trajectory_seed),
+            landmarks_of, config.refine_min_detail_ratio, config.refine_max_landmark_error)
         models = {DIFFUSION_MODEL: version}
         arrays = {
-            "portrait": store.write(run, row.id, "refined/portrait", result.image, attrs={"models": models}),
+            "portrait": store.write(run, row.id, "refined/portrait", portrait,
+                                    attrs={"models": models, "kept": verdict.as_record()["kept"]}),
             "crop_before": store.write(run, row.id, "refined/crop_before", result.crop_before),
             "crop_after": store.write(run, row.id, "refined/crop_after", result.crop_after),
             "latent_diffusion": store.write(run, row.id, "latents/diffusion", result.noise[None],
@@ -98,6 +108,9 @@ def refine_avatar_portrait(ingested: StageRef, row: AvatarRow, data_dir: str, co
                                                    "model": f"{DIFFUSION_MODEL}/{version}"}),
         }
         change = float(np.abs(result.crop_after.astype(np.int16) - result.crop_before).mean())
-        return arrays, {"record": {"models": models, "mean_abs_change": round(change, 2)}}
+        # A refinement that loses detail or moves the landmarks is not used: the row goes on with the photo.
+        warnings = [] if verdict.keep_refined else [f"refine: {verdict.reason}"]
+        return arrays, {"warnings": warnings, "record": {"models": models, "mean_abs_change": round(change, 2),
+                                                         "verdict": verdict.as_record()}}
 
     return run_stage("refine", ingested.store_url, run, row.id, compute)

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.capture.video import load_video_sound
 from tasks.common.errors import AvatarInputError
 from tasks.common.rows import AvatarRow
+from tasks.common.retries import IO_RETRIES, RETRY_DELAY_SECONDS, retry_unless_bad_input
 from tasks.common.stage_task import run_stage
 from tasks.ingest.alignment import AlignmentError, time_speech
 from tasks.ingest.config import IngestConfig
@@ -18,7 +19,8 @@ from tasks.ingest.media import audio_warnings, load_audio, load_image, resolve_i
 from tasks.ingest.speech import spoken_phonemes, synthesize, validate_language
 
 
-@task(name="ingest", cache_policy=NO_CACHE, persist_result=False)
+@task(name="ingest", retries=IO_RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,
+      retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, persist_result=False)
 def ingest_avatar(store_url: str, run: str, row: AvatarRow, manifest_dir: str, config: IngestConfig):
     def compute(store):
         arrays = {}

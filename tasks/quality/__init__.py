@@ -1,2 +1,2 @@
-"""Quality metrics for generated faces that need no downloaded weights: MediaPipe face rate and a
-Fréchet distance between landmark shapes."""
+"""Quality checks that need no downloaded weights: MediaPipe face rate, a Fréchet distance between
+landmark shapes, the promotion gates trained models must pass, and the face check of a render."""

@@ -141,3 +141,17 @@ def evaluate_faces(images_u8: np.ndarray, reference_shapes: np.ndarray, componen
     frechet = landmark_frechet(np.stack(shapes), reference_shapes, components) if len(shapes) >= 2 else float("nan")
     return FaceQuality(face_rate=face_rate(landmarks), landmark_frechet=frechet, n=len(landmarks),
                        n_faces=len(shapes))
+
+
+def laplacian_variance(image_u8: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Variance of the grayscale Laplacian (high-frequency detail; a blur lowers it), over the
+    pixels where `mask` (H×W bool) is set, or the whole image."""
+    from scipy.ndimage import laplace
+
+    image = np.asarray(image_u8, np.float64)
+    gray = image @ np.array([0.299, 0.587, 0.114]) if image.ndim == 3 else image
+    response = laplace(gray, mode="reflect")
+    values = response[mask] if mask is not None else response.reshape(-1)
+    if values.size < 2:
+        raise ValueError("laplacian_variance needs at least 2 pixels in the mask")
+    return float(values.var())

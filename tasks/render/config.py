@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 RENDER_MODES = ("photo", "lit")
 CYCLES_DEVICES = ("auto", "cpu", "gpu")
+TIMEOUT_VARIABLE = "AVATARFLOW_RENDER_TIMEOUT_SECONDS"
+"""Environment variable: the default Blender job timeout, in seconds."""
+
+
+def _default_timeout() -> float:
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    try:
+        return float(text) if text else 1800.0
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_VARIABLE} must be a number of seconds, got {text!r}") from None
+
+
 VIDEO_QUALITIES = ("LOSSLESS", "PERC_LOSSLESS", "HIGH", "MEDIUM", "LOW", "VERYLOW", "LOWEST")
 
 
@@ -33,8 +46,9 @@ class RenderConfig:
     keep_frames: bool = False
     """Also write every frame as a PNG (dataset mode); normally the MP4 is the only frame output."""
 
-    timeout_seconds: float = 1800.0
-    """Wall-clock limit of one Blender job process; the job is killed and the row fails after it."""
+    timeout_seconds: float = field(default_factory=_default_timeout)
+    """Wall-clock limit of one Blender job process (default 1800, or AVATARFLOW_RENDER_TIMEOUT_SECONDS);
+    the job's process group is killed, and the render is tried once more before the row fails."""
 
     video_quality: str = "HIGH"
     """H.264 constant-rate quality as Blender names it (ffmpeg.constant_rate_factor):

@@ -3,9 +3,11 @@ process, mux the sound in with ffmpeg, and probe the result with ffprobe. No bpy
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import wave
@@ -32,6 +34,13 @@ BLEND_FILE = "avatar.blend"
 POSTER_FILE = "poster.png"
 FRAMES_DIR = "frames"
 LOG_TAIL_LINES = 30
+
+
+PR_SET_PDEATHSIG = 1
+try:  # resolved here, since a forked child should not load libraries before it execs
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _PRCTL = None
 
 
 class RenderError(RuntimeError):
@@ -154,16 +163,42 @@ def run_blender_job(job_path: Path | str, timeout_s: float) -> dict:
     env["PYTHONNOUSERSITE"] = "1"
     command = [sys.executable, str(BLENDER_JOB_SCRIPT), "--job", str(job_path)]
     with open(log_path, "ab") as log:
+        # Blender leads its own process group, so that a timeout kills it with anything it started,
+        # and it gets SIGKILL when the worker that started it dies.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out_dir,
+                                   start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
         try:
-            completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       cwd=out_dir, timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise RenderError(f"Blender job {job_path} ran past {timeout_s:g}s and was killed; "
-                              f"log {log_path} ends:\n{log_tail(log_path)}") from exc
-    if completed.returncode != 0 or not result_path.is_file():
-        raise RenderError(f"Blender job {job_path} failed (exit {completed.returncode}); "
+            returncode = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise RenderError(f"Blender job {job_path} ran past its {timeout_s:g} s timeout and was killed; "
+                              f"log {log_path} ends:\n{log_tail(log_path)}") from None
+        finally:
+            _kill_group(process)
+    if returncode != 0 or not result_path.is_file():
+        raise RenderError(f"Blender job {job_path} failed (exit {returncode}); "
                           f"log {log_path} ends:\n{log_tail(log_path)}")
     return json.loads(result_path.read_text(encoding="utf-8"))
+
+
+def _die_with_parent(parent_pid: int):
+    """A preexec_fn: the child asks Linux for SIGKILL when its parent dies, and exits at once if
+    the parent died before it asked."""
+    def arm() -> None:
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+    return arm
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """Kill the job's process group (what the job started too) unless the job ended, and reap it."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    process.wait()
 
 
 def _run_tool(command: list[str], what: str) -> str:

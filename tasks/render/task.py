@@ -15,8 +15,11 @@ from prefect.cache_policies import NO_CACHE
 from stores.avatar_store import StageRef
 from stores.outputs import RunOutputs, publish_file
 from tasks.common.arkit import ARKIT_NAMES
+from tasks.common.errors import AvatarInputError
 from tasks.common.rows import AvatarRow
+from tasks.common.retries import RENDER_RETRIES, RETRY_DELAY_SECONDS, retry_unless_bad_input
 from tasks.common.stage_task import run_stage
+from tasks.quality.video_faces import check_video_faces
 from tasks.render.config import RenderConfig
 from tasks.render.runner import mux_audio, run_blender_job, write_job
 
@@ -33,7 +36,8 @@ RIG_ARRAYS = {
 }
 
 
-@task(name="render", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
+@task(name="render", retries=RENDER_RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,
+      retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, persist_result=False)
 def render_avatar(rig: StageRef, motion: StageRef, row: AvatarRow, data_dir: str, config: RenderConfig):
     run = rig.run
     outputs = RunOutputs(data_dir, run)
@@ -53,6 +57,7 @@ def render_avatar(rig: StageRef, motion: StageRef, row: AvatarRow, data_dir: str
             result = run_blender_job(job_path, timeout_s=config.timeout_seconds)
             written = {k: Path(v) for k, v in result["paths"].items()}
             talk = mux_audio(written["video"], audio, sample_rate, job_dir / "talk.mp4")
+            face_check = _check_generated_face(talk) if row.generate_seed is not None else None
             published = {"video": str(publish_file(talk, outputs.avatar_file(row.id, "video")))}
             for kind in ("glb", "blend", "poster"):
                 if kind in written:
@@ -64,7 +69,8 @@ def render_avatar(rig: StageRef, motion: StageRef, row: AvatarRow, data_dir: str
             shutil.rmtree(job_dir, ignore_errors=True)
         frames = int(result["frames"])
         return refs, {"frames": frames, "outputs": published, "video_seconds": frames / row.fps,
-                      "blender_seconds": result.get("seconds", {})}
+                      "blender_seconds": result.get("seconds", {}),
+                      **({"record": {"face_check": face_check}} if face_check else {})}
 
     def finish(store, info):
         store.mark_complete(run, row.id, info["outputs"], seeds={"animation": row.seed},
@@ -72,6 +78,16 @@ def render_avatar(rig: StageRef, motion: StageRef, row: AvatarRow, data_dir: str
                                     "blender_seconds": info["blender_seconds"]})
 
     return run_stage("render", rig.store_url, run, row.id, compute, finish)
+
+
+def _check_generated_face(video: Path) -> dict:
+    """A generated identity is finished only if its render shows a face (checked before publishing)."""
+    check = check_video_faces(video)
+    if not check.passed:
+        raise AvatarInputError(f"the rendered video shows a face in only {check.with_face} of {check.checked} frames "
+                               f"checked ({check.share:.0%} < {check.min_share:.0%}); try another seed or a "
+                               "better-trained model", record={"face_check": check.as_record()})
+    return check.as_record()
 
 
 def _store_frames(store, run: str, avatar: str, frames_dir: Path):

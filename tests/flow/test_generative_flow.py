@@ -1,7 +1,10 @@
 """Training and using the generators through the `avatarflow` command: a produce run before any
 model exists (the generate and refine rows fail naming the train command, the style row finishes),
-`train --config small` for a handful of steps on shared faces, then a produce run in which a
-generate:, a refine=true and a style= row all reach a finished MP4."""
+`train --config small` for a handful of steps on shared faces, whose models are registered but fail
+the honest promotion gates, a produce run in which the generate and refine rows fail saying so,
+then the same training judged by gates explicitly lowered in this test (it resumes from its
+checkpoints, so only the judging reruns), and a produce run in which a generate:, a refine=true
+and a style= row all reach a finished MP4."""
 
 from __future__ import annotations
 
@@ -23,6 +26,10 @@ pytestmark = pytest.mark.flow
 FACES = SAMPLES.parent / "faces128"
 PER_LABEL = 6
 """Faces linked per label of faces128: a small balanced training set."""
+LOWERED_GATES = ["--set", "gan.gate_min_face_rate=0", "--set", "gan.gate_frechet_ratio=1000",
+                 "--set", "gan.gate_memorisation_ratio=0", "--set", "gan.gate_max_copy_share=1",
+                 "--set", "diffusion.gate_psnr_margin_db=-100"]
+"""Promotion gates lowered so far that any finished training passes (never outside this test)."""
 
 
 def _training_folder(folder: Path) -> Path:
@@ -61,15 +68,22 @@ def generated(tmp_path_factory):
                "--input-root", str(portrait.parent)]
     before = run_cli(*produce, cwd=work)
     training = _training_folder(work / "faces")
-    train = run_cli("train", "--config", "small", "--data", str(training), "--data-dir", str(data_dir),
-                    "--prefect-port", port, "--device", "cpu",
-                    "--set", "gan.steps=30", "--set", "gan.epoch_images=320", "--set", "gan.eval_samples=16",
-                    "--set", "diffusion.steps=300", cwd=work)
-    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    train = ["train", "--config", "small", "--data", str(training), "--data-dir", str(data_dir),
+             "--prefect-port", port, "--device", "cpu",
+             "--set", "gan.steps=30", "--set", "gan.epoch_images=320", "--set", "gan.eval_samples=16",
+             "--set", "diffusion.steps=60"]
+    honest = run_cli(*train, cwd=work)
+    assert honest.returncode == 0, honest.stdout[-3000:] + honest.stderr[-3000:]
+    gated = run_cli(*produce, cwd=work)
+    # Test-size models cannot pass the real gates; lowered here, and only here, so that the
+    # generate and refine paths still run end to end on them.
+    lowered = run_cli(*train, *LOWERED_GATES, cwd=work)
+    assert lowered.returncode == 0, lowered.stdout[-3000:] + lowered.stderr[-3000:]
     after = run_cli(*produce, cwd=work)
     assert after.returncode == 0, after.stdout[-3000:] + after.stderr[-3000:]
     summaries = sorted((data_dir / "outputs").glob("*/summary.json"))
-    yield {"work": work, "data_dir": data_dir, "before": before, "train": train, "after": after,
+    yield {"work": work, "data_dir": data_dir, "before": before, "honest": honest, "gated": gated,
+           "train": lowered, "after": after,
            "summary": json.loads(summaries[0].read_text()), "portrait": portrait}
     stop_server(data_dir / "prefect")
 
@@ -84,26 +98,53 @@ def test_rows_needing_untrained_models_fail_naming_the_train_command(generated):
     assert "Traceback" not in before.stdout + before.stderr
 
 
-def test_train_registers_both_models_with_metrics(generated):
+def _client(data_dir):
     import mlflow
 
     from stores.tracking import tracking_uri
 
+    mlflow.set_tracking_uri(tracking_uri(data_dir))
+    return mlflow.MlflowClient()
+
+
+def test_test_size_models_fail_the_honest_gates_and_rows_say_so(generated):
+    out = generated["honest"].stdout
+    assert out.count("not promoted (failed its gates") == 2, out[-3000:]
+    client = _client(generated["data_dir"])
+    gan, diffusion = (client.get_model_version(name, "1").tags for name in ("avatarflow-gan", "avatarflow-diffusion"))
+    assert gan["gates"].startswith("failed: ") and "gate.landmark_frechet" in gan and "gate.memorisation" in gan
+    assert diffusion["gates"].startswith("failed: ") and diffusion["gate.sr_psnr"].startswith("fail: ")
+    gated = generated["gated"]
+    assert gated.returncode == 0, gated.stdout[-2000:] + gated.stderr[-2000:]
+    assert "finished: 1 (1 reused)   quarantined: 2" in gated.stdout, gated.stdout[-2000:]
+    lines = [line for line in gated.stdout.splitlines() if "passed its promotion gates" in line]
+    assert any("id newface: generate:" in line for line in lines), gated.stdout[-2000:]
+    assert any("id refined: refine:" in line and "avatarflow-diffusion" in line for line in lines), gated.stdout[-2000:]
+    assert "Traceback" not in gated.stdout + gated.stderr
+
+
+def test_train_registers_both_models_with_metrics(generated):
     out = generated["train"].stdout
-    assert "avatarflow-gan v1" in out and "avatarflow-diffusion v1" in out
-    mlflow.set_tracking_uri(tracking_uri(generated["data_dir"]))
-    client = mlflow.MlflowClient()
+    assert "avatarflow-gan v2" in out and "avatarflow-diffusion v2" in out
+    client = _client(generated["data_dir"])
     gan = client.get_model_version_by_alias("avatarflow-gan", "production")
     diffusion = client.get_model_version_by_alias("avatarflow-diffusion", "production")
+    assert (int(gan.version), int(diffusion.version)) == (2, 2)
     assert "face_rate" in gan.tags and "sr_psnr_db" in diffusion.tags
+    assert gan.tags["gates"] == "passed" and len(gan.tags["sha256.data/model.pth"]) == 64
     run = client.get_run(gan.run_id)
-    assert {"final_face_rate", "final_landmark_frechet", "d_loss", "g_loss", "augment_p"} <= set(run.data.metrics)
-    assert len(client.get_metric_history(gan.run_id, "g_loss")) >= 2  # logged per epoch
-    samples = [a.path for a in client.list_artifacts(gan.run_id, "samples")]
+    assert run.data.params["resumed_from_step"] == "30"  # judged again from the checkpoint, not retrained
+    assert {"final_face_rate", "final_landmark_frechet", "final_mean_face_landmark_frechet",
+            "final_sample_nn_distance_median", "final_training_nn_distance_median"} <= set(run.data.metrics)
+    first = client.get_run(client.get_model_version("avatarflow-gan", "1").run_id)
+    assert {"d_loss", "g_loss", "augment_p"} <= set(first.data.metrics)
+    assert len(client.get_metric_history(first.info.run_id, "g_loss")) >= 2  # logged per epoch
+    samples = [a.path for a in client.list_artifacts(first.info.run_id, "samples")]
     assert "samples/final.png" in samples and len(samples) >= 3
     run = client.get_run(diffusion.run_id)
-    assert {"final_sr_psnr_db", "final_bicubic_psnr_db", "final_sdedit_face_rate", "denoiser_loss",
-            "upscaler_loss"} <= set(run.data.metrics)
+    assert {"final_sr_psnr_db", "final_bicubic_psnr_db", "final_sdedit_face_rate"} <= set(run.data.metrics)
+    first = client.get_run(client.get_model_version("avatarflow-diffusion", "1").run_id)
+    assert {"denoiser_loss", "upscaler_loss"} <= set(first.data.metrics)
     checkpoints = list((generated["data_dir"] / "training").glob("*/*/checkpoint.pt"))
     assert len(checkpoints) == 2
     dataset = zarr.open_group(str(generated["data_dir"] / "datasets.zarr"), mode="r")["datasets/faces"]
@@ -128,19 +169,29 @@ def test_store_records_latents_draws_models_and_style_metrics(generated):
     run = generated["summary"]["run"]
     newface = store[f"runs/{run}/newface"]
     latent = newface["latents/gan"]
-    assert latent.shape == (1, 128) and latent.attrs["model"] == "avatarflow-gan/1"
+    assert latent.shape == (1, 128) and latent.attrs["model"] == "avatarflow-gan/2"
     draws = latent.attrs["draws"]
     assert draws[-1]["face_found"] and not any(d["face_found"] for d in draws[:-1])
     assert draws[0]["latent_seed"] == 7
     assert newface["latents/diffusion"].attrs["trajectory_seeds"] == [draws[-1]["latent_seed"]]
     record = newface["stages/generate"].attrs.asdict()
-    assert record["status"] == "ok" and record["models"] == {"avatarflow-gan": 1, "avatarflow-diffusion": 1}
+    assert record["status"] == "ok" and record["models"] == {"avatarflow-gan": 2, "avatarflow-diffusion": 2}
+    face_check = newface["stages/render"].attrs["face_check"]  # the render shows the face throughout
+    assert face_check["checked"] >= min(50, face_check["frames"]) and face_check["share"] >= 0.95
     assert newface["generated/portrait"].shape == (512, 512, 3)
 
     refined = store[f"runs/{run}/refined"]
     before, after = refined["input/portrait"][...], refined["refined/portrait"][...]
-    assert before.shape == after.shape and np.abs(before.astype(int) - after).mean() > 0.1
-    assert refined["stages/refine"].attrs["models"] == {"avatarflow-diffusion": 1}
+    crop_before, crop_after = refined["refined/crop_before"][...], refined["refined/crop_after"][...]
+    assert np.abs(crop_before.astype(int) - crop_after).mean() > 0.1  # the refiner ran
+    record = refined["stages/refine"].attrs.asdict()
+    assert record["models"] == {"avatarflow-diffusion": 2}
+    verdict = record["verdict"]
+    assert before.shape == after.shape and verdict["detail_before"] > 0
+    if verdict["kept"] == "photo":  # a test-size refiner blurs a 512² face: the photo is kept, and why
+        assert np.array_equal(before, after) and any("kept the photo" in w for w in record["warnings"])
+    else:
+        assert verdict["detail_ratio"] >= 0.8 and verdict["landmark_error"] <= 0.05
 
     style = store[f"runs/{run}/styled/stages/style"].attrs.asdict()
     assert style["style"] == "sketch" and style["gram_loss_reduction"] > 0.3

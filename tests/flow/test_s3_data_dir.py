@@ -155,7 +155,7 @@ def test_the_run_lock_is_released(produced, bucket):
 
 def test_nothing_is_written_to_a_local_data_dir(produced):
     work = produced["work"]
-    assert sorted(p.name for p in work.iterdir()) == ["home", "mlflow.db", "tmp"]
+    assert sorted(p.name for p in work.iterdir()) == ["home", "mlflow.db", "mlflow.db.lock", "tmp"]
     assert sorted(p.name for p in (work / "home").iterdir()) == ["prefect"]
     assert not [p for p in (work / "tmp").iterdir() if p.name.startswith("avatarflow-")]  # render scratch is gone
 

@@ -23,6 +23,20 @@ def test_presets_resolve_and_bad_values_raise():
         GanConfig(resolution=48)
     with pytest.raises(ValueError, match="channels"):
         GanConfig(resolution=64, channels={4: 8, 8: 8})
+    for bad in (dict(gate_min_face_rate=1.5), dict(gate_frechet_ratio=0.0), dict(gate_max_copy_share=-0.1)):
+        with pytest.raises(ValueError, match="gate_"):
+            GanConfig(**bad)
+
+
+def test_checkpoints_are_shared_across_time_caps_and_gates_but_not_training_settings(tmp_path):
+    from tasks.common.training_io import checkpoint_path
+
+    base = checkpoint_path(tmp_path, "gan", "data", TINY)
+    # A run cut short by its cap resumes under a longer one, and judging it again retrains nothing.
+    assert checkpoint_path(tmp_path, "gan", "data", TINY.with_overrides(max_seconds=9999.0)) == base
+    assert checkpoint_path(tmp_path, "gan", "data", TINY.with_overrides(gate_frechet_ratio=1000.0)) == base
+    assert checkpoint_path(tmp_path, "gan", "data", TINY.with_overrides(steps=41)) != base
+    assert checkpoint_path(tmp_path, "gan", "data", TINY.with_overrides(learning_rate=0.001)) != base
 
 
 def test_generator_and_discriminator_shapes_and_gradients():

@@ -1,5 +1,5 @@
-"""The run lock on a local data dir and on fsspec's in-memory filesystem, and the CLI's refusal
-to start a run whose lock a live run holds."""
+"""The run lock (a lease with a heartbeat and an expiry) on a local data dir and on fsspec's
+in-memory filesystem, and the CLI's refusal to start a run whose lock a live run holds."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import uuid
 import pytest
 
 from stores.location import DataLocation
-from stores.run_lock import (RunLockedError, acquire_run_lock, check_run_lock, lock_location, release_run_lock,
-                             stale_after_seconds)
+from stores.run_lock import (RunLockedError, acquire_run_lock, check_run_lock, expiry_seconds, heartbeat_seconds,
+                             hold_run_lock, lock_location, release_run_lock, stale_after_seconds)
 from tests.conftest import REPO
 
 
@@ -68,12 +68,88 @@ def test_a_half_written_lock_counts_as_held(tmp_path):
         acquire_run_lock(tmp_path, "run-a", stale_after_s=3600)
 
 
-def test_stale_age_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv("AVATARFLOW_RUN_LOCK_STALE_SECONDS", "90")
-    assert stale_after_seconds() == 90.0
-    monkeypatch.setenv("AVATARFLOW_RUN_LOCK_STALE_SECONDS", "soon")
+def test_lease_times_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv("AVATARFLOW_RUN_LOCK_EXPIRY_SECONDS", raising=False)
+    monkeypatch.delenv("AVATARFLOW_RUN_LOCK_HEARTBEAT_SECONDS", raising=False)
+    monkeypatch.delenv("AVATARFLOW_RUN_LOCK_STALE_SECONDS", raising=False)
+    assert (heartbeat_seconds(), expiry_seconds()) == (10.0, 60.0)
+    monkeypatch.setenv("AVATARFLOW_RUN_LOCK_STALE_SECONDS", "90")  # the older name still counts
+    assert stale_after_seconds() == expiry_seconds() == 90.0
+    monkeypatch.setenv("AVATARFLOW_RUN_LOCK_EXPIRY_SECONDS", "30")
+    monkeypatch.setenv("AVATARFLOW_RUN_LOCK_HEARTBEAT_SECONDS", "2")
+    assert (heartbeat_seconds(), expiry_seconds()) == (2.0, 30.0)
+    monkeypatch.setenv("AVATARFLOW_RUN_LOCK_EXPIRY_SECONDS", "soon")
     with pytest.raises(ValueError, match="must be a positive number of seconds"):
-        stale_after_seconds()
+        expiry_seconds()
+
+
+def test_a_heartbeat_keeps_a_lease_alive_past_its_expiry(data_dir):
+    with hold_run_lock(data_dir, "run-a", heartbeat_s=0.1, expiry_s=0.6) as lock:
+        first = json.loads(DataLocation(lock.url).read_text())["renewed_at"]
+        time.sleep(1.5)  # more than twice the expiry
+        with pytest.raises(RunLockedError, match=r"already being produced .* last heartbeat 0 s ago"):
+            acquire_run_lock(data_dir, "run-a", expiry_s=0.6)
+        with pytest.raises(RunLockedError):
+            check_run_lock(data_dir, "run-a", expiry_s=0.6)
+        assert json.loads(DataLocation(lock.url).read_text())["renewed_at"] > first
+        assert not lock.lost.is_set()
+    assert not DataLocation(lock.url).exists()  # released on the way out
+
+
+def test_a_lease_without_heartbeat_expires_and_is_taken_over(data_dir):
+    old = acquire_run_lock(data_dir, "run-a")  # nothing renews it
+    with pytest.raises(RunLockedError):
+        check_run_lock(data_dir, "run-a", expiry_s=0.5)
+    time.sleep(0.7)
+    check_run_lock(data_dir, "run-a", expiry_s=0.5)  # the pre-check agrees that it has expired
+    with hold_run_lock(data_dir, "run-a", heartbeat_s=0.1, expiry_s=0.5) as new:
+        assert json.loads(DataLocation(new.url).read_text())["token"] == new.token
+        assert not release_run_lock(old)  # the old holder no longer owns it
+    assert not DataLocation(new.url).exists()
+
+
+def test_a_holder_whose_lease_was_taken_over_notices(data_dir):
+    with hold_run_lock(data_dir, "run-a", heartbeat_s=0.2, expiry_s=5) as lock:
+        lock_location(data_dir, "run-a").remove()
+        thief = acquire_run_lock(data_dir, "run-a")
+        assert lock.lost.wait(3)
+    assert json.loads(lock_location(data_dir, "run-a").read_text())["token"] == thief.token  # not released by the loser
+    assert release_run_lock(thief)
+
+
+def test_the_lease_is_released_on_an_exception(data_dir):
+    with pytest.raises(KeyboardInterrupt):
+        with hold_run_lock(data_dir, "run-a", heartbeat_s=1, expiry_s=5):
+            raise KeyboardInterrupt
+    assert not lock_location(data_dir, "run-a").exists()
+    with pytest.raises(ValueError, match="shorter than its expiry"):
+        with hold_run_lock(data_dir, "run-a", heartbeat_s=5, expiry_s=5):
+            pass
+
+
+def test_a_killed_holder_on_another_host_is_taken_over_after_the_expiry(tmp_path):
+    """A process holding the lease is SIGKILLed; its lease, written as if from another host (so that
+    the dead-pid shortcut does not apply), blocks until it expires, then is taken over."""
+    script = (
+        "import sys, time, socket\n"
+        "socket.gethostname = lambda: 'elsewhere'\n"
+        "from stores.run_lock import hold_run_lock\n"
+        "with hold_run_lock(sys.argv[1], 'run-a', heartbeat_s=0.2, expiry_s=2):\n"
+        "    print('held', flush=True); time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        time.sleep(2.5)  # past the expiry, but it is renewed
+        with pytest.raises(RunLockedError, match="held by elsewhere pid"):
+            acquire_run_lock(tmp_path, "run-a", expiry_s=2)
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(RunLockedError):  # just killed: its last heartbeat is recent
+        acquire_run_lock(tmp_path, "run-a", expiry_s=2)
+    time.sleep(2.5)
+    lock = acquire_run_lock(tmp_path, "run-a", expiry_s=2)
+    assert release_run_lock(lock)
 
 
 def test_cli_refuses_a_run_whose_lock_is_held(tmp_path):

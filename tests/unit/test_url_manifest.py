@@ -140,7 +140,6 @@ def test_run_name_of_a_url_manifest_is_stable_and_local_names_are_unchanged(buck
 
 def test_a_run_is_planned_from_a_url_manifest(bucket, tmp_path):
     from avatarflow.presets import get_preset
-    from stores.run_lock import release_run_lock
     from tasks.batch.task import plan_run
 
     from stores.avatar_store import AvatarStore
@@ -150,21 +149,22 @@ def test_a_run_is_planned_from_a_url_manifest(bucket, tmp_path):
     manifest = folder.join("nightly.csv").write_text(CSV)
 
     def plan():
-        planned = plan_run.fn(manifest.url, str(tmp_path / "data"), "photo", get_preset("photo"))
-        release_run_lock(planned.lock)
-        return planned
+        return plan_run.fn(manifest.url, str(tmp_path / "data"), "photo", get_preset("photo"))
 
     first = plan()
     assert first.run == run_name(manifest.url, "photo")
     assert first.manifest_dir == folder.url
     assert first.manifest_sha256 == hashlib.sha256(CSV.encode("utf-8")).hexdigest()
-    assert [row.id for row in first.pending] == ["near", "far"] and first.quarantined == []
+    assert [row.id for row in first.pending] == ["near"]
+    # ingest's own check on the input path quarantines "far" while planning, with ingest's message
+    assert [(q["id"], q["stage"]) for q in first.quarantined] == [("far", "ingest")]
+    assert first.quarantined[0]["error"].startswith("secret.png: path is outside the allowed input locations")
     # A completed avatar whose relative URL input is unchanged is reused; a changed input rebuilds it.
     AvatarStore(first.store_url).mark_complete(first.run, "near", {})
     second = plan()
-    assert [row.id for row in second.reused] == ["near"] and [row.id for row in second.pending] == ["far"]
+    assert [row.id for row in second.reused] == ["near"] and second.pending == []
     face.write_bytes(png_bytes(5, 5))
-    assert [row.id for row in plan().pending] == ["near", "far"]
+    assert [row.id for row in plan().pending] == ["near"]
 
 
 def test_the_cli_checks_a_url_manifest_before_any_server_starts(bucket, tmp_path, capsys):

@@ -1,0 +1,183 @@
+"""Rows through their stages a window at a time: at most `window` rows are in flight, a row's
+next stage is submitted only when the stages it needs have completed, and a new row enters when
+one settles. So a failed stage ends its row without submitting the rest, and the flow process
+holds task futures for the window only, however long the manifest.
+
+Ctrl-C and SIGTERM only ask the loop to stop; it stops between two steps with RunInterrupted, so a
+signal never lands inside a task submission, and the flow can report what settled."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from prefect.futures import PrefectFuture
+
+from flows.outcomes import row_outcome
+from infra.profiles import gpu_slot
+from tasks.common.rows import AvatarRow
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run between two steps; `signal` is the signal's number."""
+
+    def __init__(self, number: int):
+        super().__init__(f"interrupted by {signal.Signals(number).name}")
+        self.signal = number
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """Stands for an earlier stage's result among a later stage's arguments."""
+
+    stage: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    task: Any
+    args: tuple
+    gpu: bool
+    needs: tuple[str, ...]
+
+
+@dataclass
+class AvatarStages:
+    """One row's stages in pipeline order; `add` reads like a task submission and returns a
+    placeholder for the stage's result, which later stages take as an argument."""
+
+    row: AvatarRow
+    stages: list[Stage] = field(default_factory=list)
+
+    def add(self, name: str, task: Any, *args: Any, gpu: bool = False) -> StageResult:
+        needs = tuple(arg.stage for arg in args if isinstance(arg, StageResult))
+        self.stages.append(Stage(name, task, args, gpu, needs))
+        return StageResult(name)
+
+
+class _RowRun:
+    """A row in flight: its submitted futures and which of them have settled."""
+
+    def __init__(self, stages: AvatarStages):
+        self.stages = stages
+        self.futures: dict[str, PrefectFuture] = {}
+        self.settled: set[str] = set()
+        self.completed: set[str] = set()
+
+    def submit_ready(self, on_done: Callable[[str], None]) -> None:
+        if len(self.completed) < len(self.settled):
+            return  # a stage failed: nothing after it is submitted
+        for stage in self.stages.stages:
+            if stage.name in self.futures or not all(need in self.completed for need in stage.needs):
+                continue
+            args = tuple(self.futures[a.stage] if isinstance(a, StageResult) else a for a in stage.args)
+            with gpu_slot(stage.gpu):
+                future = stage.task.submit(*args)
+            self.futures[stage.name] = future
+            future.add_done_callback(lambda _, name=stage.name: on_done(name))
+
+    def settle(self, name: str) -> None:
+        future = self.futures[name]
+        future.wait()
+        self.settled.add(name)
+        if future.state.is_completed():
+            self.completed.add(name)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.settled) == len(self.futures)
+
+    def outcome(self) -> dict:
+        chain = {s.name: self.futures[s.name] for s in self.stages.stages if s.name in self.futures}
+        return row_outcome(self.stages.row, chain)
+
+    def running(self) -> list[str]:
+        return [name for name in self.futures if name not in self.settled]
+
+
+class RowWindows:
+    """Runs rows' stages with at most `window` rows in flight; `record` sees each row's outcome
+    as it settles (progress, failure events). After an interrupt, `outcomes` holds the rows that
+    settled and `unfinished` the others."""
+
+    def __init__(self, window: int, record: Callable[[dict], dict]):
+        self.window = window
+        self.record = record
+        self.outcomes: list[dict] = []
+        self._active: dict[int, _RowRun] = {}
+        self._entered = 0
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop: int | None = None
+
+    def run(self, rows: Iterable[AvatarStages]) -> list[dict]:
+        with self._stop_requests():
+            return self._run(iter(rows))
+
+    def _run(self, waiting) -> list[dict]:
+        self._fill(waiting)
+        while self._active:
+            self._check_stop()
+            try:  # the timeout lets a stop request through while nothing settles
+                key, name = self._done.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._check_stop()
+            row = self._active[key]
+            row.settle(name)
+            row.submit_ready(lambda stage, key=key: self._done.put((key, stage)))
+            if row.finished:
+                del self._active[key]
+                self.outcomes.append(self.record(row.outcome()))
+                self._fill(waiting)
+        return self.outcomes
+
+    def _check_stop(self) -> None:
+        if self._stop is not None:
+            raise RunInterrupted(self._stop)
+
+    @contextmanager
+    def _stop_requests(self):
+        """Turn Ctrl-C and SIGTERM into a stop request while the loop runs (only the main thread
+        may handle signals), then put the previous handlers back."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+
+        def request_stop(number, frame) -> None:
+            self._stop = number
+
+        for number in STOP_SIGNALS:
+            signal.signal(number, request_stop)
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+    def _fill(self, waiting) -> None:
+        while len(self._active) < self.window:
+            self._check_stop()
+            stages = next(waiting, None)
+            if stages is None:
+                return
+            key = self._entered = self._entered + 1
+            row = self._active[key] = _RowRun(stages)
+            row.submit_ready(lambda stage, key=key: self._done.put((key, stage)))
+
+    def unfinished(self, rows: Iterable[AvatarRow]) -> list[dict]:
+        """Rows of `rows` that did not settle: those in flight, with the stages that were running,
+        and those not started."""
+        running = {run.stages.row.id: run.running() for run in self._active.values()}
+        settled = {outcome["id"] for outcome in self.outcomes}
+        return [{"id": row.id, "line": row.line,
+                 "state": f"running {', '.join(running[row.id])}" if running.get(row.id) else "not started"}
+                for row in rows if row.id not in settled]

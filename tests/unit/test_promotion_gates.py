@@ -1,0 +1,77 @@
+"""Promotion gates on real faces: each passes what a good model would give and refuses the
+baselines (the mean face, copies of training faces, bicubic, a time-capped run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.quality.gates import (face_rate_gate, failed_gates, frechet_gate, mean_face_frechet, memorisation_gate,
+                                 psnr_gate, sample_nn_distances, training_length_gate, training_nn_distances)
+from tasks.quality.metrics import detect_landmarks, landmark_frechet, normalised_shape
+from tests.conftest import SAMPLES
+
+FACES = SAMPLES.parent / "faces128"
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """260 faces128 crops at 32² (the small GAN's size) and 128²: 200 for training, 60 held out."""
+    if not FACES.is_dir():
+        pytest.skip("shared faces128 is not available")
+    paths = sorted(FACES.glob("*.jpg"))
+    picked = np.random.default_rng(0).choice(len(paths), 260, replace=False)
+    images = [Image.open(paths[i]).convert("RGB") for i in picked]
+    small = np.stack([np.asarray(image.resize((32, 32), Image.BILINEAR)) for image in images])
+    large = np.stack([np.asarray(image.resize((128, 128), Image.BILINEAR)) for image in images])
+    return {"train": small[:200], "held": small[200:], "train_128": large[:200], "held_128": large[200:]}
+
+
+def test_training_length_gate_refuses_a_run_the_time_cap_cut_short():
+    assert training_length_gate(1825, 1825).passed
+    capped = training_length_gate(195, 1825)
+    assert not capped.passed and "195 of 1825" in capped.reason and "time cap" in capped.reason
+
+
+def test_face_rate_gate_needs_ninety_percent():
+    assert face_rate_gate(0.92, 0.9).passed and face_rate_gate(0.9, 0.9).passed
+    assert not face_rate_gate(0.89, 0.9).passed and not face_rate_gate(0.0, 0.9).passed
+
+
+def test_frechet_gate_passes_real_faces_and_refuses_the_mean_face(faces):
+    reference = np.stack([normalised_shape(p) for p in detect_landmarks(faces["train_128"]) if p is not None])
+    baseline, found = mean_face_frechet(faces["train"], reference)
+    assert found and 500 < baseline < 5000  # about 1,900 on faces128 at 32²
+    held = [p for p in detect_landmarks(faces["held"]) if p is not None]
+    real = landmark_frechet(np.stack([normalised_shape(p) for p in held]), reference)
+    assert frechet_gate(real, baseline).passed, (real, baseline)
+    # A generator that always draws the mean face scores the baseline itself: not below it.
+    assert not frechet_gate(baseline, baseline).passed
+    assert not frechet_gate(float("nan"), baseline).passed  # fewer than 2 samples with a face
+
+
+def test_memorisation_gate_passes_new_faces_and_refuses_copies_and_the_mean_face(faces):
+    train, held = faces["train"], faces["held"]
+    training_nn = training_nn_distances(train)
+    assert training_nn.shape == (200,) and training_nn.min() > 5  # no face matched itself or its mirror
+    assert memorisation_gate(sample_nn_distances(held, train), training_nn).passed
+    noise = np.random.default_rng(1).integers(-3, 4, (60, 32, 32, 3))
+    copies = np.clip(train[:60].astype(int) + noise, 0, 255).astype(np.uint8)
+    mirrored = np.ascontiguousarray(train[60:120, :, ::-1])
+    for name, samples in (("copies", copies), ("mirrored copies", mirrored)):
+        verdict = memorisation_gate(sample_nn_distances(samples, train), training_nn)
+        assert not verdict.passed and "100% of samples" in verdict.reason, name
+    # Half copies, half new faces: the median alone would pass, the near-copy share does not.
+    mixed = np.concatenate([copies[:30], held[:30]])
+    assert not memorisation_gate(sample_nn_distances(mixed, train), training_nn).passed
+    mean = np.repeat(train.mean(axis=0, keepdims=True).round().astype(np.uint8), 8, axis=0)
+    assert not memorisation_gate(sample_nn_distances(mean, train), training_nn).passed
+
+
+def test_psnr_gate_needs_to_beat_bicubic():
+    assert psnr_gate(28.4, 27.9).passed
+    refused = psnr_gate(25.1, 27.9)
+    assert not refused.passed and "25.10 dB ≤ bicubic 27.90 dB" in refused.reason
+    assert not psnr_gate(27.9, 27.9).passed
+    assert [g.gate for g in failed_gates([psnr_gate(25.1, 27.9), training_length_gate(5, 5)])] == ["sr_psnr"]
