@@ -127,7 +127,7 @@ def apply_deployments(work_pool: str, prefect_env: dict[str, str]) -> list[str]:
     _run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(REPO / "prefect.yaml")],
          env, "prefect deploy --all")
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    flows = {"flows/produce.py:produce": "produce", "flows/train.py:train": "train"}
+    flows = {"flows.produce:produce": "produce", "flows.train:train": "train"}
     return [f"{flows[d['entrypoint']]}/{d['name']}" for d in spec["deployments"]]
 
 

@@ -401,9 +401,10 @@ def test_prefect_yaml_entrypoints_are_flows_taking_their_parameters():
     from prefect import Flow
 
     for deployment in prefect_yaml()["deployments"]:
-        path, _, name = deployment["entrypoint"].partition(":")
-        assert (REPO / path).is_file(), deployment["entrypoint"]
-        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        module_name, _, name = deployment["entrypoint"].partition(":")
+        # A module path, so workers can import what the flow's task graphs refer to.
+        assert (REPO / (module_name.replace(".", "/") + ".py")).is_file(), deployment["entrypoint"]
+        module = importlib.import_module(module_name)
         flow = getattr(module, name)
         assert isinstance(flow, Flow), f"{deployment['entrypoint']} is not a @flow"
         accepted = inspect.signature(flow.fn).parameters

@@ -89,7 +89,7 @@ def test_every_deployment_resolves_to_a_flow_and_a_preset():
         training = deployment.get("parameters", {}).get("config")
         if training is not None:
             get_training_preset(training)
-    assert {d["entrypoint"] for d in spec["deployments"]} == {"flows/produce.py:produce", "flows/train.py:train"}
+    assert {d["entrypoint"] for d in spec["deployments"]} == {"flows.produce:produce", "flows.train:train"}
 
 
 def test_training_presets_resolve_and_overrides_apply():
