@@ -27,6 +27,21 @@ def sample(*parts: str) -> Path:
     return path
 
 
+def link_training_faces(folder: Path, per_label: int) -> Path:
+    """A training folder of symlinks: the first `per_label` faces of each label of faces128."""
+    faces = SAMPLES.parent / "faces128"
+    if not faces.is_dir():
+        pytest.skip("shared faces128 is not available")
+    folder.mkdir()
+    taken: dict[str, int] = {}
+    for path in sorted(faces.glob("*.jpg")):
+        label = "_".join(path.name.split("_")[:2])
+        if taken.get(label, 0) < per_label:
+            taken[label] = taken.get(label, 0) + 1
+            os.symlink(path, folder / path.name)
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

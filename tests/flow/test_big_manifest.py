@@ -21,6 +21,7 @@ import pytest
 from bench.big_manifest_benchmark import write_ingest_failures, write_manifest_failures
 from infra.prefect_server import stop_server
 from tests.conftest import REPO, free_port, sample
+from tests.flow.test_monitoring import prefect_api  # noqa: F401  (a fixture: one Prefect server for this module)
 
 pytestmark = pytest.mark.flow
 
@@ -157,24 +158,6 @@ def test_an_interrupted_run_reports_what_it_did_and_frees_its_lock(tmp_path):
 EVENTS: list[tuple[int, str]] = []
 SETTLED: list[int] = []
 IN_FLIGHT: list[int] = []
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory):
-    from prefect.events.worker import EventsWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from infra.prefect_server import ensure_server
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    url = ensure_server(home, port=free_port())
-    EventsWorker.drain_all()
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
-            EventsWorker.drain_all()
-    finally:
-        stop_server(home)
 
 
 def _stage(name: str, row: int, *upstream):

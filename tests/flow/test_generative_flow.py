@@ -18,12 +18,11 @@ import pytest
 import zarr
 
 from infra.prefect_server import stop_server
-from tests.conftest import SAMPLES, free_port, sample
+from tests.conftest import free_port, link_training_faces, sample
 from tests.flow.test_produce_flow import run_cli
 
 pytestmark = pytest.mark.flow
 
-FACES = SAMPLES.parent / "faces128"
 PER_LABEL = 6
 """Faces linked per label of faces128: a small balanced training set."""
 LOWERED_GATES = ["--set", "gan.gate_min_face_rate=0", "--set", "gan.gate_frechet_ratio=1000",
@@ -33,15 +32,7 @@ LOWERED_GATES = ["--set", "gan.gate_min_face_rate=0", "--set", "gan.gate_frechet
 
 
 def _training_folder(folder: Path) -> Path:
-    if not FACES.is_dir():
-        pytest.skip("shared faces128 is not available")
-    folder.mkdir()
-    taken: dict[str, int] = {}
-    for path in sorted(FACES.glob("*.jpg")):
-        label = "_".join(path.name.split("_")[:2])
-        if taken.get(label, 0) < PER_LABEL:
-            taken[label] = taken.get(label, 0) + 1
-            os.symlink(path, folder / path.name)
+    link_training_faces(folder, PER_LABEL)
     for name in ("sfhq_pt1_00000058.jpg", "sfhq_pt2_00000137.jpg"):
         os.symlink(sample("portraits", name), folder / name)
     return folder

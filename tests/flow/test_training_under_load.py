@@ -14,27 +14,13 @@ from pathlib import Path
 import pytest
 
 from infra.prefect_server import stop_server
-from tests.conftest import SAMPLES, free_port
+from tests.conftest import free_port, link_training_faces
 from tests.flow.test_produce_flow import run_cli
 
 pytestmark = pytest.mark.flow
 
-FACES = SAMPLES.parent / "faces128"
 PER_LABEL = 5
 """Faces linked per label of faces128."""
-
-
-def _training_folder(folder: Path) -> Path:
-    if not FACES.is_dir():
-        pytest.skip("shared faces128 is not available")
-    folder.mkdir()
-    taken: dict[str, int] = {}
-    for path in sorted(FACES.glob("*.jpg")):
-        label = "_".join(path.name.split("_")[:2])
-        if taken.get(label, 0) < PER_LABEL:
-            taken[label] = taken.get(label, 0) + 1
-            os.symlink(path, folder / path.name)
-    return folder
 
 
 def _start_burners() -> list[subprocess.Popen]:
@@ -51,7 +37,7 @@ def _cpu_seconds(pid: int) -> float:
 @pytest.fixture(scope="module")
 def trained_under_load(tmp_path_factory):
     work = tmp_path_factory.mktemp("under-load")
-    training = _training_folder(work / "faces")
+    training = link_training_faces(work / "faces", PER_LABEL)
     data_dir = work / "data"
     burners = _start_burners()
     try:
