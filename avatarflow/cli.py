@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from avatarflow.presets import PRESETS
 from infra.prefect_server import (configured_api_url, ensure_server, is_healthy, local_port, quiet_environment,
                                   use_server)
 from stores.location import DataLocation, is_url, local_state_dir
@@ -57,6 +56,9 @@ def _print_summary(summary: dict) -> None:
     if summary["realtime_factor"] is not None:
         print(f"  {summary['video_seconds']:.1f} s of video in {summary['wall_seconds']:.1f} s wall "
               f"({summary['realtime_factor']:.2f}x real time)")
+    if summary.get("video_wall_seconds") is not None:
+        print(f"  last MP4 published {summary['video_wall_seconds']:.1f} s after the flow started "
+              "(GLB and .blend exports run after the MP4s, at low priority)")
     print(f"finished: {len(summary['finished'])} ({len(summary['reused'])} reused)   "
           f"quarantined: {len(summary['failed'])}")
     for avatar, warnings in summary.get("warnings", {}).items():
@@ -85,6 +87,23 @@ def _start_run(args: argparse.Namespace):
         return None
 
 
+def _early_cluster(args: argparse.Namespace):
+    """(profile, cluster) for `produce`: a local cluster starts on a thread at once, with its
+    workers importing the stage tasks, while this process starts the Prefect server, imports the
+    flow and plans the run; (profile, None) for an external scheduler. None after an error."""
+    from infra.profiles import BackgroundCluster, get_profile
+
+    try:
+        profile = get_profile(args.profile, args.dask_address, args.workers)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    if profile.dask_address:
+        return profile, None
+    print(profile.threads().describe(), flush=True)
+    return profile, BackgroundCluster(profile, preload=("infra.worker_warmup",))
+
+
 def _manifest_argument(value: str | os.PathLike) -> Path | str:
     """A manifest as the flows take it: a local path made absolute (the run name is derived from
     it), or an fsspec URL kept as given."""
@@ -103,22 +122,48 @@ def produce_command(args: argparse.Namespace, manifest: str | os.PathLike, input
     except (ManifestError, RunLockedError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    early = _early_cluster(args)
+    if early is None:
+        return 2
+    profile, cluster = early
+    try:
+        return _run_produce(args, manifest, input_roots, profile, cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str], profile, cluster) -> int:
     started = _start_run(args)
     if started is None:
         return 2
-    data_dir, profile = started
+    data_dir = started[0]
+    from stores.tracking import prepare_tracking
+
+    prepare_tracking(data_dir)  # the run's MLflow logging at the end then finds it ready
+    from prefect.exceptions import TerminationSignal
+
     from flows.produce import produce
+    from stores.run_lock import RunLockedError
+    from tasks.batch.plan import run_name
 
     where = profile.dask_address or f"a LocalCluster of {profile.n_workers} worker process(es)"
     print(f"dask: {where} ({profile.name} profile); preset {args.preset}; data {data_dir}", flush=True)
-    from prefect.exceptions import TerminationSignal
-
+    dask_address = profile.dask_address
+    if cluster is not None:
+        try:
+            dask_address = cluster.address()
+        except RuntimeError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if profile.gpu_tasks:  # the flow sees an address, so it reads whether workers have GPUs from here
+            os.environ["AVATARFLOW_GPU_TASKS"] = "1"
     started = time.time()
     try:
         summary = produce(
             manifest=str(manifest), data_dir=str(data_dir), preset=args.preset,
             input_roots=sorted({DataLocation(root).url for root in input_roots}),
-            profile=profile.name, dask_address=profile.dask_address, workers=args.workers,
+            profile=profile.name, dask_address=dask_address, workers=args.workers,
         )
     except (KeyboardInterrupt, TerminationSignal) as stop:
         return _interrupted(stop, data_dir, run_name(manifest, args.preset), started)
@@ -182,6 +227,11 @@ def _print_training(result: dict) -> None:
         alias = "production" if model["promoted"] else f"not promoted ({model['registration']['reason']})"
         print(f"  {key:<10} {model['model']} v{model['version']}: {model['steps']} steps in {model['seconds']:.0f} s; "
               f"{metrics}; {alias}")
+    for model in (result.get("style") or {}).values():
+        alias = "production" if model["promoted"] else f"not promoted ({model['registration']['reason']})"
+        print(f"  style      {model['model']} v{model['version']}: {model['steps']} steps in {model['seconds']:.0f} s; "
+              f"Gram x{model['final_gram_loss_ratio']:.2f} of optimisation's, landmark error "
+              f"{model['final_network_landmark_error']:.4f} vs {model['final_optimisation_landmark_error']:.4f}; {alias}")
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -306,6 +356,11 @@ def _default_training_data() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:  # the presets read settings from the environment (timeouts, limits): a bad value is one line
+        from avatarflow.presets import PRESETS
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="avatarflow", description="Talking 3D doubles from a manifest.")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -52,6 +52,8 @@ PRESETS: dict[str, PipelineConfig] = {
     "lit": PipelineConfig(render=RenderConfig(mode="lit"), capture=CaptureConfig(translation_gain=1.0)),
     # Photo mode without the .blend, and keeping frames in the store, for dataset builds.
     "dataset": PipelineConfig(render=RenderConfig(write_blend=False, keep_frames=True)),
+    # Photo mode, MP4 and poster only: no GLB and no .blend, so the export task never runs.
+    "preview": PipelineConfig(render=RenderConfig(write_glb=False, write_blend=False)),
 }
 
 
@@ -88,7 +90,8 @@ def config_json(config: Any) -> str:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Every setting of one `avatarflow train` run: the dataset build and both generators."""
+    """Every setting of one `avatarflow train` run: the dataset build, both generators and the
+    style networks."""
 
     dataset: "DatasetConfig" = field(default_factory=lambda: _training_defaults()[0])
     """Which images are used and how faces are aligned, cropped and unwrapped."""
@@ -96,12 +99,14 @@ class TrainingConfig:
     """The StyleGAN2-style generator, its discriminator and its schedule."""
     diffusion: "DiffusionConfig" = field(default_factory=lambda: _training_defaults()[2])
     """The denoiser (SDEdit refinement) and the 2× upscaler, and their schedule."""
+    style: "StyleNetworkConfig" = field(default_factory=lambda: _training_defaults()[3])
+    """The feed-forward style networks, one per preset, and their promotion gates."""
 
     def with_overrides(self, overrides: dict[str, dict[str, Any]]) -> "TrainingConfig":
-        """Replace single fields: {"gan": {"steps": 20}, "diffusion": {...}, "dataset": {...}}."""
-        unknown = set(overrides) - {"dataset", "gan", "diffusion"}
+        """Replace single fields: {"gan": {"steps": 20}, "diffusion": {...}, "dataset": {...}, "style": {...}}."""
+        unknown = set(overrides) - {"dataset", "gan", "diffusion", "style"}
         if unknown:
-            raise ValueError(f"unknown training section(s) {sorted(unknown)}; use dataset, gan or diffusion")
+            raise ValueError(f"unknown training section(s) {sorted(unknown)}; use dataset, gan, diffusion or style")
         changed = {section: dataclasses.replace(getattr(self, section), **values)
                    for section, values in overrides.items()}
         return dataclasses.replace(self, **changed)
@@ -111,8 +116,9 @@ def _training_defaults():
     from tasks.dataset.config import DatasetConfig
     from tasks.diffusion.config import DIFFUSION_CONFIGS
     from tasks.gan.config import GAN_CONFIGS
+    from tasks.style.config import StyleNetworkConfig
 
-    return DatasetConfig(), GAN_CONFIGS["small"], DIFFUSION_CONFIGS["small"]
+    return DatasetConfig(), GAN_CONFIGS["small"], DIFFUSION_CONFIGS["small"], StyleNetworkConfig()
 
 
 def training_presets() -> dict[str, TrainingConfig]:
@@ -120,10 +126,18 @@ def training_presets() -> dict[str, TrainingConfig]:
     from tasks.dataset.config import DatasetConfig
     from tasks.diffusion.config import DIFFUSION_CONFIGS
     from tasks.gan.config import GAN_CONFIGS
+    from tasks.style.config import StyleNetworkConfig
 
     # large upscales 128² samples to 256², so its dataset keeps 256² crops as well.
     datasets = {"small": DatasetConfig(), "base": DatasetConfig(), "large": DatasetConfig(crop_sizes=(64, 128, 256))}
-    return {name: TrainingConfig(dataset=datasets[name], gan=GAN_CONFIGS[name], diffusion=DIFFUSION_CONFIGS[name])
+    # Style networks: CPU-sized on small; on a GPU longer, wider, and at the optimisation path's
+    # 256² working size where the dataset has 256² crops.
+    styles = {"small": StyleNetworkConfig(),
+              "base": StyleNetworkConfig(steps=2000, batch_size=8, channels=(32, 64, 128), residual_blocks=5),
+              "large": StyleNetworkConfig(size=256, steps=4000, batch_size=8, channels=(32, 64, 128),
+                                          residual_blocks=5, held_out=16)}
+    return {name: TrainingConfig(dataset=datasets[name], gan=GAN_CONFIGS[name], diffusion=DIFFUSION_CONFIGS[name],
+                                 style=styles[name])
             for name in ("small", "base", "large")}
 
 

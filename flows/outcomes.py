@@ -30,6 +30,10 @@ def row_outcome(row: AvatarRow, chain: dict[str, PrefectFuture]) -> dict:
             message = f"{stage}: {type(error).__name__}: {detail}"
         stage_name, _, error_text = message.partition(": ")
         return {"id": row.id, "line": row.line, "status": "failed", "stage": stage_name, "error": error_text or message}
-    final = chain["render"].result()
+    # Render wrote the video and poster; export, when it ran, the GLB and .blend.
+    outputs = {kind: path for stage in ("render", "export") if stage in chain
+               for kind, path in chain[stage].result().info["outputs"].items()}
+    rendered = chain["render"].result().info
     return {"id": row.id, "line": row.line, "status": "complete", "seconds": seconds, "warnings": warnings,
-            "outputs": final.info["outputs"], "frames": final.info["frames"], "video_seconds": final.info["video_seconds"]}
+            "outputs": outputs, "frames": rendered["frames"], "video_seconds": rendered["video_seconds"],
+            "video_published_at": rendered.get("video_published_at")}

@@ -1,12 +1,12 @@
 """The production flow: manifest → for every row, ingest → [track] → [generate | refine] →
-reconstruct → [style] ∥ animate (or, for a driving video, capture) → render."""
+reconstruct → [style] ∥ animate (or, for a driving video, capture) → render → [export]."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from avatarflow.presets import PipelineConfig, get_preset
-from flows.windows import AvatarStages, RowWindows
+from flows.windows import LOW_PRIORITY, AvatarStages, RowWindows
 from infra.profiles import get_profile, make_task_runner
 from stores.location import allowed_input_roots
 from stores.run_lock import hold_run_lock
@@ -19,7 +19,7 @@ from tasks.batch.task import plan_run, publish_run, write_interrupted_run
 from tasks.identity.task import generate_avatar_identity, refine_avatar_portrait
 from tasks.ingest.task import ingest_avatar
 from tasks.reconstruct.task import reconstruct_avatar
-from tasks.render.task import render_avatar
+from tasks.render.task import export_avatar, render_avatar, wants_exports
 from tasks.style.task import stylise_avatar
 
 
@@ -31,7 +31,8 @@ def produce(manifest: str, data_dir: str = "avatarflow-data", preset: str = "pho
     address) is resolved now, when the run starts, so a deployment or a caller can choose it.
     `input_roots` may be a comma-separated string (a deployment's template gives one). `window`:
     rows in flight at once (default AVATARFLOW_ROWS_IN_FLIGHT, else 64). The run lock is held here,
-    in the flow's own process, until the workers have stopped."""
+    in the flow's own process, until the workers have stopped. Exports run at low priority, after
+    every other ready stage."""
     if isinstance(input_roots, str):
         input_roots = [root.strip() for root in input_roots.split(",") if root.strip()]
     execution = get_profile(profile, dask_address, workers)
@@ -71,12 +72,15 @@ def avatar_stages(row, plan: RunPlan, config: PipelineConfig, gpu_tasks: bool) -
         face = stages.add("refine", refine_avatar_portrait, face, row, plan.data_dir, config.identity, gpu=gpu_tasks)
     rig = stages.add("reconstruct", reconstruct_avatar, face, row, config.reconstruct)
     if row.style_name is not None:
-        rig = stages.add("style", stylise_avatar, rig, row, plan.manifest_dir, config.style, config.ingest, gpu=gpu_tasks)
+        rig = stages.add("style", stylise_avatar, rig, row, plan.manifest_dir, config.style, config.ingest, plan.data_dir,
+                         gpu=gpu_tasks)
     if row.video is not None:  # the driving video's performance replaces speech animation
         motion = stages.add("capture", capture_motion, rig, tracked, row, config.capture, config.animate)
     else:
         motion = stages.add("animate", animate_avatar, ingested, row, config.animate)
     # Cycles uses the GPU; Workbench does not.
-    stages.add("render", render_avatar, rig, motion, row, plan.data_dir, config.render,
-               gpu=gpu_tasks and config.render.mode == "lit")
+    rendered = stages.add("render", render_avatar, rig, motion, row, plan.data_dir, config.render,
+                          gpu=gpu_tasks and config.render.mode == "lit")
+    if wants_exports(config.render):  # the MP4 is what is waited for: GLB and .blend come after every ready render
+        stages.add("export", export_avatar, rig, rendered, row, plan.data_dir, config.render, priority=LOW_PRIORITY)
     return stages

@@ -1,6 +1,7 @@
-"""The training flow: images and videos → aligned face dataset → GAN and diffusion models, trained
-for their step budgets, logged and registered in MLflow (the production alias moves only for a
-model that passes its promotion gates and beats production)."""
+"""The training flow: images and videos → aligned face dataset → GAN and diffusion models and one
+feed-forward style network per style preset, trained for their step budgets, logged and registered
+in MLflow (the production alias moves only for a model that passes its promotion gates and beats
+production)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tasks.batch.monitoring import publish_training_table
 from tasks.dataset.task import build_dataset
 from tasks.diffusion.task import train_diffusion_model
 from tasks.gan.task import train_gan_model
+from tasks.style.training_task import train_style_network_model
 
 
 @flow(name="train")
@@ -20,7 +22,7 @@ def train(data: list[str] | str, config: str = "small", device: str = "auto", da
           overrides: dict | None = None, resume: bool = True, profile: str | None = None,
           dask_address: str | None = None, workers: int | None = None) -> dict:
     """`data`: folders or manifests (a comma-separated string from a deployment works too);
-    `overrides` = {"gan": {...}, "diffusion": {...}} replaces single fields of the preset. The
+    `overrides` = {"gan": {...}, "diffusion": {...}, "style": {...}} replaces single fields of the preset. The
     execution profile is resolved when the run starts."""
     execution = get_profile(profile, dask_address, workers)
     train_models_on = train_models.with_options(task_runner=make_task_runner(execution))
@@ -43,6 +45,14 @@ def train_models(data: list[str] | str, config: str, device: str, data_dir: str,
         gan.wait()
     with gpu_slot(gpu_tasks):
         diffusion = train_diffusion_model.submit(dataset, data_path, preset.diffusion, device, resume=resume)
-    result = {"dataset": dataset.__dict__, "gan": gan.result(), "diffusion": diffusion.result()}
+    styles, previous = {}, diffusion
+    for style in preset.style.presets:  # one network per style preset, taking turns on CPU workers too
+        if not gpu_tasks:
+            previous.wait()
+        with gpu_slot(gpu_tasks):
+            styles[style] = previous = train_style_network_model.submit(dataset, data_path, style, preset.style,
+                                                                        device=device)
+    result = {"dataset": dataset.__dict__, "gan": gan.result(), "diffusion": diffusion.result(),
+              "style": {style: future.result() for style, future in styles.items()}}
     publish_training_table(result)
     return result

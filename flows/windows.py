@@ -23,6 +23,12 @@ from tasks.common.rows import AvatarRow
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LOW_PRIORITY = -10
+"""Dask priority of work off the critical path (exports): among ready tasks a worker runs the one
+of highest priority first, and every other stage keeps the default 0. This orders all of a run's
+ready tasks only where the scheduler sends every ready task to a worker at once
+(distributed.scheduler.worker-saturation: inf); its default queue of root-like tasks would hand
+an ingest out only after the exports a worker already holds."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -47,6 +53,7 @@ class Stage:
     args: tuple
     gpu: bool
     needs: tuple[str, ...]
+    priority: int = 0
 
 
 @dataclass
@@ -57,10 +64,17 @@ class AvatarStages:
     row: AvatarRow
     stages: list[Stage] = field(default_factory=list)
 
-    def add(self, name: str, task: Any, *args: Any, gpu: bool = False) -> StageResult:
+    def add(self, name: str, task: Any, *args: Any, gpu: bool = False, priority: int = 0) -> StageResult:
         needs = tuple(arg.stage for arg in args if isinstance(arg, StageResult))
-        self.stages.append(Stage(name, task, args, gpu, needs))
+        self.stages.append(Stage(name, task, args, gpu, needs, priority))
         return StageResult(name)
+
+
+def _priority(priority: int):
+    """Dask priority annotation of a submission (DaskTaskRunner passes annotations on to the scheduler)."""
+    import dask
+
+    return dask.annotate(priority=priority)
 
 
 class _RowRun:
@@ -79,7 +93,7 @@ class _RowRun:
             if stage.name in self.futures or not all(need in self.completed for need in stage.needs):
                 continue
             args = tuple(self.futures[a.stage] if isinstance(a, StageResult) else a for a in stage.args)
-            with gpu_slot(stage.gpu):
+            with gpu_slot(stage.gpu), _priority(stage.priority):
                 future = stage.task.submit(*args)
             self.futures[stage.name] = future
             future.add_done_callback(lambda _, name=stage.name: on_done(name))

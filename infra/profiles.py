@@ -12,6 +12,18 @@ from dataclasses import dataclass, replace
 
 PROFILE_NAMES = ("local", "gpu", "cluster")
 GPU_RESOURCE = "GPU"
+SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": "inf"}
+"""Every ready task goes to a worker at once, so each worker runs its ready tasks by priority
+(exports last); with queuing, root tasks wait in the scheduler behind exports a worker holds."""
+THREADS_VARIABLE = "AVATARFLOW_THREADS_PER_WORKER"
+"""Environment variable: threads each worker's libraries may use (default: cores // workers)."""
+THREAD_VARIABLES = {
+    "LP_NUM_THREADS": "Mesa llvmpipe (Blender's Workbench rasteriser)",
+    "OMP_NUM_THREADS": "torch and OpenMP",
+    "OPENBLAS_NUM_THREADS": "OpenBLAS",
+    "MKL_NUM_THREADS": "MKL",
+}
+"""Per-worker thread limits set in each started worker's environment, read when a library loads."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,52 @@ class ExecutionProfile:
         """Keyword arguments of `start_local_cluster` for this profile."""
         return {"n_workers": self.n_workers, "gpu_devices": list(self.gpu_devices), "memory_limit": self.memory_limit,
                 "dashboard": self.dashboard}
+
+    def threads(self) -> ThreadPlan | None:
+        """The thread plan of a started cluster's workers (None for an external scheduler, whose
+        workers are started, and sized, elsewhere)."""
+        if self.dask_address:
+            return None
+        return thread_plan(self.n_workers + len(self.gpu_devices))
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How many threads each worker's libraries use, so that workers together fill the cores
+    without oversubscribing them (two llvmpipe renders with a thread per core each ran slower
+    than two with one thread each on two cores)."""
+
+    cores: int
+    workers: int
+    per_worker: int
+
+    def environment(self) -> dict[str, str]:
+        return {name: str(self.per_worker) for name in THREAD_VARIABLES}
+
+    def describe(self) -> str:
+        names = ", ".join(f"{name} ({what})" for name, what in THREAD_VARIABLES.items())
+        return (f"threads: {self.workers} worker(s) on {self.cores} core(s): {self.per_worker} thread(s) "
+                f"per worker for {names}")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def thread_plan(n_workers: int, cores: int | None = None) -> ThreadPlan:
+    """cores // workers threads per worker (at least 1), or AVATARFLOW_THREADS_PER_WORKER."""
+    cores = cores or available_cores()
+    n_workers = max(1, n_workers)
+    text = os.environ.get(THREADS_VARIABLE, "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{THREADS_VARIABLE} must be a whole number >= 1, got {text!r}")
+        return ThreadPlan(cores, n_workers, int(text))
+    return ThreadPlan(cores, n_workers, max(1, cores // n_workers))
 
 
 def visible_gpu_devices() -> tuple[str, ...]:
@@ -96,23 +154,70 @@ def gpu_slot(enabled: bool):
 
 
 def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, ...] = (), memory_limit: str = "auto",
-                        dashboard: bool = False):
+                        dashboard: bool = False, preload: tuple[str, ...] = ()):
     """A cluster on this machine, bound to 127.0.0.1: `n_workers` CPU workers, plus one worker per
     GPU device, pinned to it by CUDA_VISIBLE_DEVICES and advertising GPU=1. CPU workers see no
-    GPU, so torch on them stays on the CPU. Without `dashboard` the scheduler serves only its
-    health check and advertises no dashboard link."""
+    GPU, so torch on them stays on the CPU. Each worker's thread limits follow `thread_plan`.
+    `preload`: modules each worker imports as it starts (Dask preload modules). Without
+    `dashboard` the scheduler serves only its health check and advertises no dashboard link."""
     from distributed import Nanny, Scheduler, SpecCluster
 
     keep_glibc_malloc_defaults()
-    common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit}
-    workers = {f"cpu-{i}": {"cls": Nanny, "options": {**common, "env": {"CUDA_VISIBLE_DEVICES": ""}}}
+    threads = thread_plan(n_workers + len(gpu_devices)).environment()
+    common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit, "preload": list(preload)}
+    workers = {f"cpu-{i}": {"cls": Nanny, "options": {**common, "env": {**threads, "CUDA_VISIBLE_DEVICES": ""}}}
                for i in range(n_workers)}
     for device in gpu_devices:
         workers[f"gpu-{device}"] = {"cls": Nanny, "options": {**common, "resources": {GPU_RESOURCE: 1},
-                                                              "env": {"CUDA_VISIBLE_DEVICES": str(device)}}}
+                                                              "env": {**threads, "CUDA_VISIBLE_DEVICES": str(device)}}}
     options = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", "dashboard": dashboard}
     scheduler = {"cls": Scheduler if dashboard else _scheduler_without_dashboard, "options": options}
-    return SpecCluster(scheduler=scheduler, workers=workers, name="avatarflow")
+    import dask
+
+    with dask.config.set(SCHEDULER_CONFIG):  # read when SpecCluster starts the scheduler
+        return SpecCluster(scheduler=scheduler, workers=workers, name="avatarflow")
+
+
+class BackgroundCluster:
+    """A local cluster started on a thread, so that the caller's own start-up (imports, the Prefect
+    server, planning) runs while the workers spawn; `address()` waits for it."""
+
+    def __init__(self, profile: ExecutionProfile, preload: tuple[str, ...] = ()):
+        import threading
+
+        self._cluster = self._client = None
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._start, args=(profile, preload), name="cluster-start", daemon=True)
+        self._thread.start()
+
+    def _start(self, profile: ExecutionProfile, preload: tuple[str, ...]) -> None:
+        from distributed import Client
+
+        try:
+            self._cluster = start_local_cluster(**profile.cluster_kwargs(), preload=preload)
+            # The default client: a DaskTaskRunner in this process then uses this cluster object
+            # (a client made from a bare address asks for a dashboard this scheduler does not have).
+            self._client = Client(self._cluster, set_as_default=True)
+        except BaseException as error:  # handed to the caller by address()
+            self._error = error
+        finally:
+            self._ready.set()
+
+    def address(self) -> str:
+        self._ready.wait()
+        if self._error is not None:
+            raise RuntimeError(f"the local Dask cluster did not start: {self._error}") from self._error
+        return self._cluster.scheduler_address
+
+    def close(self) -> None:
+        self._ready.wait()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
 
 
 def _scheduler_without_dashboard(**options):

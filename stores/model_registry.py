@@ -20,6 +20,8 @@ from stores.tracking import ready_tracking_uri
 
 GAN_MODEL = "avatarflow-gan"
 DIFFUSION_MODEL = "avatarflow-diffusion"
+STYLE_MODEL_PREFIX = "avatarflow-style-"
+"""Feed-forward style networks are registered one per preset: avatarflow-style-<preset>."""
 PRODUCTION_ALIAS = "production"
 TRAIN_COMMAND = "avatarflow train --config small"
 _TORCH_REQUIREMENT = ["torch==2.13.0"]  # stated, so MLflow does not scan the environment
@@ -28,6 +30,11 @@ _TORCH_REQUIREMENT = ["torch==2.13.0"]  # stated, so MLflow does not scan the en
 HASHED_FILES = ("data/model.pth", "data/pickle_module_info.txt", "MLmodel")
 """Files of a logged torch model whose SHA-256 is recorded and checked: the pickle, the module
 MLflow imports to unpickle it, and the flavour description that says how to load it."""
+
+
+def style_model_name(preset: str) -> str:
+    """The registered model name of a style preset's feed-forward network."""
+    return f"{STYLE_MODEL_PREFIX}{preset}"
 
 
 class ModelMissingError(LookupError):

@@ -16,10 +16,10 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
 # Pipeline order, so bars and columns read like the flow; stages not listed follow in the order met.
-STAGE_ORDER = ("ingest", "generate", "refine", "reconstruct", "style", "animate", "render")
+STAGE_ORDER = ("ingest", "generate", "refine", "reconstruct", "style", "animate", "render", "export")
 STAGE_COLOURS = {
     "ingest": "#4e79a7", "generate": "#b07aa1", "refine": "#ff9da7", "reconstruct": "#f28e2b",
-    "style": "#edc948", "animate": "#59a14f", "render": "#e15759",
+    "style": "#edc948", "animate": "#59a14f", "render": "#e15759", "export": "#79706e",
 }
 EXTRA_COLOURS = ("#76b7b2", "#9c755f", "#bab0ac", "#86bcb6")
 DOWNLOADS = (("video", "MP4"), ("glb", "GLB"), ("blend", ".blend"))
@@ -233,7 +233,7 @@ def render_report_html(run: str, avatars: list[Mapping[str, Any]], failures: lis
     """The whole page. `avatars`: finished (or reused) avatars with `id`, `seconds` (stage →
     seconds), `outputs` (kind → written path), `video_seconds`, `warnings`, `reused`;
     `failures`: quarantine entries (`line`, `id`, `stage`, `error`); `summary`: the run summary
-    (`realtime_factor`, `wall_seconds`, `video_seconds`, `preset`). The counts cover every row;
+    (`realtime_factor`, `wall_seconds`, `video_wall_seconds`, `video_seconds`, `preset`). The counts cover every row;
     cards, bars and table rows stop at `max_rows` each, with a note."""
     realtime = summary.get("realtime_factor")
     reused = sum(1 for a in avatars if a.get("reused"))
@@ -243,6 +243,7 @@ def render_report_html(run: str, avatars: list[Mapping[str, Any]], failures: lis
         _stat("—" if realtime is None else f"{float(realtime):.2f}×", "real time (video s / wall s)", "realtime"),
         _stat(_seconds(summary.get("video_seconds")), "video rendered", "video"),
         _stat(_seconds(summary.get("wall_seconds")), "wall time", "wall"),
+        _stat(_seconds(summary.get("video_wall_seconds")), "wall time to the last MP4", "video-wall"),
     ]
     preset = f" · preset {_text(summary['preset'])}" if summary.get("preset") else ""
     shown = list(avatars[:max_rows])

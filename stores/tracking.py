@@ -59,6 +59,32 @@ def ready_tracking_uri(data_dir: str | os.PathLike) -> str:
     return uri
 
 
+def prepare_tracking(data_dir: str | os.PathLike) -> threading.Thread:
+    """Import MLflow and create the database's schema on a daemon thread, so a run that logs to
+    MLflow at its end does not wait for either then (seconds on a fresh data dir)."""
+    def prepare() -> None:
+        try:
+            ready_tracking_uri(data_dir)
+            import mlflow  # noqa: F401
+        except Exception:  # the run's own use of MLflow reports any problem, with its context
+            pass
+
+    thread = threading.Thread(target=prepare, name="mlflow-prepare", daemon=True)
+    _PREPARING.append(thread)
+    thread.start()
+    return thread
+
+
+def _wait_for_preparation() -> None:
+    """Join a preparing thread before this thread imports MLflow itself: two threads importing one
+    package at once can deadlock on its module locks."""
+    while _PREPARING:
+        _PREPARING.pop().join()
+
+
+_PREPARING: list[threading.Thread] = []
+
+
 def _sqlite_file(uri: str) -> Path | None:
     """The database file of a `sqlite:///path` URI; None for other databases and in-memory sqlite."""
     if not uri.startswith("sqlite:///"):
@@ -92,6 +118,7 @@ class RunTracker:
     """Open one MLflow run and log params, metrics and files to it."""
 
     def __init__(self, data_dir: str | os.PathLike, experiment: str, run_name: str, tags: dict[str, str] | None = None):
+        _wait_for_preparation()
         import mlflow
 
         self._mlflow = mlflow

@@ -52,15 +52,40 @@ class AudioFeatures:
     """Voice activity (bool)."""
 
 
-def _frame_signal(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
-    """Centred, Hann-windowable frames (N, W) with one frame per HOP_S; returns (frames, hop_samples)."""
+# Hops analysed at once: the windowed frames of a whole long clip would not fit in memory (a 10-minute
+# clip is 60,000 hops of 480 samples, several copies of 230 MB), a block of them is a few MB.
+_HOPS_PER_BLOCK = 2048
+
+
+def _hop_blocks(audio: np.ndarray, sample_rate: int):
+    """Centred frames (n, W) of the clip, one per HOP_S, yielded a block of hops at a time."""
     hop = max(1, int(round(HOP_S * sample_rate)))
     width = max(hop, int(round(WINDOW_S * sample_rate)))
-    samples = np.asarray(audio, dtype=np.float64).reshape(-1)
+    samples = np.asarray(audio, dtype=np.float32).reshape(-1)
     n_hops = max(1, int(np.ceil(samples.size / hop)))
     padded = np.pad(samples, (width // 2, width + n_hops * hop - samples.size))
-    index = np.arange(n_hops)[:, None] * hop + np.arange(width)[None, :]
-    return padded[index], hop
+    offsets = np.arange(width)[None, :]
+    for first in range(0, n_hops, _HOPS_PER_BLOCK):
+        hops = np.arange(first, min(n_hops, first + _HOPS_PER_BLOCK))
+        yield padded[hops[:, None] * hop + offsets].astype(np.float64)
+
+
+def _block_features(frames: np.ndarray, sample_rate: int) -> tuple[np.ndarray, ...]:
+    """(rms, low fraction, high fraction, centroid, zero-crossing rate) of a block of frames."""
+    rms = np.sqrt(np.mean(frames ** 2, axis=1))
+    window = np.hanning(frames.shape[1])
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(frames.shape[1], 1.0 / sample_rate)
+    band = (freqs >= 80) & (freqs <= 8000)
+    total = power[:, band].sum(axis=1) + 1e-12
+    low_fraction = power[:, (freqs >= 150) & (freqs <= 1000)].sum(axis=1) / total
+    high_fraction = power[:, freqs > 3500].sum(axis=1) / total
+    centroid_band = (freqs >= 80) & (freqs <= 4000)
+    centroid_power = power[:, centroid_band]
+    centroid_hz = (centroid_power * freqs[centroid_band]).sum(axis=1) / (centroid_power.sum(axis=1) + 1e-12)
+    signs = np.signbit(frames)
+    zero_crossing_rate = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)
+    return rms, low_fraction, high_fraction, centroid_hz, zero_crossing_rate
 
 
 def _fill_short_runs(mask: np.ndarray, value: bool, max_len: int) -> np.ndarray:
@@ -82,22 +107,10 @@ def _fill_short_runs(mask: np.ndarray, value: bool, max_len: int) -> np.ndarray:
 
 def analyse(audio: np.ndarray, sample_rate: int, config: AnimationConfig) -> AudioFeatures:
     """Compute the per-hop features and voice activity of a mono clip."""
-    frames, _ = _frame_signal(audio, sample_rate)
-    rms = np.sqrt(np.mean(frames ** 2, axis=1))
+    blocks = [_block_features(frames, sample_rate) for frames in _hop_blocks(audio, sample_rate)]
+    rms, low_fraction, high_fraction, centroid_hz, zero_crossing_rate = (
+        np.concatenate(parts) for parts in zip(*blocks))
     level_db = 20.0 * np.log10(np.maximum(rms, 1e-6))
-
-    window = np.hanning(frames.shape[1])
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    freqs = np.fft.rfftfreq(frames.shape[1], 1.0 / sample_rate)
-    band = (freqs >= 80) & (freqs <= 8000)
-    total = power[:, band].sum(axis=1) + 1e-12
-    low_fraction = power[:, (freqs >= 150) & (freqs <= 1000)].sum(axis=1) / total
-    high_fraction = power[:, freqs > 3500].sum(axis=1) / total
-    centroid_band = (freqs >= 80) & (freqs <= 4000)
-    centroid_power = power[:, centroid_band]
-    centroid_hz = (centroid_power * freqs[centroid_band]).sum(axis=1) / (centroid_power.sum(axis=1) + 1e-12)
-    signs = np.signbit(frames)
-    zero_crossing_rate = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)
 
     above_floor = level_db > config.vad_floor_dbfs
     if above_floor.any():

@@ -70,7 +70,7 @@ def animate_from_audio(audio: np.ndarray, sample_rate: int, config: AnimationCon
                        emotion: EmotionTimeline | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Animation for a speech recording in any language: mouth from the audio signal, plus idle motion and
     the emotion timeline (None: neutral)."""
-    samples = np.asarray(audio, dtype=np.float64).reshape(-1)
+    samples = np.asarray(audio, dtype=np.float32).reshape(-1)
     n_frames = frame_count(samples.size / sample_rate, config.fps)
     speech = weights_from_audio(samples, sample_rate, n_frames, config.fps, config)
     energy = speech_energy(samples, sample_rate, n_frames, config.fps, config)

@@ -191,7 +191,6 @@ def coarticulate(targets: np.ndarray, closure: np.ndarray, step: float, n_frames
     The result (T, 52) is float64, mouth weights scaled by the viseme gain, not yet clipped.
     """
     sigma = max(config.coarticulation_sigma_s / step, 1e-6)
-    smooth = gaussian_filter1d(targets, sigma, axis=0, mode="constant", truncate=KERNEL_TRUNCATE)
     closure_sigma = max(config.closure_sigma_s / step, 1e-6)
     seal = gaussian_filter1d(closure.astype(np.float64), closure_sigma, mode="constant", truncate=KERNEL_TRUNCATE)
     # Doubling lets any closure at least about two narrow sigmas long reach a full seal after smoothing.
@@ -201,8 +200,11 @@ def coarticulate(targets: np.ndarray, closure: np.ndarray, step: float, n_frames
     # Anticipation: the frame at time t shows the shape due a little later.
     times = frame_times(n_frames, fps) + config.anticipation_s
     frames = np.zeros((n_frames, targets.shape[1]), np.float64)
-    for channel in np.flatnonzero(np.abs(smooth).max(axis=0) > 0):
-        frames[:, channel] = np.interp(times, grid, smooth[:, channel], left=0.0, right=0.0)
+    # Channel by channel, and only those some target sets: a long clip's fine grid is 100,000s of samples.
+    for channel in np.flatnonzero((targets.max(axis=0) > 0) | (targets.min(axis=0) < 0)):
+        smooth = gaussian_filter1d(np.asarray(targets[:, channel], np.float64), sigma, mode="constant",
+                                   truncate=KERNEL_TRUNCATE)
+        frames[:, channel] = np.interp(times, grid, smooth, left=0.0, right=0.0)
     # A closure anywhere within a frame's time span seals that frame, so brief p/b/m are never skipped.
     half = 0.5 / fps
     lo = np.searchsorted(grid, times - half, side="left")

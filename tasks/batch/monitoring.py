@@ -154,14 +154,21 @@ def quarantine_rows(failures: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for f in failures]
 
 
+def run_headline(run: str, finished: int, failed: int, summary: Mapping[str, Any]) -> str:
+    """One line on a finished run: counts, speed, when the last MP4 landed, and where the outputs are."""
+    realtime = summary.get("realtime_factor")
+    speed = "—" if realtime is None else f"{realtime:.2f}× real time"
+    if summary.get("video_wall_seconds") is not None:  # the exports may land after the last MP4
+        speed += f", last MP4 at {summary['video_wall_seconds']:.1f} s of {summary.get('wall_seconds', 0.0):.1f} s"
+    return (f"Run `{run}`: {finished} finished, {failed} quarantined; {speed}. "
+            f"Outputs: `{summary.get('output_folder', '')}`")
+
+
 def publish_run_tables(run: str, avatars: list[Mapping[str, Any]], failures: list[Mapping[str, Any]],
                        summary: Mapping[str, Any], max_rows: int = BatchConfig().max_table_rows) -> dict[str, UUID]:
     """The avatars table and the quarantine table of a finished run, as Prefect table artifacts, of
     at most `max_rows` rows each (in manifest order); the description says how many are left out."""
-    realtime = summary.get("realtime_factor")
-    speed = "—" if realtime is None else f"{realtime:.2f}× real time"
-    headline = (f"Run `{run}`: {len(avatars)} finished, {len(failures)} quarantined; {speed}. "
-                f"Outputs: `{summary.get('output_folder', '')}`")
+    headline = run_headline(run, len(avatars), len(failures), summary)
     table = avatar_rows(avatars[:max_rows], failures[:max_rows])[:max_rows]
     failed = quarantine_rows(failures[:max_rows])
     return {
@@ -183,8 +190,9 @@ def training_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = [{"part": "dataset", "model": dataset.get("name", ""), "version": None, "steps": "",
              "images": dataset.get("n_images"), "seconds": round(float(dataset.get("seconds", 0.0)), 1),
              "promoted": None, "metrics": "reused" if dataset.get("reused") else "built"}]
-    for part in ("gan", "diffusion"):
-        model = result.get(part)
+    models = [(part, result.get(part)) for part in ("gan", "diffusion")]
+    models += [("style", model) for model in (result.get("style") or {}).values()]
+    for part, model in models:
         if not model:
             continue
         steps = model.get("steps")

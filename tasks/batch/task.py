@@ -117,6 +117,8 @@ def publish_run(plan: RunPlan, outcomes: list[dict], preset: str, config: Pipeli
                    "frames": sum(o.get("frames", 0) for o in built)}
         if built:
             metrics["realtime_factor"] = summary["realtime_factor"]
+        if summary["video_wall_seconds"] is not None:
+            metrics["video_wall_seconds"] = summary["video_wall_seconds"]
         metrics.update({f"stage_seconds_{stage}": seconds for stage, seconds in summary["stage_seconds"].items()})
         tracker.log_metrics(metrics)
         for outcome in finished:
@@ -164,6 +166,9 @@ def _write_reports(plan: RunPlan, outcomes: list[dict], interrupted: list[dict],
     wall = time.time() - plan.started_at
     built = [o for o in finished if not o.get("reused")]
     video_seconds = sum(o["video_seconds"] for o in built)
+    # The MP4s are what is waited for; the GLB and .blend exports may land after the last of them.
+    published = [o["video_published_at"] for o in built if o.get("video_published_at") is not None]
+    video_wall = max(published) - plan.started_at if published else None
     stage_seconds: dict[str, float] = {}
     for outcome in built:
         for stage, seconds in outcome["seconds"].items():
@@ -181,6 +186,8 @@ def _write_reports(plan: RunPlan, outcomes: list[dict], interrupted: list[dict],
         "warnings": {o["id"]: o["warnings"] for o in finished if o.get("warnings")},
         "wall_seconds": wall, "video_seconds": video_seconds,
         "realtime_factor": video_seconds / wall if built else None,
+        "video_wall_seconds": video_wall,
+        "video_realtime_factor": video_seconds / video_wall if video_wall else None,
         "stage_seconds": stage_seconds,
     }
     if interrupted:

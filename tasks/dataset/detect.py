@@ -8,7 +8,6 @@ between images.
 from __future__ import annotations
 
 import numpy as np
-from mediapipe.python.solutions import face_mesh as mp_face_mesh
 from PIL import Image
 
 from tasks.reconstruct.topology import N_LANDMARKS
@@ -23,6 +22,8 @@ class FaceMeshDetector:
     def __init__(self, min_detection_confidence: float = 0.5, upscale_below: int = 0):
         """upscale_below: images whose shorter side is below this many pixels are upscaled ×2
         (bicubic) before detection, and the landmarks scaled back."""
+        from mediapipe.python.solutions import face_mesh as mp_face_mesh  # heavy: imported on first use
+
         self.upscale_below = upscale_below
         self._mesh = mp_face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1,
                                            min_detection_confidence=min_detection_confidence)

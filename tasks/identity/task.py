@@ -5,7 +5,6 @@ stage reads, and record the model versions and seeds they used."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -16,10 +15,7 @@ from stores.model_registry import (DIFFUSION_MODEL, GAN_MODEL, ModelIntegrityErr
 from tasks.common.errors import AvatarInputError
 from tasks.common.rows import AvatarRow
 from tasks.common.stage_task import run_stage
-from tasks.common.torch_utils import resolve_device
 from tasks.identity.config import IdentityConfig
-from tasks.identity.generate import generate_identity
-from tasks.identity.refine import refine_or_keep
 from tasks.reconstruct.landmarks import detect_faces
 
 _LOADED: dict[tuple, tuple] = {}
@@ -45,6 +41,9 @@ def generate_avatar_identity(ingested: StageRef, row: AvatarRow, data_dir: str, 
     run = ingested.run
 
     def compute(store):
+        from tasks.common.torch_utils import resolve_device  # torch loads on the worker, not in the flow process
+        from tasks.identity.generate import generate_identity
+
         device = str(resolve_device(config.device))
         generator, gan_version = _production(data_dir, GAN_MODEL, device)
         diffusion, diffusion_version = _production(data_dir, DIFFUSION_MODEL, device)
@@ -81,6 +80,9 @@ def refine_avatar_portrait(ingested: StageRef, row: AvatarRow, data_dir: str, co
     run = ingested.run
 
     def compute(store):
+        from tasks.common.torch_utils import resolve_device  # torch loads on the worker, not in the flow process
+        from tasks.identity.refine import refine_or_keep
+
         device = str(resolve_device(config.device))
         diffusion, version = _production(data_dir, DIFFUSION_MODEL, device)
         image = store.read(run, row.id, ingested.arrays["portrait"].name)
@@ -94,7 +96,7 @@ def refine_avatar_portrait(ingested: StageRef, row: AvatarRow, data_dir: str, co
             return found[0] if found else None
 
         portrait, result, verdict = refine_or_keep(
-            image, faces[0], diffusion, config.refine_strength, torch.Generator(device="cpu").manual_seed(trajectory_seed),
+            image, faces[0], diffusion, config.refine_strength, _seeded_generator(trajectory_seed),
             landmarks_of, config.refine_min_detail_ratio, config.refine_max_landmark_error)
         models = {DIFFUSION_MODEL: version}
         arrays = {
@@ -114,3 +116,11 @@ def refine_avatar_portrait(ingested: StageRef, row: AvatarRow, data_dir: str, co
                                                          "verdict": verdict.as_record()}}
 
     return run_stage("refine", ingested.store_url, run, row.id, compute)
+
+
+def _seeded_generator(seed: int):
+    """A CPU torch generator; torch is imported on first use, so importing the flow stays fast."""
+    import torch
+
+    return torch.Generator(device="cpu").manual_seed(seed)
+

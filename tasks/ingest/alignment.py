@@ -120,7 +120,7 @@ def _decoder(kind: str, beam: float = 1e-48):
 
 
 def _pcm(audio: np.ndarray, sample_rate: int) -> bytes:
-    samples = np.asarray(audio, dtype=np.float64).reshape(-1)
+    samples = np.asarray(audio, dtype=np.float32).reshape(-1)
     if sample_rate != ALIGN_SAMPLE_RATE:
         from scipy.signal import resample_poly
 
@@ -129,7 +129,10 @@ def _pcm(audio: np.ndarray, sample_rate: int) -> bytes:
     peak = float(np.max(np.abs(samples))) if samples.size else 0.0
     # Quiet recordings are scaled up: the acoustic model's features expect a usable level.
     gain = min(0.9 / peak, 30.0) if peak > 0 else 1.0
-    return (np.clip(samples * gain, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+    return (np.clip(samples * np.float32(gain), -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+
+
+_FRAME_BYTES = 2 * int(ALIGN_SAMPLE_RATE * _FRAME_S)
 
 
 def _decode(decoder, pcm: bytes) -> None:
@@ -138,20 +141,67 @@ def _decode(decoder, pcm: bytes) -> None:
     decoder.end_utt()
 
 
-def recognise(audio: np.ndarray, sample_rate: int) -> list[str]:
-    """Words pocketsphinx's en-us language model hears in the audio (fillers left out); may be empty."""
+def _bare_word(name: str) -> str:
+    """A dictionary word without its alternative-pronunciation mark: word(2) -> word."""
+    return re.sub(r"\(\d+\)$", "", name)
+
+
+def _quietness(pcm: bytes) -> np.ndarray:
+    """Mean power of each 10 ms frame of 16-bit PCM, smoothed over 100 ms."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    step = _FRAME_BYTES // 2
+    total = samples.size // step + (samples.size % step > 0)
+    padded = np.zeros(total * step, np.float32)
+    padded[:samples.size] = samples
+    energy = np.mean(np.square(padded.reshape(total, step)), axis=1)
+    return np.convolve(energy, np.ones(10) / 10.0, mode="same")
+
+
+def _quiet_cut(loudness: np.ndarray, start: int, window: int) -> int:
+    """The quietest frame of the last third of the window [start, start + window)."""
+    lo = start + (2 * window) // 3
+    return lo + int(np.argmin(loudness[lo:start + window]))
+
+
+def speech_windows(pcm: bytes, window_seconds: float) -> list[tuple[int, int]]:
+    """(start, end) frame spans covering 16-bit PCM, each at most about window_seconds long, cut at the
+    quietest 100 ms of each window's last third so a cut falls in a pause rather than in a word."""
+    loudness = _quietness(pcm)
+    total = loudness.size
+    window = max(10, int(round(window_seconds / _FRAME_S)))
+    spans, start = [], 0
+    while total - start > window:
+        cut = _quiet_cut(loudness, start, window)
+        spans.append((start, cut))
+        start = cut
+    spans.append((start, total))
+    return spans
+
+
+def recognise(audio: np.ndarray, sample_rate: int, window_seconds: float = 30.0) -> list[str]:
+    """Words pocketsphinx's en-us language model hears in the audio (fillers left out); may be empty.
+    A long recording is heard window by window (see speech_windows)."""
+    pcm = _pcm(audio, sample_rate)
+    return [word for words in _recognise_windows(pcm, window_seconds) for word in words[2]]
+
+
+def _recognise_windows(pcm: bytes, window_seconds: float) -> list[tuple[int, int, list[str]]]:
+    """(start frame, end frame, words heard) per window of the PCM."""
     decoder = _decoder("recognise")
-    _decode(decoder, _pcm(audio, sample_rate))
-    hypothesis = decoder.hyp()
-    words = hypothesis.hypstr.split() if hypothesis is not None and hypothesis.hypstr else []
-    # Alternative pronunciations are named word(2); the dictionary entry is the bare word.
-    return [re.sub(r"\(\d+\)$", "", word) for word in words]
+    heard = []
+    for start, end in speech_windows(pcm, window_seconds):
+        _decode(decoder, pcm[start * _FRAME_BYTES:end * _FRAME_BYTES])
+        hypothesis = decoder.hyp()
+        words = hypothesis.hypstr.split() if hypothesis is not None and hypothesis.hypstr else []
+        # Alternative pronunciations are named word(2); the dictionary entry is the bare word.
+        heard.append((start, end, [_bare_word(word) for word in words]))
+    return heard
 
 
 def _ensure_words(decoder, words: Sequence[str], pronounce: Callable[[str], list[str]]) -> list[str]:
     """Add missing words to the decoder's dictionary; returns the words that have no pronunciation at all."""
     unknown = []
-    for word in words:
+    for word in dict.fromkeys(words):
         if decoder.lookup_word(word) is not None:
             continue
         phones = espeak_to_arpabet(pronounce(word))
@@ -162,23 +212,21 @@ def _ensure_words(decoder, words: Sequence[str], pronounce: Callable[[str], list
     return unknown
 
 
-def align(audio: np.ndarray, sample_rate: int, words: Sequence[str], pronounce: Callable[[str], list[str]],
-          config: AlignmentConfig) -> list[Phone]:
-    """Force-align words to the audio; returns every phone (silences as SIL) in time order.
-
-    `pronounce(word)` gives espeak-ng mnemonics for a word the dictionary lacks. Raises AlignmentError
-    when a word cannot be pronounced or the decoder cannot fit the words to the audio.
-    """
-    words = [word for word in words if word]
-    if not words:
-        raise AlignmentError("no words to align")
-    pcm = _pcm(audio, sample_rate)
+def _prepare(words: Sequence[str], pcm: bytes, pronounce: Callable[[str], list[str]], config: AlignmentConfig):
+    """The align decoder with every word in its dictionary; AlignmentError for an unpronounceable word
+    or more words than the audio's length can hold."""
     decoder = _decoder("align", config.beam)
     unknown = _ensure_words(decoder, words, pronounce)
     if unknown:
         raise AlignmentError(f"no pronunciation for {', '.join(repr(w) for w in unknown[:3])}")
-    if len(words) > config.max_words_per_second * len(pcm) / 2 / ALIGN_SAMPLE_RATE + 2:
-        raise AlignmentError(f"{len(words)} words cannot be spoken in {len(pcm) / 2 / ALIGN_SAMPLE_RATE:.1f} s")
+    seconds = len(pcm) / 2 / ALIGN_SAMPLE_RATE
+    if len(words) > config.max_words_per_second * seconds + 2:
+        raise AlignmentError(f"{len(words)} words cannot be spoken in {seconds:.1f} s")
+    return decoder
+
+
+def _align_span(decoder, pcm: bytes, words: Sequence[str], offset_frames: int) -> list[Phone]:
+    """Phones of words force-aligned to one span of PCM, timed from the start of the whole clip."""
     try:
         # 1. Word pass: an FSG of the words with optional silences between them.
         decoder.set_align_text(" ".join(words))
@@ -192,12 +240,101 @@ def align(audio: np.ndarray, sample_rate: int, words: Sequence[str], pronounce: 
     phones: list[Phone] = []
     if alignment is not None:
         for word in alignment:
-            name = re.sub(r"\(\d+\)$", "", word.name)
+            name = _bare_word(word.name)
             for phone in word:
-                start = phone.start * _FRAME_S
+                start = (offset_frames + phone.start) * _FRAME_S
                 phones.append(Phone(phone.name, start, start + phone.duration * _FRAME_S, name))
+    return phones
+
+
+def _words_consumed(found: Sequence[str], ahead: Sequence[str]) -> int:
+    """How many words of `ahead` the recognised words `found` cover: an edit-distance alignment of all
+    of `found` against a prefix of `ahead` (each missed, extra or wrong word costs 1); among the
+    cheapest prefixes, the one closest to len(found)."""
+    previous = list(range(len(ahead) + 1))
+    for i, word in enumerate(found, 1):
+        row = [i] + [0] * len(ahead)
+        for j, other in enumerate(ahead, 1):
+            row[j] = min(previous[j - 1] + (word != other), previous[j] + 1, row[j - 1] + 1)
+        previous = row
+    best = min(previous)
+    return min((j for j, cost in enumerate(previous) if cost == best), key=lambda j: abs(j - len(found)))
+
+
+def _transcript_cuts(heard: list[tuple[int, int, list[str]]], words: Sequence[str]) -> list[int]:
+    """Where the transcript breaks between recognition windows: index i is the number of transcript
+    words spoken before window i ends. Each window's recognised words are aligned (edit distance) to
+    the transcript just after the previous cut, so a repeated phrase elsewhere cannot pull a cut away."""
+    cuts, pointer = [], 0
+    for _, _, found in heard[:-1]:
+        ahead = words[pointer:pointer + 2 * len(found) + 20]
+        pointer = min(len(words), pointer + _words_consumed(found, ahead))
+        cuts.append(pointer)
+    cuts.append(len(words))
+    return cuts
+
+
+def _align_windows(decoder, pcm: bytes, spans: list[tuple[int, int, list[str]]]) -> list[Phone]:
+    """Align each window's words in that window. A window whose words do not fit it is joined to the
+    next one and tried again; the last one, to the one before it (a boundary misplaced by the
+    recognition costs one longer window)."""
+    done: list[tuple[int, int, list[str], list[Phone]]] = []
+    queue = [span for span in spans]
+    while queue:
+        start, end, found = queue.pop(0)
+        try:
+            done.append((start, end, found, _align_span(decoder, pcm[start * _FRAME_BYTES:end * _FRAME_BYTES],
+                                                        found, start) if found else []))
+            continue
+        except AlignmentError:
+            if queue:
+                following = queue.pop(0)
+                queue.insert(0, (start, following[1], found + following[2]))
+            elif done:
+                before = done.pop()
+                queue.insert(0, (before[0], end, before[2] + found))
+            else:
+                raise
+    return [phone for *_, phones in done for phone in phones]
+
+
+def align(audio: np.ndarray, sample_rate: int, words: Sequence[str], pronounce: Callable[[str], list[str]],
+          config: AlignmentConfig) -> list[Phone]:
+    """Force-align words to the audio; returns every phone (silences as SIL) in time order.
+
+    `pronounce(word)` gives espeak-ng mnemonics for a word the dictionary lacks. Raises AlignmentError
+    when a word cannot be pronounced or the decoder cannot fit the words to the audio. A recording
+    longer than config.window_seconds (plus its margin) is cut into windows at quiet moments; the
+    words recognised in each window place the transcript's words in it, and each window is aligned
+    on its own, so time and memory grow linearly with the length.
+    """
+    words = [word for word in words if word]
+    if not words:
+        raise AlignmentError("no words to align")
+    pcm = _pcm(audio, sample_rate)
+    decoder = _prepare(words, pcm, pronounce, config)
+    total = len(pcm) // _FRAME_BYTES
+    if total * _FRAME_S <= config.window_seconds + config.window_margin_seconds:
+        phones = _align_span(decoder, pcm, words, 0)
+    else:
+        heard = _recognise_windows(pcm, config.window_seconds)
+        cuts = _transcript_cuts(heard, words)
+        spans = [(start, end, list(words[first:last]))
+                 for (start, end, _), first, last in zip(heard, [0] + cuts[:-1], cuts)]
+        phones = _align_windows(decoder, pcm, spans)
     spoken = [phone for phone in phones if phone.symbol.upper() != "SIL"]
     if not spoken:
+        raise AlignmentError("the words could not be fitted to the audio")
+    return phones
+
+
+def _align_heard(pcm: bytes, heard: list[tuple[int, int, list[str]]], words: list[str],
+                 pronounce: Callable[[str], list[str]], config: AlignmentConfig) -> list[Phone]:
+    """Align recognised words window by window, each window's own words in that window (see
+    _recognise_windows); AlignmentError when they do not fit."""
+    decoder = _prepare(words, pcm, pronounce, config)
+    phones = _align_windows(decoder, pcm, heard)
+    if not any(phone.symbol.upper() != "SIL" for phone in phones):
         raise AlignmentError("the words could not be fitted to the audio")
     return phones
 
@@ -244,11 +381,13 @@ def time_speech(audio: np.ndarray, sample_rate: int, transcript: str | None, lan
                             words, [])
     if not config.recognise_untranscribed:
         return SpeechTiming("audio", [], [], [])
-    words = recognise(audio, sample_rate)
+    pcm = _pcm(audio, sample_rate)
+    heard = _recognise_windows(pcm, config.window_seconds)
+    words = [word for _, _, found in heard for word in found]
     if not words:
         return SpeechTiming("audio", [], [], ["no words recognised in the audio; lips follow the audio"])
     try:
-        phones = align(audio, sample_rate, words, pronounce, config)
+        phones = _align_heard(pcm, heard, words, pronounce, config)
     except AlignmentError as error:
         return SpeechTiming("audio", [], words, [f"recognised words could not be aligned ({error}); "
                                                  "lips follow the audio"])

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+
+MAX_AUDIO_VARIABLE = "AVATARFLOW_MAX_AUDIO_SECONDS"
+"""Environment variable: the default audio length limit, in seconds (also the driving-video limit)."""
+
+DEFAULT_MAX_AUDIO_SECONDS = 900.0
+
+
+def _default_max_audio_seconds() -> float:
+    text = os.environ.get(MAX_AUDIO_VARIABLE, "").strip()
+    try:
+        seconds = float(text) if text else DEFAULT_MAX_AUDIO_SECONDS
+    except ValueError:
+        raise ValueError(f"{MAX_AUDIO_VARIABLE} must be a number of seconds, got {text!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{MAX_AUDIO_VARIABLE} must be a positive number of seconds, got {text!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,14 @@ class AlignmentConfig:
     """A transcript with more words than this rate allows for the audio's length is rejected as not
     matching it."""
 
+    window_seconds: float = 30.0
+    """Recordings longer than this (plus window_margin_seconds) are recognised and aligned window by
+    window, each at most about this long (seconds) and cut at a quiet moment: one alignment's time and
+    memory grow with the square of its length, windows keep them linear."""
+
+    window_margin_seconds: float = 5.0
+    """A recording at most this much longer than window_seconds is still aligned whole."""
+
 
 @dataclass(frozen=True)
 class IngestConfig:
@@ -42,8 +67,9 @@ class IngestConfig:
     max_file_bytes: int = 200 * 1024 * 1024
     """Largest accepted input file on disk, in bytes (images and audio alike)."""
 
-    max_audio_seconds: float = 120.0
-    """Longest accepted audio, uploaded or synthesized, in seconds."""
+    max_audio_seconds: float = field(default_factory=_default_max_audio_seconds)
+    """Longest accepted audio, uploaded or synthesized, and longest driving video, in seconds
+    (default 900, or AVATARFLOW_MAX_AUDIO_SECONDS)."""
 
     min_audio_seconds: float = 0.3
     """Shortest accepted audio in seconds; shorter clips cannot carry a spoken word."""
@@ -68,3 +94,7 @@ class IngestConfig:
 
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     """Forced alignment (and recognition) of recorded English speech."""
+
+    def __post_init__(self) -> None:
+        if not self.max_audio_seconds > 0:
+            raise ValueError(f"max_audio_seconds must be > 0, got {self.max_audio_seconds}")

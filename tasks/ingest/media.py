@@ -303,17 +303,39 @@ def _decode_audio(path: Path, name: str, config: IngestConfig) -> np.ndarray:
     return audio
 
 
+# Samples squared and summed at once: a block, not a whole long clip (float64 copies of 15 minutes are 100s of MB).
+_ENERGY_BLOCK = 1 << 20
+
+
+def _energy_before(samples: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The sum of squared samples before each position (0 at position 0), block by block."""
+    order = np.argsort(positions, kind="stable")
+    found = np.zeros(positions.size, np.float64)
+    carry, cursor = 0.0, 0
+    ordered = positions[order]
+    while cursor < ordered.size and ordered[cursor] == 0:
+        cursor += 1
+    for first in range(0, samples.size, _ENERGY_BLOCK):
+        part = samples[first:first + _ENERGY_BLOCK].astype(np.float64)
+        running = np.cumsum(part * part) + carry
+        last = first + part.size
+        stop = int(np.searchsorted(ordered, last, side="right"))
+        found[order[cursor:stop]] = running[ordered[cursor:stop] - first - 1]
+        cursor, carry = stop, float(running[-1])
+    return found
+
+
 def loudest_window_dbfs(audio: np.ndarray, sample_rate: int, window_seconds: float = _LOUDNESS_WINDOW_S) -> float:
     """RMS level (dB full scale) of the loudest window of the clip; -inf for digital silence."""
-    samples = np.asarray(audio, dtype=np.float64).reshape(-1)
+    samples = np.asarray(audio).reshape(-1)
     if samples.size == 0:
         return float("-inf")
     window = max(1, min(samples.size, int(round(window_seconds * sample_rate))))
-    power = np.concatenate([[0.0], np.cumsum(samples * samples)])
     # Windows hop by a quarter window: fine enough not to miss a loud burst.
     hop = max(1, window // 4)
     starts = np.arange(0, samples.size - window + 1, hop)
-    mean_power = (power[starts + window] - power[starts]) / window
+    power = _energy_before(samples, np.concatenate([starts, starts + window]))
+    mean_power = (power[starts.size:] - power[:starts.size]) / window
     peak = float(mean_power.max())
     return float(10.0 * np.log10(peak)) if peak > 0 else float("-inf")
 

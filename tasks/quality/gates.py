@@ -10,7 +10,11 @@ at it, and the verdicts recorded as tags of its registered version.
   cap on near-copies). Distances are RMS pixel differences of the aligned crops the GAN trains on
   (the mirrored crops included, since training flips faces): a copied or barely changed training
   face is close in pixels, while a new face of the same pose is not;
-- upscaler: its 2× super-resolution PSNR beats bicubic upsampling's.
+- upscaler: its 2× super-resolution PSNR beats bicubic upsampling's;
+- style network Gram loss: on held-out faces, at most a set multiple (2×) of the optimisation
+  path's on the same faces. An untrained network returns the colour-transferred input, whose Gram
+  loss the optimisation path cuts far more than that, so the gate refuses it;
+- style network landmark error: on the same faces, no worse than the optimisation path's.
 """
 
 from __future__ import annotations
@@ -94,6 +98,26 @@ def psnr_gate(model_db: float, bicubic_db: float, margin_db: float = 0.0) -> Gat
     return GateResult("sr_psnr", passed, float(model_db), float(limit),
                       f"SR PSNR {model_db:.2f} dB {'>' if passed else '≤'} bicubic {bicubic_db:.2f} dB"
                       + (f" + {margin_db:g}" if margin_db else ""))
+
+
+def style_gram_gate(network_gram: float, optimisation_gram: float, ratio: float = 2.0) -> GateResult:
+    """The network's mean Gram loss must be at most `ratio` × the optimisation path's (NaN fails)."""
+    limit = optimisation_gram * ratio
+    passed = bool(np.isfinite(network_gram) and network_gram <= limit)
+    return GateResult("style_gram", passed, float(network_gram), float(limit),
+                      f"Gram loss {network_gram:.4g} {'≤' if passed else '>'} {ratio:g} × the optimisation "
+                      f"path's {optimisation_gram:.4g} on the same held-out faces")
+
+
+def style_landmark_gate(network_error: float, optimisation_error: float, tolerance: float = 0.0) -> GateResult:
+    """The network's mean content landmark error must not exceed the optimisation path's (+
+    `tolerance`); NaN (no face on any original) or inf (a face lost) fails."""
+    limit = optimisation_error + tolerance
+    passed = bool(np.isfinite(network_error) and np.isfinite(limit) and network_error <= limit)
+    return GateResult("style_landmarks", passed, float(network_error), float(limit),
+                      f"landmark error {network_error:.4f} {'≤' if passed else '>'} the optimisation path's "
+                      f"{optimisation_error:.4f}" + (f" + {tolerance:g}" if tolerance else "")
+                      + " on the same held-out faces")
 
 
 # --- the figures the GAN gates compare against ---------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from mediapipe.python.solutions import face_mesh_connections as connections
 
 from tasks.common.arkit import ARKIT_NAMES, INDEX
 from tasks.reconstruct.config import ReconstructConfig
@@ -389,6 +388,8 @@ class _ShapeBuilder:
         self.set("browInnerUp", inner_up, follow_mouth=False)
 
     def cheeks_and_nose(self) -> None:
+        from mediapipe.python.solutions import face_mesh_connections as connections  # heavy: imported on first use
+
         w, iod = self.width, self.iod
         puff = np.zeros((N_LANDMARKS, 3))
         nose_points = np.array(sorted({v for e in connections.FACEMESH_NOSE for v in e}))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from mediapipe.python.solutions import face_mesh as mp_face_mesh
 
 from tasks.reconstruct.topology import N_LANDMARKS
 
@@ -21,6 +20,8 @@ def detect_faces(image_rgb: np.ndarray, max_faces: int = 4,
     height, width = image_rgb.shape[:2]
     # A fresh graph per call: static_image_mode keeps no tracking state, and nothing is shared
     # between threads or processes.
+    from mediapipe.python.solutions import face_mesh as mp_face_mesh  # heavy: imported on first use
+
     with mp_face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=max_faces,
                                min_detection_confidence=min_detection_confidence) as face_mesh:
         result = face_mesh.process(np.ascontiguousarray(image_rgb))

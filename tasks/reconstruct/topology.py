@@ -23,7 +23,6 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
-from mediapipe.python.solutions import face_mesh_connections as connections
 
 from tasks.reconstruct.canonical_shape import load_canonical_shape
 
@@ -320,6 +319,9 @@ def _split_cycles_or_chains(edges) -> list[list[int]]:
 @lru_cache(maxsize=1)
 def face_topology() -> FaceTopology:
     """The MediaPipe face mesh's triangles, canonical UVs and landmark groups (cached)."""
+    # imported here: mediapipe's solutions package pulls in matplotlib, seconds a process need not pay at import
+    from mediapipe.python.solutions import face_mesh_connections as connections
+
     edges = sorted({tuple(sorted(e)) for e in connections.FACEMESH_TESSELATION})
     neighbours: dict[int, set[int]] = {v: set() for v in range(N_MESH_POINTS)}
     for a, b in edges:

@@ -1,14 +1,21 @@
 """One render job inside Blender (bpy): rig + animation -> video, poster, frames, GLB, .blend.
 
-Run it in its own process, one job per process:
+Run it in its own process, either for one job or for many jobs in turn:
 
     python tasks/render/blender_job.py --job JOB.json
+    python tasks/render/blender_job.py --serve --fd-in R --fd-out W
 
 It imports only the standard library, numpy and bpy, so it runs as a plain file path. The job
 file names every input and output path (see `JOB_FIELDS`). The job writes `out_dir/blender.log`
-and `out_dir/result.json` ({"paths", "frames", "seconds", "blender_version", "animation_max_error"}),
-prints the result path and exits 0; on failure it logs the traceback, prints one line to stderr
-and exits 1.
+and `out_dir/result.json` ({"paths", "frames", "seconds", "blender_version", "animation_max_error"}).
+With --job it prints the result path and exits 0; on failure it logs the traceback, prints one
+line to stderr and exits 1.
+
+With --serve the protocol runs on two inherited pipe fds, never on stdout/stderr (Blender's C code
+prints there; those fds go to each job's blender.log while it runs, else to /dev/null). Messages
+are JSON lines. The process says {"ready": ...} once its scene is empty, reads {"job": PATH},
+answers {"ok": true, "result": {...}} or {"ok": false, "error": "one line"}, then empties the scene
+(factory settings, orphan data purged) and says ready again. It exits at end of input.
 
 Photo mode is pixel-exact to the texture's photo rows when `resolution` equals the texture
 width S (then every pixel centre samples one texel centre); other sizes resample to nearest.
@@ -21,9 +28,12 @@ layered: F-curves live in a channelbag of a keyframe strip, bound to a slot of t
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import logging
 import math
+import os
 import sys
 import time
 import traceback
@@ -653,8 +663,9 @@ def save_blend(bpy, path: Path, image) -> None:
 # the job
 
 
-def run_job(job: dict) -> dict:
-    """Build the scene once, render and export everything the job asks for; returns the result."""
+def run_job(job: dict, reset: bool = True) -> dict:
+    """Build the scene once, render and export everything the job asks for; returns the result.
+    `reset=False` skips the factory reset when the caller has just emptied the scene."""
     import bpy
 
     out_dir = Path(job["out_dir"])
@@ -668,7 +679,8 @@ def run_job(job: dict) -> dict:
     paths: dict[str, object] = {}
 
     started = time.perf_counter()
-    reset_blender(bpy)
+    if reset:
+        reset_blender(bpy)
     scene = bpy.context.scene
     image = load_texture(bpy, job["texture_png"])
     material, texture_node = make_material(bpy, image, job["mode"])
@@ -718,20 +730,44 @@ def run_job(job: dict) -> dict:
     }
 
 
-def setup_logging(out_dir: Path) -> None:
-    """Log to out_dir/blender.log (appending: the runner sends Blender's own output there too)."""
+def setup_logging(out_dir: Path) -> logging.Handler:
+    """Log to out_dir/blender.log (appending: Blender's own output goes there too); returns the
+    handler, which a serving process removes after the job."""
     handler = logging.FileHandler(out_dir / "blender.log", mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     LOG.addHandler(handler)
     LOG.setLevel(logging.INFO)
     LOG.propagate = False
+    return handler
+
+
+def failure_message(exc: Exception) -> str:
+    """One line for a failed job: a JobError's own text, else the exception's type and text."""
+    message = str(exc) if isinstance(exc, JobError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(message.split())
+
+
+def write_result(out_dir: Path, result: dict) -> Path:
+    result_path = out_dir / "result.json"
+    result_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    LOG.info("wrote %s", result_path)
+    return result_path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry: --job JOB.json; exit 0 and print result.json's path, or exit 1."""
+    """Command line entry: --job JOB.json (exit 0 and print result.json's path, or exit 1), or
+    --serve on two pipe fds (exit 0 at end of input)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--job", required=True, type=Path, help="job JSON file")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--job", type=Path, help="job JSON file")
+    mode.add_argument("--serve", action="store_true", help="take job paths from --fd-in until it closes")
+    parser.add_argument("--fd-in", type=int, help="--serve: pipe fd the job messages arrive on")
+    parser.add_argument("--fd-out", type=int, help="--serve: pipe fd the answers go to")
     args = parser.parse_args(argv)
+    if args.serve:
+        if args.fd_in is None or args.fd_out is None:
+            parser.error("--serve needs --fd-in and --fd-out")
+        return serve(args.fd_in, args.fd_out)
     try:
         job = load_job(args.job)
         out_dir = Path(job["out_dir"])
@@ -745,13 +781,101 @@ def main(argv: list[str] | None = None) -> int:
         result = run_job(job)
     except Exception as exc:  # report every failure as one line; the log keeps the traceback
         LOG.error("job failed:\n%s", traceback.format_exc())
-        message = str(exc) if isinstance(exc, JobError) else f"{type(exc).__name__}: {exc}"
-        print(f"blender job failed: {message}", file=sys.stderr)
+        print(f"blender job failed: {failure_message(exc)}", file=sys.stderr)
         return 1
-    result_path = out_dir / "result.json"
-    result_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    LOG.info("wrote %s", result_path)
-    print(result_path, flush=True)
+    print(write_result(out_dir, result), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# serve mode: one process, many jobs in turn
+
+# ID collections a job fills; all of them must be empty between jobs
+JOB_DATA = ("objects", "meshes", "images", "materials", "actions", "shape_keys", "cameras", "lights",
+            "worlds", "node_groups", "textures")
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+
+
+def redirect_output(path: Path | None) -> None:
+    """Point fds 1 and 2 (Python's and Blender's C output) at a job's log, or at /dev/null.
+    Buffers are flushed first, so no line of one job lands in another's log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if _LIBC is not None:
+        _LIBC.fflush(None)
+    fd = (os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path is not None
+          else os.open(os.devnull, os.O_WRONLY))
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
+def empty_scene(bpy) -> dict[str, int]:
+    """Factory settings, then purge what is left unused; returns what remains of JOB_DATA (all 0)."""
+    reset_blender(bpy)
+    bpy.data.orphans_purge(do_local_ids=True, do_linked_ids=True, do_recursive=True)
+    gc.collect()
+    return {name: len(getattr(bpy.data, name)) for name in JOB_DATA}
+
+
+def serve_job(request: dict) -> dict:
+    """One job of a serving process: the answer message (result.json is written too)."""
+    try:
+        job_path = Path(request["job"])
+    except (KeyError, TypeError) as exc:
+        return {"ok": False, "error": f"bad request {request!r}: {exc}"}
+    try:
+        job = load_job(job_path)
+        out_dir = Path(job["out_dir"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (JobError, OSError) as exc:
+        return {"ok": False, "error": failure_message(exc)}
+    redirect_output(out_dir / "blender.log")
+    handler = setup_logging(out_dir)
+    try:
+        os.chdir(out_dir)
+        LOG.info("job %s (serving process %d)", job_path.resolve(), os.getpid())
+        try:
+            result = run_job(job, reset=False)
+            write_result(out_dir, result)
+        except Exception as exc:  # one line back; the log keeps the traceback
+            LOG.error("job failed:\n%s", traceback.format_exc())
+            return {"ok": False, "error": failure_message(exc)}
+        return {"ok": True, "result": result}
+    finally:
+        LOG.removeHandler(handler)
+        handler.close()
+        redirect_output(None)
+        os.chdir("/")
+
+
+def serve(fd_in: int, fd_out: int) -> int:
+    """Answer job messages from fd_in on fd_out, one at a time, until fd_in closes."""
+    import bpy
+
+    def send(message: dict) -> None:
+        data = (json.dumps(message) + "\n").encode("utf-8")
+        while data:
+            data = data[os.write(fd_out, data):]
+
+    for fd in (fd_in, fd_out):  # whatever Blender starts must not hold the protocol pipes open
+        os.set_inheritable(fd, False)
+    os.chdir("/")
+    with open(fd_in, "rb", closefd=True) as requests:
+        left = empty_scene(bpy)
+        redirect_output(None)  # start-up output went to the first job's log
+        send({"ready": True, "pid": os.getpid(), "blender_version": bpy.app.version_string, "left": left})
+        for line in requests:
+            try:
+                request = json.loads(line)
+            except ValueError as exc:
+                answer = {"ok": False, "error": f"bad request line: {exc}"}
+            else:
+                answer = serve_job(request)
+            send(answer)
+            send({"ready": True, "pid": os.getpid(), "left": empty_scene(bpy)})
     return 0
 
 

@@ -19,6 +19,19 @@ def _default_timeout() -> float:
         raise ValueError(f"{TIMEOUT_VARIABLE} must be a number of seconds, got {text!r}") from None
 
 
+JOBS_PER_BLENDER_VARIABLE = "AVATARFLOW_JOBS_PER_BLENDER"
+"""Environment variable: the default number of jobs one Blender process takes before it is replaced."""
+
+
+def default_jobs_per_blender() -> int:
+    """AVATARFLOW_JOBS_PER_BLENDER, or 50."""
+    text = os.environ.get(JOBS_PER_BLENDER_VARIABLE, "").strip()
+    try:
+        return int(text) if text else 50
+    except ValueError:
+        raise ValueError(f"{JOBS_PER_BLENDER_VARIABLE} must be a whole number of jobs, got {text!r}") from None
+
+
 VIDEO_QUALITIES = ("LOSSLESS", "PERC_LOSSLESS", "HIGH", "MEDIUM", "LOW", "VERYLOW", "LOWEST")
 
 
@@ -57,6 +70,11 @@ class RenderConfig:
     video_gop_size: int = 25
     """Frames between H.264 keyframes (one second at 25 fps, so seeking stays cheap)."""
 
+    jobs_per_blender: int = field(default_factory=default_jobs_per_blender)
+    """Jobs one long-lived Blender process per worker takes in turn before a fresh one replaces it
+    (default 50, or AVATARFLOW_JOBS_PER_BLENDER); a failed, crashed or timed-out job replaces it
+    at once. 1 runs every job in a fresh one-shot process (`blender_job.py --job`), for debugging."""
+
     def __post_init__(self) -> None:
         if self.mode not in RENDER_MODES:
             raise ValueError(f"render mode must be one of {RENDER_MODES}, got {self.mode!r}")
@@ -70,3 +88,5 @@ class RenderConfig:
             raise ValueError(f"timeout_seconds must be > 0, got {self.timeout_seconds}")
         if self.video_gop_size < 1:
             raise ValueError(f"video_gop_size must be >= 1, got {self.video_gop_size}")
+        if self.jobs_per_blender < 1:
+            raise ValueError(f"jobs_per_blender must be >= 1, got {self.jobs_per_blender}")

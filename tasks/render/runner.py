@@ -1,17 +1,13 @@
-"""The render stage's side of the process boundary: write a Blender job, run it in its own
-process, mux the sound in with ffmpeg, and probe the result with ffprobe. No bpy here."""
+"""The render stage's side of the process boundary: write a Blender job, run it in a Blender
+process (the worker's long-lived one, see blender_worker), mux the sound in with ffmpeg, and
+probe the result with ffprobe. No bpy here."""
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import wave
-from collections import deque
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -20,31 +16,26 @@ import numpy as np
 from PIL import Image
 
 from tasks.common.arkit import ARKIT_NAMES
-from tasks.render.config import RenderConfig
+from tasks.render.blender_worker import (  # noqa: F401  (re-exported: callers import them from here)
+    BLENDER_JOB_SCRIPT,
+    LOG_FILE,
+    LOG_TAIL_LINES,
+    RenderError,
+    log_tail,
+    run_one_shot,
+    shared_worker,
+)
+from tasks.render.config import RenderConfig, default_jobs_per_blender
 
-BLENDER_JOB_SCRIPT = Path(__file__).resolve().with_name("blender_job.py")
 RIG_FILE = "rig.npz"
 TEXTURE_FILE = "texture.png"
 JOB_FILE = "job.json"
-LOG_FILE = "blender.log"
 # output file names inside out_dir; the silent video is muxed into the talk video later
 VIDEO_FILE = "frames.mp4"
 GLB_FILE = "avatar.glb"
 BLEND_FILE = "avatar.blend"
 POSTER_FILE = "poster.png"
 FRAMES_DIR = "frames"
-LOG_TAIL_LINES = 30
-
-
-PR_SET_PDEATHSIG = 1
-try:  # resolved here, since a forked child should not load libraries before it execs
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-except (OSError, AttributeError):
-    _PRCTL = None
-
-
-class RenderError(RuntimeError):
-    """A Blender job or an ffmpeg step failed; the message carries the end of its log."""
 
 
 def job_outputs(settings: RenderConfig) -> dict[str, str | None]:
@@ -140,65 +131,21 @@ def write_job(
     return job_path
 
 
-def log_tail(log_path: Path, n_lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a log file (empty when it does not exist)."""
-    if not log_path.is_file():
-        return ""
-    with open(log_path, encoding="utf-8", errors="replace") as log:
-        return "".join(deque(log, maxlen=n_lines))
+def run_blender_job(job_path: Path | str, timeout_s: float, jobs_per_blender: int | None = None) -> dict:
+    """Run blender_job.py on a job file in a Blender process, never in this process (bpy is bound
+    to the process that imports it); Blender's output goes to out_dir/blender.log. Returns
+    result.json's content; raises RenderError with the log's end on failure or timeout.
 
-
-def run_blender_job(job_path: Path | str, timeout_s: float) -> dict:
-    """Run blender_job.py on a job file in a fresh Python process (bpy is bound to the process
-    that imports it); its stdout and stderr go to out_dir/blender.log. Returns result.json's
-    content; raises RenderError with the log's end on failure or timeout."""
-    job_path = Path(job_path).resolve()
-    job = json.loads(job_path.read_text(encoding="utf-8"))
-    out_dir = Path(job["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / LOG_FILE
-    result_path = out_dir / "result.json"
-    result_path.unlink(missing_ok=True)
-    env = dict(os.environ)
-    env["PYTHONNOUSERSITE"] = "1"
-    command = [sys.executable, str(BLENDER_JOB_SCRIPT), "--job", str(job_path)]
-    with open(log_path, "ab") as log:
-        # Blender leads its own process group, so that a timeout kills it with anything it started,
-        # and it gets SIGKILL when the worker that started it dies.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out_dir,
-                                   start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
-        try:
-            returncode = process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise RenderError(f"Blender job {job_path} ran past its {timeout_s:g} s timeout and was killed; "
-                              f"log {log_path} ends:\n{log_tail(log_path)}") from None
-        finally:
-            _kill_group(process)
-    if returncode != 0 or not result_path.is_file():
-        raise RenderError(f"Blender job {job_path} failed (exit {returncode}); "
-                          f"log {log_path} ends:\n{log_tail(log_path)}")
-    return json.loads(result_path.read_text(encoding="utf-8"))
-
-
-def _die_with_parent(parent_pid: int):
-    """A preexec_fn: the child asks Linux for SIGKILL when its parent dies, and exits at once if
-    the parent died before it asked."""
-    def arm() -> None:
-        if _PRCTL is not None:
-            _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-    return arm
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """Kill the job's process group (what the job started too) unless the job ended, and reap it."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    process.wait()
+    The job goes to this process's long-lived Blender, which is replaced after `jobs_per_blender`
+    jobs (default: AVATARFLOW_JOBS_PER_BLENDER, else 50) or after any failure;
+    `jobs_per_blender=1` runs it in a fresh one-shot process instead."""
+    if jobs_per_blender is None:
+        jobs_per_blender = default_jobs_per_blender()
+    if jobs_per_blender < 1:
+        raise ValueError(f"jobs_per_blender must be >= 1, got {jobs_per_blender}")
+    if jobs_per_blender == 1:
+        return run_one_shot(job_path, timeout_s)
+    return shared_worker().run(job_path, timeout_s, jobs_per_blender)
 
 
 def _run_tool(command: list[str], what: str) -> str:
@@ -263,6 +210,9 @@ def fit_audio_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
     return np.pad(audio, padding)
 
 
+WAV_BLOCK_SAMPLES = 1 << 20
+
+
 def write_wav(path: Path | str, audio: np.ndarray, sample_rate: int) -> Path:
     """16-bit PCM WAV from float audio in [-1, 1] (clipped), mono (N,) or (N, C)."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -270,15 +220,18 @@ def write_wav(path: Path | str, audio: np.ndarray, sample_rate: int) -> Path:
         audio = audio[:, None]
     if audio.ndim != 2 or audio.shape[1] < 1:
         raise ValueError(f"audio must be (N,) or (N, C), got {audio.shape}")
-    if not np.all(np.isfinite(audio)):
-        raise ValueError("audio holds NaN or infinite samples")
-    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
     path = Path(path)
     with wave.open(str(path), "wb") as out:
-        out.setnchannels(pcm.shape[1])
+        out.setnchannels(audio.shape[1])
         out.setsampwidth(2)
         out.setframerate(int(sample_rate))
-        out.writeframes(pcm.tobytes())
+        for first in range(0, len(audio), WAV_BLOCK_SAMPLES):  # blocks: a long clip is never copied whole
+            block = audio[first:first + WAV_BLOCK_SAMPLES]
+            if not np.all(np.isfinite(block)):
+                out.close()
+                path.unlink(missing_ok=True)  # no half-written file left behind
+                raise ValueError("audio holds NaN or infinite samples")
+            out.writeframes(np.round(np.clip(block, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
     return path
 
 

@@ -1,18 +1,25 @@
-"""Render task: one Blender process per avatar renders the MP4 frames, GLB, .blend and poster;
-ffmpeg muxes the speech in; the files are published under outputs/<run>/<avatar>/. Blender works
-in a scratch folder in the worker's own temp dir, removed once the files are published."""
+"""Render tasks. `render` (the deliverable that is waited for): one Blender job renders the MP4
+frames and the poster, ffmpeg muxes the speech in, and both are published under
+outputs/<run>/<avatar>/. `export` (off the critical path, submitted at low priority): a second
+Blender job writes the GLB and the .blend. The avatar is marked complete by the last of them that
+runs: export when the settings ask for a GLB or a .blend, else render. Blender works in a scratch
+folder in the worker's own temp dir, removed once the files are published."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from stores.avatar_store import StageRef
+from stores.avatar_store import AvatarStore, StageRef
 from stores.outputs import RunOutputs, publish_file
 from tasks.common.arkit import ARKIT_NAMES
 from tasks.common.errors import AvatarInputError
@@ -21,7 +28,7 @@ from tasks.common.retries import RENDER_RETRIES, RETRY_DELAY_SECONDS, retry_unle
 from tasks.common.stage_task import run_stage
 from tasks.quality.video_faces import check_video_faces
 from tasks.render.config import RenderConfig
-from tasks.render.runner import mux_audio, run_blender_job, write_job
+from tasks.render.runner import job_outputs, mux_audio, run_blender_job, write_job
 
 RIG_ARRAYS = {
     "vertices": "mesh/vertices",
@@ -34,6 +41,20 @@ RIG_ARRAYS = {
     "weights": "animation/weights",
     "head_pose": "animation/head_pose",
 }
+RENDER_OUTPUTS = ("video", "poster", "frames_dir")
+"""What the render job writes: the frames' outputs."""
+EXPORT_OUTPUTS = ("glb", "blend")
+"""What the export job writes: the scene's outputs."""
+
+
+def wants_exports(config: RenderConfig) -> bool:
+    """Whether the export task runs at all: a preset may turn both exports off."""
+    return config.write_glb or config.write_blend
+
+
+def outputs_for(config: RenderConfig, kinds: tuple[str, ...]) -> dict[str, str | None]:
+    """A job's "outputs" entry holding only `kinds` (each still subject to the config's switches)."""
+    return {key: name if key in kinds else None for key, name in job_outputs(config).items()}
 
 
 @task(name="render", retries=RENDER_RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,
@@ -43,41 +64,90 @@ def render_avatar(rig: StageRef, motion: StageRef, row: AvatarRow, data_dir: str
     outputs = RunOutputs(data_dir, run)
 
     def compute(store):
-        names = dict(RIG_ARRAYS)
-        if "texture_photo" in rig.arrays:  # the style stage's texture, when it ran
-            names["texture"] = rig.arrays["texture_photo"].name
-        arrays = {key: store.read(run, row.id, name) for key, name in names.items()}
         audio = store.read(run, row.id, "input/audio")
         sample_rate = int(store.array_attrs(run, row.id, "input/audio")["sample_rate"])
-        # Scratch stays on this worker (each attempt gets a fresh folder); only published files are shared.
-        job_dir = Path(tempfile.mkdtemp(prefix=f"avatarflow-render-{row.id}-"))
-        try:
-            job_path = write_job(job_dir, **arrays, settings=config, fps=row.fps, resolution=row.resolution,
-                                 seed=row.seed, shape_key_names=ARKIT_NAMES)
-            result = run_blender_job(job_path, timeout_s=config.timeout_seconds)
-            written = {k: Path(v) for k, v in result["paths"].items()}
+        with _blender_job(store, rig, row, config, RENDER_OUTPUTS) as (job_dir, result, written):
             talk = mux_audio(written["video"], audio, sample_rate, job_dir / "talk.mp4")
             face_check = _check_generated_face(talk) if row.generate_seed is not None else None
             published = {"video": str(publish_file(talk, outputs.avatar_file(row.id, "video")))}
-            for kind in ("glb", "blend", "poster"):
-                if kind in written:
-                    published[kind] = str(publish_file(written[kind], outputs.avatar_file(row.id, kind)))
+            published_at = time.time()
+            published["poster"] = str(publish_file(written["poster"], outputs.avatar_file(row.id, "poster")))
             refs = {}
             if config.keep_frames and "frames_dir" in written:
                 refs["frames"] = _store_frames(store, run, row.id, written["frames_dir"])
-        finally:
-            shutil.rmtree(job_dir, ignore_errors=True)
         frames = int(result["frames"])
+        record = {"video_published_at": published_at, **({"face_check": face_check} if face_check else {})}
         return refs, {"frames": frames, "outputs": published, "video_seconds": frames / row.fps,
-                      "blender_seconds": result.get("seconds", {}),
-                      **({"record": {"face_check": face_check}} if face_check else {})}
+                      "video_published_at": published_at, "blender_seconds": result.get("seconds", {}),
+                      "record": record}
 
     def finish(store, info):
-        store.mark_complete(run, row.id, info["outputs"], seeds={"animation": row.seed},
-                            render={"frames": info["frames"], "fps": row.fps, "mode": config.mode,
-                                    "blender_seconds": info["blender_seconds"]})
+        if not wants_exports(config):  # nothing follows: the avatar is complete now
+            _mark_complete(store, run, row, config, info)
 
     return run_stage("render", rig.store_url, run, row.id, compute, finish)
+
+
+@task(name="export", retries=RENDER_RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS,
+      retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, persist_result=False)
+def export_avatar(rig: StageRef, rendered: StageRef, row: AvatarRow, data_dir: str, config: RenderConfig):
+    """The GLB and the .blend of a rendered avatar; then the avatar is complete."""
+    run = rig.run
+    outputs = RunOutputs(data_dir, run)
+    # Nothing is rendered here, so a lit-mode job that insists on a GPU may run on any worker.
+    settings = dataclasses.replace(config, cycles_device="auto") if config.cycles_device == "gpu" else config
+
+    def compute(store):
+        with _blender_job(store, rig, row, settings, EXPORT_OUTPUTS) as (_, result, written):
+            published = {kind: str(publish_file(written[kind], outputs.avatar_file(row.id, kind)))
+                         for kind in EXPORT_OUTPUTS if kind in written}
+        return {}, {"outputs": published, "blender_seconds": result.get("seconds", {})}
+
+    def finish(store, info):
+        _mark_complete(store, run, row, config, rendered.info, exported=info)
+
+    return run_stage("export", rig.store_url, run, row.id, compute, finish)
+
+
+@contextmanager
+def _blender_job(store: AvatarStore, rig: StageRef, row: AvatarRow, config: RenderConfig, kinds: tuple[str, ...]):
+    """Write a job asking for `kinds` from the avatar's store arrays, run it, and yield (job_dir,
+    result, written paths); the scratch folder is removed on the way out."""
+    names = dict(RIG_ARRAYS)
+    if "texture_photo" in rig.arrays:  # the style stage's texture, when it ran
+        names["texture"] = rig.arrays["texture_photo"].name
+    arrays = {key: store.read(rig.run, row.id, name) for key, name in names.items()}
+    # Scratch stays on this worker (each attempt gets a fresh folder); only published files are shared.
+    job_dir = Path(tempfile.mkdtemp(prefix=f"avatarflow-{kinds[0]}-{row.id}-"))
+    try:
+        job_path = write_job(job_dir, **arrays, settings=config, fps=row.fps, resolution=row.resolution,
+                             seed=row.seed, shape_key_names=ARKIT_NAMES)
+        set_job_outputs(job_path, outputs_for(config, kinds))
+        result = run_blender_job(job_path, timeout_s=config.timeout_seconds, jobs_per_blender=config.jobs_per_blender)
+        yield job_dir, result, {k: Path(v) for k, v in result["paths"].items()}
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def set_job_outputs(job_path: Path, outputs: dict[str, str | None]) -> None:
+    """write_job asks for every output the config switches on; a split job asks for its share."""
+    job = json.loads(job_path.read_text(encoding="utf-8"))
+    job["outputs"] = outputs
+    job_path.write_text(json.dumps(job, indent=2), encoding="utf-8")
+
+
+def _mark_complete(store: AvatarStore, run: str, row: AvatarRow, config: RenderConfig, rendered: dict,
+                   exported: dict | None = None) -> None:
+    """The avatar's outputs (video, poster, and the GLB and .blend when exported) and its render
+    summary, then `complete`, as the last write."""
+    render = {"frames": rendered["frames"], "fps": row.fps, "mode": config.mode,
+              "blender_seconds": rendered["blender_seconds"],
+              "video_published_at": rendered["video_published_at"]}
+    outputs = dict(rendered["outputs"])
+    if exported is not None:
+        outputs.update(exported["outputs"])
+        render["export_blender_seconds"] = exported["blender_seconds"]
+    store.mark_complete(run, row.id, outputs, seeds={"animation": row.seed}, render=render)
 
 
 def _check_generated_face(video: Path) -> dict:

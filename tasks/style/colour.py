@@ -14,20 +14,27 @@ _EPSILON = 216.0 / 24389.0
 _KAPPA = 24389.0 / 27.0
 
 
-def _as_unit_rgb(rgb: np.ndarray) -> np.ndarray:
+def _linearise(unit: np.ndarray) -> np.ndarray:
+    return np.where(unit <= 0.04045, unit / 12.92, ((unit + 0.055) / 1.055) ** 2.4)
+
+
+# uint8 input has 256 values: its linearisation is a table lookup, not a power per pixel.
+_U8_TO_LINEAR = _linearise(np.arange(256, dtype=np.float64) / 255.0)
+
+
+def _linear_rgb(rgb: np.ndarray) -> np.ndarray:
     array = np.asarray(rgb)
     if array.shape[-1:] != (3,):
         raise ValueError(f"expected RGB values in the last axis, got shape {array.shape}")
     if array.dtype == np.uint8:
-        return array.astype(np.float64) / 255.0
-    return array.astype(np.float64)
+        return _U8_TO_LINEAR[array]
+    return _linearise(array.astype(np.float64))
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """sRGB (uint8 0..255, or float 0..1) → Lab float64 (L 0..100, a and b about −128..127)."""
-    unit = _as_unit_rgb(rgb)
-    linear = np.where(unit <= 0.04045, unit / 12.92, ((unit + 0.055) / 1.055) ** 2.4)
-    xyz = linear @ _RGB_TO_XYZ.T / _D65_WHITE
+    linear = _linear_rgb(rgb)
+    xyz = linear @ (_RGB_TO_XYZ.T / _D65_WHITE)
     f = np.where(xyz > _EPSILON, np.cbrt(xyz), (_KAPPA * xyz + 16.0) / 116.0)
     lightness = 116.0 * f[..., 1] - 16.0
     a = 500.0 * (f[..., 0] - f[..., 1])
@@ -42,10 +49,11 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     fx = fy + lab[..., 1] / 500.0
     fz = fy - lab[..., 2] / 200.0
     f = np.stack([fx, fy, fz], axis=-1)
-    xyz = np.where(f ** 3 > _EPSILON, f ** 3, (116.0 * f - 16.0) / _KAPPA)
+    cubed = f * f * f
+    xyz = np.where(cubed > _EPSILON, cubed, (116.0 * f - 16.0) / _KAPPA)
     # L ≤ 8 lies on the linear segment for Y: use L directly for an exact inverse there.
-    xyz[..., 1] = np.where(lab[..., 0] > _KAPPA * _EPSILON, fy ** 3, lab[..., 0] / _KAPPA)
-    linear = np.clip((xyz * _D65_WHITE) @ _XYZ_TO_RGB.T, 0.0, 1.0)
+    xyz[..., 1] = np.where(lab[..., 0] > _KAPPA * _EPSILON, cubed[..., 1], lab[..., 0] / _KAPPA)
+    linear = np.clip(xyz @ (_D65_WHITE[:, None] * _XYZ_TO_RGB.T), 0.0, 1.0)
     unit = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1.0 / 2.4) - 0.055)
     return np.clip(unit, 0.0, 1.0)
 

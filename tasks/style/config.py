@@ -82,3 +82,86 @@ class StyleConfig:
                              f"(0..{len(self.feature_channels) - 1})")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+
+STYLE_PRESET_NAMES = ("oil", "sketch", "mosaic", "watercolour")
+"""The presets a feed-forward network can be trained for (tasks.style.presets.STYLE_PRESETS)."""
+
+
+@dataclass(frozen=True)
+class StyleNetworkConfig:
+    """A slim Johnson-style feed-forward network per style preset (strided-conv encoder, residual
+    blocks, upsampling decoder, instance norm), trained by `avatarflow train` on the dataset's
+    faces with the optimisation path's own loss, and how it is judged before promotion."""
+
+    presets: tuple[str, ...] = STYLE_PRESET_NAMES
+    """Presets to train a network for, one registered model each (avatarflow-style-<preset>);
+    empty trains none."""
+
+    size: int = 128
+    """Working side in pixels: training crops are this size, and in production the texture is
+    stylised at this longer side and the residual brought back to full size (as the optimisation
+    path does at StyleConfig.size). The style's texture scale is relative to it."""
+
+    patch: int = 64
+    """Side of the random square patch of each batch that a training step sees (0: whole faces).
+    Patches cut the cost per step; the style's scale stays relative to `size`."""
+
+    channels: tuple[int, int, int] = (16, 32, 48)
+    """Channels at full, half and quarter resolution; the residual blocks work at quarter."""
+
+    residual_blocks: int = 3
+    """Residual blocks (two 3×3 convs each) at quarter resolution."""
+
+    steps: int = 300
+    """Adam steps."""
+
+    batch_size: int = 4
+    """Faces per step."""
+
+    learning_rate: float = 0.01
+    """Adam step size."""
+
+    held_out: int = 4
+    """Faces kept out of training; both paths stylise them for the promotion gate (the
+    optimisation path costs seconds per face, so few)."""
+
+    log_every: int = 50
+    """Steps between logged loss figures."""
+
+    max_seconds: float = 900.0
+    """Wall-clock cap per preset. A run it stops before `steps` is recorded and not promoted."""
+
+    seed: int = 0
+    """Seed of the weight initialisation, the held-out split and the batch order."""
+
+    gate_gram_ratio: float = 2.0
+    """Promotion gate: the network's mean Gram loss on the held-out faces may be at most this
+    many times the optimisation path's on the same faces."""
+
+    gate_landmark_tolerance: float = 0.0
+    """Promotion gate: the network's mean landmark error may exceed the optimisation path's by
+    at most this much (a share of the inter-ocular distance)."""
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.presets if name not in STYLE_PRESET_NAMES]
+        if unknown:
+            raise ValueError(f"presets must name style presets ({', '.join(STYLE_PRESET_NAMES)}), got {self.presets}")
+        object.__setattr__(self, "presets", tuple(self.presets))
+        if self.size < 16 or self.size % 4:
+            raise ValueError(f"size must be a multiple of 4, at least 16, got {self.size}")
+        if self.patch < 0 or self.patch % 4 or self.patch > self.size:
+            raise ValueError(f"patch must be 0 or a multiple of 4 up to size {self.size}, got {self.patch}")
+        if len(self.channels) != 3 or min(self.channels) < 1:
+            raise ValueError(f"channels must be three positive ints, got {self.channels}")
+        object.__setattr__(self, "channels", tuple(self.channels))
+        for name in ("residual_blocks", "steps", "held_out"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in ("batch_size", "log_every", "held_out"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0.0 or self.max_seconds <= 0.0:
+            raise ValueError("learning_rate and max_seconds must be positive")
+        if self.gate_gram_ratio <= 0.0 or self.gate_landmark_tolerance < 0.0:
+            raise ValueError("gate_gram_ratio must be positive and gate_landmark_tolerance not negative")

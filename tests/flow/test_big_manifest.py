@@ -102,7 +102,7 @@ def interrupt_run(manifest: Path, data_dir: Path, log: Path, finished_before: in
         process = subprocess.Popen(produce_command(manifest, data_dir), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                    env=env, start_new_session=True)
     try:
-        wait_for(log, ": render done", finished_before, process, timeout_s=600)
+        wait_for(log, ": export done", finished_before, process, timeout_s=600)
         if whole_group:
             os.killpg(process.pid, stop)
         else:

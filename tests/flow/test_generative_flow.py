@@ -29,6 +29,10 @@ LOWERED_GATES = ["--set", "gan.gate_min_face_rate=0", "--set", "gan.gate_frechet
                  "--set", "gan.gate_memorisation_ratio=0", "--set", "gan.gate_max_copy_share=1",
                  "--set", "diffusion.gate_psnr_margin_db=-100"]
 """Promotion gates lowered so far that any finished training passes (never outside this test)."""
+TINY_STYLE = ["--set", 'style.presets=["sketch"]', "--set", "style.steps=2", "--set", "style.size=64",
+              "--set", "style.batch_size=2", "--set", "style.held_out=1", "--set", "style.channels=[4,8,8]",
+              "--set", "style.residual_blocks=1"]
+"""One preset's style network, trained 2 steps: registered, and refused by the style gates."""
 
 
 def _training_folder(folder: Path) -> Path:
@@ -62,7 +66,7 @@ def generated(tmp_path_factory):
     train = ["train", "--config", "small", "--data", str(training), "--data-dir", str(data_dir),
              "--prefect-port", port, "--device", "cpu",
              "--set", "gan.steps=30", "--set", "gan.epoch_images=320", "--set", "gan.eval_samples=16",
-             "--set", "diffusion.steps=60"]
+             "--set", "diffusion.steps=60", *TINY_STYLE]
     honest = run_cli(*train, cwd=work)
     assert honest.returncode == 0, honest.stdout[-3000:] + honest.stderr[-3000:]
     gated = run_cli(*produce, cwd=work)
@@ -100,7 +104,9 @@ def _client(data_dir):
 
 def test_test_size_models_fail_the_honest_gates_and_rows_say_so(generated):
     out = generated["honest"].stdout
-    assert out.count("not promoted (failed its gates") == 2, out[-3000:]
+    refused = [line for line in out.splitlines() if "not promoted (failed its gates" in line]
+    assert any("avatarflow-gan v1" in line for line in refused), out[-3000:]
+    assert any("avatarflow-diffusion v1" in line for line in refused), out[-3000:]
     client = _client(generated["data_dir"])
     gan, diffusion = (client.get_model_version(name, "1").tags for name in ("avatarflow-gan", "avatarflow-diffusion"))
     assert gan["gates"].startswith("failed: ") and "gate.landmark_frechet" in gan and "gate.memorisation" in gan
@@ -115,6 +121,8 @@ def test_test_size_models_fail_the_honest_gates_and_rows_say_so(generated):
 
 
 def test_train_registers_both_models_with_metrics(generated):
+    from stores.model_registry import production_versions, style_model_name
+
     out = generated["train"].stdout
     assert "avatarflow-gan v2" in out and "avatarflow-diffusion v2" in out
     client = _client(generated["data_dir"])
@@ -136,6 +144,12 @@ def test_train_registers_both_models_with_metrics(generated):
     assert {"final_sr_psnr_db", "final_bicubic_psnr_db", "final_sdedit_face_rate"} <= set(run.data.metrics)
     first = client.get_run(client.get_model_version("avatarflow-diffusion", "1").run_id)
     assert {"denoiser_loss", "upscaler_loss"} <= set(first.data.metrics)
+    # Each train run registered a 2-step sketch network; the Gram gate refused both.
+    for version in ("1", "2"):
+        tags = client.get_model_version("avatarflow-style-sketch", version).tags
+        assert tags["gate.style_gram"].startswith("fail: ") and tags["promotion"].startswith("not promoted")
+        assert float(tags["gram_loss_ratio"]) > 2.0 and "optimisation_landmark_error" in tags
+    assert production_versions(generated["data_dir"], [style_model_name("sketch")]) == {style_model_name("sketch"): None}
     checkpoints = list((generated["data_dir"] / "training").glob("*/*/checkpoint.pt"))
     assert len(checkpoints) == 2
     dataset = zarr.open_group(str(generated["data_dir"] / "datasets.zarr"), mode="r")["datasets/faces"]
@@ -186,4 +200,6 @@ def test_store_records_latents_draws_models_and_style_metrics(generated):
 
     style = store[f"runs/{run}/styled/stages/style"].attrs.asdict()
     assert style["style"] == "sketch" and style["gram_loss_reduction"] > 0.3
+    # The 2-step sketch network was never promoted, so the optimisation path ran.
+    assert style["path"] == "optimisation" and style["model_version"] is None and style["stylise_seconds"] > 0
     assert style["content_landmark_error"] < 0.15

@@ -97,7 +97,7 @@ CASES = [
     Case("good", good(text="Second row with the same id."), "manifest", "duplicate id 'good'"),
     # Text, language and settings.
     Case("text-non-utf8", good(text=f"caf{NON_UTF8}"), "manifest", "column 'text' is not valid UTF-8"),
-    Case("text-too-long", good(text="word " * 3000), "ingest", "text is too long"),
+    Case("text-too-long", good(text="word " * 5000), "ingest", "text is too long"),
     Case("language-unknown", good(language="xx-klingon"), "ingest", "unknown language or voice 'xx-klingon'"),
     Case("fps-absurd", good(fps="99999"), "manifest", "fps must be between 1 and 60"),
     Case("resolution-absurd", good(resolution="1000000000"), "manifest", "resolution must be between 64 and 2048"),

@@ -81,6 +81,13 @@ def test_every_output_is_written(produced):
     assert (folder / "report.html").is_file()
 
 
+def test_summary_times_the_last_video_and_every_stage(produced):
+    summary = produced["summary"]
+    assert 0 < summary["video_wall_seconds"] <= summary["wall_seconds"]
+    assert summary["video_realtime_factor"] >= summary["realtime_factor"] > 0
+    assert {"ingest", "reconstruct", "animate", "render", "export"} == set(summary["stage_seconds"])
+
+
 def test_bad_row_is_quarantined_with_one_line(produced):
     with open(Path(produced["summary"]["output_folder"]) / "quarantine.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -105,7 +112,12 @@ def test_zarr_store_follows_the_schema(produced):
     assert group["animation/head_pose"].shape == (weights.shape[0], 6)
     attrs = dict(group.attrs)
     assert attrs["complete"] is True
-    assert set(attrs["stages"]) == {"ingest", "reconstruct", "animate", "render"}
+    assert set(attrs["stages"]) == {"ingest", "reconstruct", "animate", "render", "export"}
+    assert set(attrs["outputs"]) == {"video", "poster", "glb", "blend"}
+    # the exports ran after the render that they follow, and the avatar was complete only then
+    render, export = attrs["stages"]["render"], attrs["stages"]["export"]
+    assert render["video_published_at"] <= export["finished_at"] - export["seconds"]
+    assert attrs["render"]["frames"] == weights.shape[0] and attrs["render"]["export_blender_seconds"]
     assert attrs["manifest_row"]["id"] == "texter"
     broken = dict(store[f"runs/{produced['run']}/broken"].attrs)
     assert broken["complete"] is False and broken["error"]["stage"] == "ingest"
@@ -147,6 +159,7 @@ def test_mlflow_run_records_the_flow_run(produced):
     assert first, [r.data.metrics for r in runs]
     metrics = first[0].data.metrics
     assert metrics["realtime_factor"] > 0 and metrics["frames"] > 0 and metrics["stage_seconds_render"] > 0
+    assert metrics["stage_seconds_export"] > 0 and 0 < metrics["video_wall_seconds"] <= metrics["wall_seconds"]
     assert first[0].data.params["manifest_sha256"]
 
 

@@ -1,6 +1,7 @@
 """Render stage on a real portrait with a small synthetic rig: real Blender jobs (photo mode with
 Workbench, lit mode with Cycles) in their own processes, then the video, frames, GLB and .blend
-they wrote."""
+they wrote. The photo rig goes through the render task's two jobs: the render job (video, poster,
+frames) and the export job (GLB, .blend)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from PIL import Image
 from tasks.common.arkit import ARKIT_NAMES, INDEX
 from tasks.render.config import RenderConfig
 from tasks.render.runner import RenderError, mux_audio, probe_video, run_blender_job, write_job
+from tasks.render.task import EXPORT_OUTPUTS, RENDER_OUTPUTS, outputs_for, set_job_outputs
 from tests.render_rig import JAW_DROP, MOVING_SHAPES, PORTRAIT, make_animation, make_rig, make_texture
 
 SIZE = 128
@@ -27,18 +29,34 @@ FPS = 25
 
 @pytest.fixture(scope="module")
 def photo_render(tmp_path_factory):
-    """One photo-mode job: 10 frames at 128^2, all outputs."""
+    """The render task's two photo-mode jobs on one rig, 10 frames at 128^2: the render job's
+    video, poster and frames, and the export job's GLB and .blend."""
     assert PORTRAIT.is_file(), f"sample portrait missing: {PORTRAIT}"
-    job_dir = tmp_path_factory.mktemp("photo")
     rig = make_rig(SIZE)
     texture = make_texture(SIZE)
     weights, head_pose = make_animation(N_FRAMES, pose_from=POSE_FROM)
     settings = RenderConfig(mode="photo", keep_frames=True)
-    job_path = write_job(job_dir, **rig, texture=texture, weights=weights, head_pose=head_pose,
-                         settings=settings, fps=FPS, resolution=SIZE, seed=0, poster_frame=5)
-    result = run_blender_job(job_path, timeout_s=300)
+    jobs = {}
+    for part, kinds in (("render", RENDER_OUTPUTS), ("export", EXPORT_OUTPUTS)):
+        job_path = write_job(tmp_path_factory.mktemp(part), **rig, texture=texture, weights=weights,
+                             head_pose=head_pose, settings=settings, fps=FPS, resolution=SIZE, seed=0, poster_frame=5)
+        set_job_outputs(job_path, outputs_for(settings, kinds))
+        jobs[part] = run_blender_job(job_path, timeout_s=300)
+    result = {**jobs["render"], "paths": {**jobs["render"]["paths"], **jobs["export"]["paths"]}}
     frames = [Path(result["paths"]["frames_dir"]) / f"frame_{i:04d}.png" for i in range(1, N_FRAMES + 1)]
-    return {"result": result, "rig": rig, "texture": texture, "weights": weights, "frames": frames}
+    return {"result": result, "jobs": jobs, "rig": rig, "texture": texture, "weights": weights, "frames": frames}
+
+
+def test_render_and_export_jobs_split_the_outputs(photo_render):
+    jobs = photo_render["jobs"]
+    assert set(jobs["render"]["paths"]) == {"video", "poster", "frames_dir"}
+    assert set(jobs["export"]["paths"]) == {"glb", "blend"}
+    assert jobs["export"]["frames"] == N_FRAMES and jobs["export"]["animation_max_error"] < 1e-4
+    # a preset's switches still apply to each share
+    assert outputs_for(RenderConfig(write_blend=False), EXPORT_OUTPUTS) == {
+        "video": None, "glb": "avatar.glb", "blend": None, "poster": None, "frames_dir": None}
+    assert outputs_for(RenderConfig(), RENDER_OUTPUTS) == {
+        "video": "frames.mp4", "glb": None, "blend": None, "poster": "poster.png", "frames_dir": None}
 
 
 def read_png(path) -> np.ndarray:

@@ -8,8 +8,10 @@ from tasks.animate.audio_features import HOP_S, analyse, plosive_closures
 from tasks.animate.config import AnimationConfig
 from tasks.animate.visemes import weights_from_phonemes
 from tasks.common.arkit import INDEX
-from tasks.ingest.alignment import (AlignmentError, align, arpabet_to_espeak, espeak_to_arpabet,
-                                    normalise_transcript, time_speech)
+from dataclasses import replace
+
+from tasks.ingest.alignment import (AlignmentError, _pcm, align, arpabet_to_espeak, espeak_to_arpabet,
+                                    normalise_transcript, speech_windows, time_speech)
 from tasks.ingest.config import AlignmentConfig, IngestConfig
 from tasks.ingest.speech import spoken_phonemes, synthesize
 
@@ -105,3 +107,51 @@ def test_plosive_closures_cover_the_stop_gap_before_a_burst():
     assert closure[in_gap].min() == 1.0 and closure[in_vowels].max() == 0.0
     off = AnimationConfig(plosive_burst_db=0.0)
     assert plosive_closures(analyse(audio, rate, off), off).max() == 0.0
+
+
+LONG_TEXT = ("Maybe Bob will bring the map by the pump. The boat passed the bay at midnight. "
+             "My brother bought a brown basket. Please pass me the bread and the butter.")
+
+
+@pytest.fixture(scope="module")
+def long_speech():
+    return synthesize(LONG_TEXT, "en-us+f4", IngestConfig(tts_rate_wpm=125))
+
+
+def test_a_long_recording_is_aligned_window_by_window_like_a_whole_one(long_speech):
+    assert long_speech.duration_seconds > 9.0
+    words = normalise_transcript(LONG_TEXT)
+    whole = align(long_speech.audio, long_speech.sample_rate, words, pronounce, CONFIG)
+    # Windows of 3 s: the clip is cut into several pieces, recognised and aligned one by one.
+    windowed = align(long_speech.audio, long_speech.sample_rate, words, pronounce,
+                     replace(CONFIG, window_seconds=3.0, window_margin_seconds=1.0))
+    spoken = [p for p in windowed if p.symbol != "SIL"]
+    # Every word is aligned once, in order, and phones follow each other in time.
+    assert [p.word for p in spoken if p is spoken[0] or p.word != spoken[spoken.index(p) - 1].word][:3] == \
+        ["maybe", "bob", "will"]
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(windowed, windowed[1:]))
+    assert len(spoken) == len([p for p in whole if p.symbol != "SIL"])
+    # The bilabials land where espeak put them, as in a whole-clip alignment.
+    expected = bilabial_spans(long_speech.phonemes, {"p", "b", "m"})
+    found = bilabial_spans([(p.symbol, p.start, p.end) for p in spoken], {"P", "B", "M"})
+    assert len(found) == len(expected)
+    assert np.median(np.abs(np.array(found) - np.array(expected))) <= 0.04
+
+
+def test_recognition_windows_cut_in_pauses():
+    rate = 16000
+    t = np.arange(rate) / rate
+    tone = 0.5 * np.sin(2 * np.pi * 300 * t)
+    # 1 s tones with 0.3 s pauses, 8 times: windows of 4 s must end inside a pause.
+    gap = np.zeros(int(0.3 * rate))
+    signal = np.concatenate([np.concatenate([tone, gap]) for _ in range(8)])
+    spans = speech_windows(_pcm(signal, rate), 4.0)
+    assert spans[0][0] == 0 and spans[-1][1] == int(np.ceil(signal.size / 160))
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])) and len(spans) >= 3
+    for _, end in spans[:-1]:
+        assert end - start_of_cycle(end) >= 100  # the cut is at least 1 s into a 1.3 s cycle: in the pause
+        assert end - start_of_cycle(end) <= 130
+
+
+def start_of_cycle(frame: int) -> int:
+    return (frame // 130) * 130

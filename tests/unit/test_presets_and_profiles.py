@@ -20,6 +20,34 @@ def test_preset_config_round_trips_through_json(name):
     assert restored == config
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_exports_follow_the_render_at_low_priority_unless_the_preset_turns_them_off(name):
+    from flows.produce import avatar_stages
+    from flows.windows import LOW_PRIORITY
+    from tasks.batch.plan import RunPlan
+    from tasks.common.rows import AvatarRow
+
+    config = get_preset(name)
+    plan = RunPlan(run="r", store_url="memory://", data_dir="d", manifest_dir="m", manifest_sha256="", started_at=0.0)
+    for row in (AvatarRow(id="a", line=2, portrait="p.png", text="Hi."),
+                AvatarRow(id="b", line=3, portrait="p.png", style="sketch", audio="a.wav")):
+        stages = avatar_stages(row, plan, config, gpu_tasks=True).stages
+        names = [stage.name for stage in stages]
+        if config.render.write_glb or config.render.write_blend:
+            assert names[-2:] == ["render", "export"], names
+            export = stages[-1]
+            assert "render" in export.needs and not export.gpu
+            assert export.priority == LOW_PRIORITY < min(stage.priority for stage in stages[:-1]) == 0
+        else:
+            assert names[-1] == "render" and "export" not in names, names
+
+
+def test_the_preview_preset_renders_photo_mode_without_glb_or_blend():
+    preview, photo = get_preset("preview").render, get_preset("photo").render
+    assert (preview.mode, preview.write_glb, preview.write_blend) == ("photo", False, False)
+    assert photo.write_glb and photo.write_blend
+
+
 def test_unknown_preset_and_profile_are_clear_errors():
     with pytest.raises(ValueError, match="unknown preset 'nope'"):
         get_preset("nope")

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from tasks.quality.gates import (face_rate_gate, failed_gates, frechet_gate, mean_face_frechet, memorisation_gate,
-                                 psnr_gate, sample_nn_distances, training_length_gate, training_nn_distances)
+                                 psnr_gate, sample_nn_distances, style_gram_gate, style_landmark_gate,
+                                 training_length_gate, training_nn_distances)
 from tasks.quality.metrics import detect_landmarks, landmark_frechet, normalised_shape
 from tests.conftest import SAMPLES
 
@@ -75,3 +76,14 @@ def test_psnr_gate_needs_to_beat_bicubic():
     assert not refused.passed and "25.10 dB ≤ bicubic 27.90 dB" in refused.reason
     assert not psnr_gate(27.9, 27.9).passed
     assert [g.gate for g in failed_gates([psnr_gate(25.1, 27.9), training_length_gate(5, 5)])] == ["sr_psnr"]
+
+
+def test_style_gates_compare_with_the_optimisation_path():
+    assert style_gram_gate(0.3, 0.2).passed and style_gram_gate(0.4, 0.2).passed
+    refused = style_gram_gate(0.41, 0.2)
+    assert not refused.passed and refused.threshold == pytest.approx(0.4) and "optimisation" in refused.reason
+    assert not style_gram_gate(float("nan"), 0.2).passed
+    assert style_landmark_gate(0.02, 0.03).passed and style_landmark_gate(0.03, 0.03).passed
+    assert not style_landmark_gate(0.031, 0.03).passed and style_landmark_gate(0.031, 0.03, tolerance=0.002).passed
+    assert not style_landmark_gate(float("inf"), 0.03).passed  # a face lost
+    assert not style_landmark_gate(float("nan"), float("nan")).passed  # no face to judge by

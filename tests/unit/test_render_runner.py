@@ -211,20 +211,50 @@ def test_mux_audio_re_encodes_non_yuv420p_video(tmp_path):
     assert info["pix_fmt"] == "yuv420p" and info["n_frames"] == 10
 
 
-def test_run_blender_job_reports_the_log_on_failure(tmp_path):
+@pytest.mark.parametrize("jobs_per_blender", [1, 50], ids=["one-shot", "long-lived"])
+def test_run_blender_job_reports_the_log_on_failure(tmp_path, jobs_per_blender):
     job_path = write_job(tmp_path, **tiny_rig(), settings=RenderConfig(), fps=25, resolution=64, seed=0)
     (tmp_path / "rig.npz").write_bytes(b"not an npz")
     with pytest.raises(RenderError) as failure:
-        run_blender_job(job_path, timeout_s=120)
-    assert "exit 1" in str(failure.value) and "job failed" in str(failure.value)
-    assert (tmp_path / "blender.log").is_file()
+        run_blender_job(job_path, timeout_s=120, jobs_per_blender=jobs_per_blender)
+    message = str(failure.value)
+    assert message.startswith(f"Blender job {job_path.resolve()} failed") and "job failed" in message
+    assert (tmp_path / "blender.log").is_file() and not (tmp_path / "result.json").exists()
 
 
-def test_run_blender_job_kills_a_job_past_its_timeout(tmp_path):
+@pytest.mark.parametrize("jobs_per_blender", [1, 50], ids=["one-shot", "long-lived"])
+def test_run_blender_job_kills_a_job_past_its_timeout(tmp_path, jobs_per_blender):
     job_path = write_job(tmp_path, **tiny_rig(), settings=RenderConfig(), fps=25, resolution=64, seed=0)
     with pytest.raises(RenderError, match="ran past"):
-        run_blender_job(job_path, timeout_s=0.05)
+        run_blender_job(job_path, timeout_s=0.05, jobs_per_blender=jobs_per_blender)
     assert not (tmp_path / "result.json").exists()
+
+
+def test_one_job_per_blender_runs_the_one_shot_script(tmp_path):
+    """jobs_per_blender=1 is the debugging fallback: `blender_job.py --job`, a process per job."""
+    results = {}
+    for jobs_per_blender in (1, 50):
+        job_dir = tmp_path / str(jobs_per_blender)
+        job_path = write_job(job_dir, **tiny_rig(n_frames=2), settings=RenderConfig(write_glb=False, write_blend=False),
+                             fps=25, resolution=16, seed=0)
+        results[jobs_per_blender] = run_blender_job(job_path, timeout_s=120, jobs_per_blender=jobs_per_blender)
+        log = (job_dir / "blender.log").read_text()
+        assert ("(serving process " in log) == (jobs_per_blender > 1)
+        assert json.loads((job_dir / "result.json").read_text()) == results[jobs_per_blender]
+    assert results[1]["frames"] == results[50]["frames"] == 2
+    assert set(results[1]["paths"]) == set(results[50]["paths"]) == {"video", "poster"}
+
+
+def test_jobs_per_blender_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AVATARFLOW_JOBS_PER_BLENDER", "7")
+    assert RenderConfig().jobs_per_blender == 7
+    monkeypatch.setenv("AVATARFLOW_JOBS_PER_BLENDER", "many")
+    with pytest.raises(ValueError, match="AVATARFLOW_JOBS_PER_BLENDER"):
+        RenderConfig()
+    monkeypatch.delenv("AVATARFLOW_JOBS_PER_BLENDER")
+    assert RenderConfig().jobs_per_blender == 50
+    with pytest.raises(ValueError, match="jobs_per_blender"):
+        RenderConfig(jobs_per_blender=0)
 
 
 def test_render_config_rejects_unknown_values():

@@ -9,11 +9,12 @@ import pytest
 from infra.automations import FailureAutomationConfig, failure_automation
 from stores.report import axis_step, render_report_html, stage_names, timing_chart_svg
 from tasks.batch.monitoring import (FAILURE_EVENT, artifact_key, avatar_rows, failure_event, quarantine_rows,
-                                    training_rows)
+                                    run_headline, training_rows)
 
 AVATARS = [
-    {"id": "b", "line": 3, "seconds": {"render": 2.0, "ingest": 1.0, "lipsync": 0.5}, "video_seconds": 1.5,
-     "outputs": {"video": "/data/outputs/r/b/talk.mp4", "poster": "s3://bucket/outputs/r/b/poster.png"}},
+    {"id": "b", "line": 3, "seconds": {"export": 1.5, "render": 2.0, "ingest": 1.0, "lipsync": 0.5}, "video_seconds": 1.5,
+     "outputs": {"video": "/data/outputs/r/b/talk.mp4", "poster": "s3://bucket/outputs/r/b/poster.png",
+                 "glb": "/data/outputs/r/b/avatar.glb", "blend": "/data/outputs/r/b/avatar.blend"}},
     {"id": "a", "line": 2, "reused": True, "seconds": {"ingest": 0.5, "style": 1.0, "reconstruct": 2.5},
      "video_seconds": 2.0, "outputs": {"poster": "/data/outputs/r/a/poster.png", "glb": "/data/outputs/r/a/avatar.glb"}},
 ]
@@ -21,7 +22,7 @@ FAILURES = [{"line": 4, "id": 'x"><script>alert(1)</script>', "stage": "ingest",
 
 
 def test_stages_follow_the_pipeline_then_the_order_met():
-    assert stage_names(AVATARS) == ["ingest", "reconstruct", "style", "render", "lipsync"]
+    assert stage_names(AVATARS) == ["ingest", "reconstruct", "style", "render", "export", "lipsync"]
 
 
 @pytest.mark.parametrize("maximum, step", [(0.0, 1.0), (4.0, 1.0), (9.0, 2.0), (12.2, 5.0), (0.03, 0.01), (700.0, 200.0)])
@@ -34,24 +35,36 @@ def test_chart_bars_are_proportional_and_stack_in_stage_order():
     bars = re.findall(r'<rect class="bar" data-avatar="(\w+)" data-stage="(\w+)" data-seconds="([\d.]+)" '
                       r'x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', svg)
     assert [(avatar, stage) for avatar, stage, *_ in bars] == [
-        ("b", "ingest"), ("b", "render"), ("b", "lipsync"), ("a", "ingest"), ("a", "reconstruct"), ("a", "style")]
+        ("b", "ingest"), ("b", "render"), ("b", "export"), ("b", "lipsync"), ("a", "ingest"), ("a", "reconstruct"),
+        ("a", "style")]
     scale = {float(width) / float(seconds) for _, _, seconds, _, width in bars}
     assert max(scale) - min(scale) < 0.1
     b_bars = [bar for bar in bars if bar[0] == "b"]
     assert float(b_bars[1][3]) == pytest.approx(float(b_bars[0][3]) + float(b_bars[0][4]), abs=0.15)
-    assert "a (reused)" in svg and "3.5 s" in svg
+    assert "a (reused)" in svg and "5.0 s" in svg
     assert timing_chart_svg([{"id": "z"}]).startswith("<p")
 
 
 def test_page_links_relative_to_the_report_and_escapes_user_text():
-    page = render_report_html('run<1>', AVATARS, FAILURES, {"realtime_factor": None, "wall_seconds": 3.0})
+    page = render_report_html('run<1>', AVATARS, FAILURES, {"realtime_factor": None, "wall_seconds": 3.0,
+                                                              "video_wall_seconds": 2.5})
     assert 'src="b/talk.mp4"' in page and 'poster="b/poster.png"' in page
     assert '<img src="a/poster.png"' in page and 'href="a/avatar.glb"' in page and "a/talk.mp4" not in page
     assert "<script>alert" not in page and "<img src=x" not in page and "run&lt;1&gt;" in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert not re.search(r'(src|href|poster)="(https?:|//|/)', page)
     assert '<div class="stat" id="stat-realtime"><b>—</b>' in page and "3.00 s" in page
+    assert '<div class="stat" id="stat-video-wall"><b>2.50 s</b><span>wall time to the last MP4' in page
+    assert 'href="b/avatar.glb"' in page and 'href="b/avatar.blend"' in page
     assert render_report_html("r", [], [], {}).count("No avatar finished") == 1
+
+
+def test_run_headline_gives_the_time_to_the_last_video():
+    summary = {"realtime_factor": 1.25, "wall_seconds": 20.04, "video_wall_seconds": 16.01, "output_folder": "/o/r"}
+    assert run_headline("r", 2, 1, summary) == (
+        "Run `r`: 2 finished, 1 quarantined; 1.25× real time, last MP4 at 16.0 s of 20.0 s. Outputs: `/o/r`")
+    assert run_headline("r", 0, 3, {"realtime_factor": None, "video_wall_seconds": None}) == (
+        "Run `r`: 0 finished, 3 quarantined; —. Outputs: ``")
 
 
 def test_artifact_keys_are_lowercase_dashes():
@@ -76,8 +89,9 @@ def test_avatar_rows_share_columns_and_follow_the_manifest():
     rows = avatar_rows(AVATARS, FAILURES)
     assert [(r["line"], r["status"]) for r in rows] == [(2, "reused"), (3, "finished"), (4, "failed")]
     assert len({tuple(r) for r in rows}) == 1
-    assert list(rows[0])[3:8] == ["ingest_s", "reconstruct_s", "style_s", "render_s", "lipsync_s"]
-    assert rows[1]["render_s"] == 2.0 and rows[1]["style_s"] is None and rows[1]["total_s"] == 3.5
+    assert list(rows[0])[3:9] == ["ingest_s", "reconstruct_s", "style_s", "render_s", "export_s", "lipsync_s"]
+    assert rows[1]["render_s"] == 2.0 and rows[1]["export_s"] == 1.5 and rows[1]["style_s"] is None
+    assert rows[1]["total_s"] == 5.0 and rows[0]["export_s"] is None
     assert rows[2]["failed_stage"] == "ingest" and rows[2]["total_s"] is None
     assert quarantine_rows(FAILURES) == [{"line": 4, "id": FAILURES[0]["id"], "stage": "ingest",
                                           "error": FAILURES[0]["error"]}]

@@ -21,9 +21,10 @@ def test_io_and_render_stages_retry_and_compute_stages_do_not():
     from tasks.animate.task import animate_avatar
     from tasks.ingest.task import ingest_avatar
     from tasks.reconstruct.task import reconstruct_avatar
-    from tasks.render.task import render_avatar
+    from tasks.render.task import export_avatar, render_avatar
 
     assert (ingest_avatar.retries, render_avatar.retries) == (IO_RETRIES, RENDER_RETRIES) and IO_RETRIES >= 1
-    for task in (ingest_avatar, render_avatar):
+    assert export_avatar.retries == RENDER_RETRIES
+    for task in (ingest_avatar, render_avatar, export_avatar):
         assert task.retry_condition_fn is retry_unless_bad_input
     assert reconstruct_avatar.retries == 0 and animate_avatar.retries == 0

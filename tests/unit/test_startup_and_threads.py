@@ -1,0 +1,74 @@
+"""Start-up and per-worker threads: the flow module loads without the heavy libraries (they load
+on the workers that use them), and a started cluster's workers get their thread limits and
+preloaded stage modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from infra.profiles import THREAD_VARIABLES, THREADS_VARIABLE, BackgroundCluster, ExecutionProfile, thread_plan
+from tests.conftest import REPO
+
+HEAVY_MODULES = ("torch", "mediapipe", "matplotlib", "great_expectations", "mlflow", "bpy")
+
+
+def test_importing_the_flows_loads_no_heavy_library():
+    """The `produce` command imports the flows before its first task can run; torch, MediaPipe,
+    great-expectations and MLflow load later, where a task or a gate uses them."""
+    probe = (f"import sys, flows.produce, avatarflow.cli; "
+             f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "", f"importing the flows loaded {loaded.stdout.strip()}"
+
+
+@pytest.mark.parametrize(("workers", "cores", "expected"), [(2, 2, 1), (1, 2, 2), (2, 8, 4), (3, 8, 2), (4, 2, 1)])
+def test_threads_split_the_cores_between_workers(monkeypatch, workers, cores, expected):
+    monkeypatch.delenv(THREADS_VARIABLE, raising=False)
+    plan = thread_plan(workers, cores)
+    assert plan.per_worker == expected
+    assert plan.per_worker * workers <= max(cores, workers)  # never more threads than cores, unless workers are
+    assert plan.environment() == {name: str(expected) for name in THREAD_VARIABLES}
+    assert f"{expected} thread(s) per worker" in plan.describe() and "LP_NUM_THREADS" in plan.describe()
+
+
+def test_threads_per_worker_can_be_set(monkeypatch):
+    monkeypatch.setenv(THREADS_VARIABLE, "3")
+    assert thread_plan(2, 2).per_worker == 3
+    monkeypatch.setenv(THREADS_VARIABLE, "many")
+    with pytest.raises(ValueError, match=f"{THREADS_VARIABLE} must be a whole number"):
+        thread_plan(2, 2)
+
+
+def _worker_view() -> dict:
+    import os
+    import sys
+
+    import torch
+
+    return {"env": {name: os.environ.get(name) for name in THREAD_VARIABLES},
+            "torch_threads": torch.get_num_threads(),
+            "preloaded": "tasks.render.task" in sys.modules and "tasks.ingest.task" in sys.modules}
+
+
+def test_background_cluster_workers_get_thread_limits_and_preloaded_stages(monkeypatch):
+    """A real two-worker cluster started on a thread, as `produce` does: each worker's libraries
+    see the planned thread count (torch included), and the stage modules were imported at start."""
+    from distributed import get_client
+
+    monkeypatch.setenv(THREADS_VARIABLE, "1")
+    cluster = BackgroundCluster(ExecutionProfile(name="local", n_workers=2), preload=("infra.worker_warmup",))
+    try:
+        address = cluster.address()
+        client = get_client()  # the background cluster's client is this process's default
+        assert client.scheduler.address == address
+        views = client.run(_worker_view)
+        assert len(views) == 2
+        for view in views.values():
+            assert view["env"] == {name: "1" for name in THREAD_VARIABLES}
+            assert view["torch_threads"] == 1
+            assert view["preloaded"]
+    finally:
+        cluster.close()
