@@ -138,14 +138,14 @@ def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str], pro
     if started is None:
         return 2
     data_dir = started[0]
-    from stores.tracking import prepare_tracking
-
-    prepare_tracking(data_dir)  # the run's MLflow logging at the end then finds it ready
     from prefect.exceptions import TerminationSignal
 
     from flows.produce import produce
     from stores.run_lock import RunLockedError
+    from stores.tracking import prepare_tracking
     from tasks.batch.plan import run_name
+
+    prepare_tracking(data_dir)  # after the flow's imports, which it would slow; ready when the run logs to MLflow
 
     where = profile.dask_address or f"a LocalCluster of {profile.n_workers} worker process(es)"
     print(f"dask: {where} ({profile.name} profile); preset {args.preset}; data {data_dir}", flush=True)

@@ -185,11 +185,17 @@ def free_port() -> int:
 def run_produce(manifest: Path, data_dir: Path, roots: list[str], preset: str, profile: str | None,
                 workers: int | None, log: Path) -> ProduceRun:
     """Run the produce command in its own process, sampling the RSS of its process tree every 0.2 s;
-    its output goes to `log`. The Prefect server it starts is stopped afterwards."""
-    from infra.prefect_server import stop_server
+    its output goes to `log`. The Prefect server is started first, as on a warm machine where the
+    command reuses it (its start-up is printed apart), and stopped afterwards."""
+    from infra.prefect_server import ensure_server, quiet_environment, stop_server
 
+    port = free_port()
+    server_started = time.time()
+    quiet_environment()
+    ensure_server(data_dir / "prefect", port=port)
+    print(f"  Prefect server started in {time.time() - server_started:.1f} s (before the timed command)", flush=True)
     command = [sys.executable, "-m", "avatarflow.cli", "produce", str(manifest), "--data-dir", str(data_dir),
-               "--preset", preset, "--prefect-port", str(free_port()),
+               "--preset", preset, "--prefect-port", str(port),
                *(["--profile", profile] if profile else []), *(["--workers", str(workers)] if workers else []),
                *[a for root in roots for a in ("--input-root", root)]]
     peak, at_peak, stop = 0, {}, threading.Event()
@@ -372,7 +378,8 @@ def measure_floor(run: ProduceRun, processes: int, folder: Path) -> dict | None:
         job_path.write_text(json.dumps(job), encoding="utf-8")
         jobs.append(job_path)
     with ThreadPoolExecutor(processes) as pool:
-        results = list(pool.map(lambda path: run_blender_job(path, timeout_s=1800), jobs))
+        # one-shot processes, so the jobs really run at once (a worker's long-lived Blender takes one at a time)
+        results = list(pool.map(lambda path: run_blender_job(path, timeout_s=1800, jobs_per_blender=1), jobs))
     frames = int(results[0]["frames"])
     per_frame = sum(r["seconds"]["render"] for r in results) / len(results) / frames
     return {"per_frame": per_frame, "processes": processes, "frames": frames, "avatar": avatar}

@@ -13,7 +13,6 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from tasks.common.errors import AvatarInputError
 from tasks.ingest.config import IngestConfig
@@ -269,6 +268,8 @@ def synthesize(text: str, language: str | None, config: IngestConfig) -> SpeechR
     waveform = native.astype(np.float32) / 32768.0
     if native_rate != rate:
         divisor = np.gcd(int(native_rate), int(rate))
+        from scipy.signal import resample_poly  # imported on first use: the flow process never needs it
+
         waveform = resample_poly(waveform, rate // divisor, native_rate // divisor).astype(np.float32)
     speech_seconds = waveform.size / rate
     if speech_seconds > speech_budget:
