@@ -87,23 +87,6 @@ def _start_run(args: argparse.Namespace):
         return None
 
 
-def _early_cluster(args: argparse.Namespace):
-    """(profile, cluster) for `produce`: a local cluster starts on a thread at once, with its
-    workers importing the stage tasks, while this process starts the Prefect server, imports the
-    flow and plans the run; (profile, None) for an external scheduler. None after an error."""
-    from infra.profiles import BackgroundCluster, get_profile
-
-    try:
-        profile = get_profile(args.profile, args.dask_address, args.workers)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return None
-    if profile.dask_address:
-        return profile, None
-    print(profile.threads().describe(), flush=True)
-    return profile, BackgroundCluster(profile, preload=("infra.worker_warmup",))
-
-
 def _manifest_argument(value: str | os.PathLike) -> Path | str:
     """A manifest as the flows take it: a local path made absolute (the run name is derived from
     it), or an fsspec URL kept as given."""
@@ -122,22 +105,14 @@ def produce_command(args: argparse.Namespace, manifest: str | os.PathLike, input
     except (ManifestError, RunLockedError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    early = _early_cluster(args)
-    if early is None:
-        return 2
-    profile, cluster = early
-    try:
-        return _run_produce(args, manifest, input_roots, profile, cluster)
-    finally:
-        if cluster is not None:
-            cluster.close()
+    return _run_produce(args, manifest, input_roots)
 
 
-def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str], profile, cluster) -> int:
+def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str]) -> int:
     started = _start_run(args)
     if started is None:
         return 2
-    data_dir = started[0]
+    data_dir, profile = started
     from prefect.exceptions import TerminationSignal
 
     from flows.produce import produce
@@ -146,24 +121,16 @@ def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str], pro
     from tasks.batch.plan import run_name
 
     prepare_tracking(data_dir)  # after the flow's imports, which it would slow; ready when the run logs to MLflow
-
     where = profile.dask_address or f"a LocalCluster of {profile.n_workers} worker process(es)"
     print(f"dask: {where} ({profile.name} profile); preset {args.preset}; data {data_dir}", flush=True)
-    dask_address = profile.dask_address
-    if cluster is not None:
-        try:
-            dask_address = cluster.address()
-        except RuntimeError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        if profile.gpu_tasks:  # the flow sees an address, so it reads whether workers have GPUs from here
-            os.environ["AVATARFLOW_GPU_TASKS"] = "1"
+    if profile.threads() is not None:
+        print(profile.threads().describe(), flush=True)
     started = time.time()
     try:
         summary = produce(
             manifest=str(manifest), data_dir=str(data_dir), preset=args.preset,
             input_roots=sorted({DataLocation(root).url for root in input_roots}),
-            profile=profile.name, dask_address=dask_address, workers=args.workers,
+            profile=profile.name, dask_address=profile.dask_address, workers=args.workers,
         )
     except (KeyboardInterrupt, TerminationSignal) as stop:
         return _interrupted(stop, data_dir, run_name(manifest, args.preset), started)

@@ -154,17 +154,16 @@ def gpu_slot(enabled: bool):
 
 
 def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, ...] = (), memory_limit: str = "auto",
-                        dashboard: bool = False, preload: tuple[str, ...] = ()):
+                        dashboard: bool = False):
     """A cluster on this machine, bound to 127.0.0.1: `n_workers` CPU workers, plus one worker per
     GPU device, pinned to it by CUDA_VISIBLE_DEVICES and advertising GPU=1. CPU workers see no
     GPU, so torch on them stays on the CPU. Each worker's thread limits follow `thread_plan`.
-    `preload`: modules each worker imports as it starts (Dask preload modules). Without
-    `dashboard` the scheduler serves only its health check and advertises no dashboard link."""
+    Without `dashboard` the scheduler serves only its health check and advertises no dashboard link."""
     from distributed import Nanny, Scheduler, SpecCluster
 
     keep_glibc_malloc_defaults()
     threads = thread_plan(n_workers + len(gpu_devices)).environment()
-    common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit, "preload": list(preload)}
+    common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit}
     workers = {f"cpu-{i}": {"cls": Nanny, "options": {**common, "env": {**threads, "CUDA_VISIBLE_DEVICES": ""}}}
                for i in range(n_workers)}
     for device in gpu_devices:
@@ -176,48 +175,6 @@ def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, 
 
     with dask.config.set(SCHEDULER_CONFIG):  # read when SpecCluster starts the scheduler
         return SpecCluster(scheduler=scheduler, workers=workers, name="avatarflow")
-
-
-class BackgroundCluster:
-    """A local cluster started on a thread, so that the caller's own start-up (imports, the Prefect
-    server, planning) runs while the workers spawn; `address()` waits for it."""
-
-    def __init__(self, profile: ExecutionProfile, preload: tuple[str, ...] = ()):
-        import threading
-
-        self._cluster = self._client = None
-        self._error: BaseException | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._start, args=(profile, preload), name="cluster-start", daemon=True)
-        self._thread.start()
-
-    def _start(self, profile: ExecutionProfile, preload: tuple[str, ...]) -> None:
-        from distributed import Client
-
-        try:
-            self._cluster = start_local_cluster(**profile.cluster_kwargs(), preload=preload)
-            # The default client: a DaskTaskRunner in this process then uses this cluster object
-            # (a client made from a bare address asks for a dashboard this scheduler does not have).
-            self._client = Client(self._cluster, set_as_default=True)
-        except BaseException as error:  # handed to the caller by address()
-            self._error = error
-        finally:
-            self._ready.set()
-
-    def address(self) -> str:
-        self._ready.wait()
-        if self._error is not None:
-            raise RuntimeError(f"the local Dask cluster did not start: {self._error}") from self._error
-        return self._cluster.scheduler_address
-
-    def close(self) -> None:
-        self._ready.wait()
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
 
 
 def _scheduler_without_dashboard(**options):

@@ -1,6 +1,5 @@
 """Start-up and per-worker threads: the flow module loads without the heavy libraries (they load
-on the workers that use them), and a started cluster's workers get their thread limits and
-preloaded stage modules."""
+on the workers that use them), and a started cluster's workers get their thread limits."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import sys
 
 import pytest
 
-from infra.profiles import THREAD_VARIABLES, THREADS_VARIABLE, BackgroundCluster, ExecutionProfile, thread_plan
+from infra.profiles import THREAD_VARIABLES, THREADS_VARIABLE, start_local_cluster, thread_plan
 from tests.conftest import REPO
 
 HEAVY_MODULES = ("torch", "mediapipe", "matplotlib", "great_expectations", "mlflow", "bpy")
@@ -44,31 +43,20 @@ def test_threads_per_worker_can_be_set(monkeypatch):
 
 def _worker_view() -> dict:
     import os
-    import sys
 
     import torch
 
-    return {"env": {name: os.environ.get(name) for name in THREAD_VARIABLES},
-            "torch_threads": torch.get_num_threads(),
-            "preloaded": "tasks.render.task" in sys.modules and "tasks.ingest.task" in sys.modules}
+    return {"env": {name: os.environ.get(name) for name in THREAD_VARIABLES}, "torch_threads": torch.get_num_threads()}
 
 
-def test_background_cluster_workers_get_thread_limits_and_preloaded_stages(monkeypatch):
-    """A real two-worker cluster started on a thread, as `produce` does: each worker's libraries
-    see the planned thread count (torch included), and the stage modules were imported at start."""
-    from distributed import get_client
+def test_cluster_workers_get_their_thread_limits(monkeypatch):
+    """A real two-worker cluster: each worker's libraries see the planned thread count, torch included."""
+    from distributed import Client
 
     monkeypatch.setenv(THREADS_VARIABLE, "1")
-    cluster = BackgroundCluster(ExecutionProfile(name="local", n_workers=2), preload=("infra.worker_warmup",))
-    try:
-        address = cluster.address()
-        client = get_client()  # the background cluster's client is this process's default
-        assert client.scheduler.address == address
+    with start_local_cluster(n_workers=2) as cluster, Client(cluster) as client:
         views = client.run(_worker_view)
-        assert len(views) == 2
-        for view in views.values():
-            assert view["env"] == {name: "1" for name in THREAD_VARIABLES}
-            assert view["torch_threads"] == 1
-            assert view["preloaded"]
-    finally:
-        cluster.close()
+    assert len(views) == 2
+    for view in views.values():
+        assert view["env"] == {name: "1" for name in THREAD_VARIABLES}
+        assert view["torch_threads"] == 1
