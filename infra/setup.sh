@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(espeak-ng libespeak-ng1 ffmpeg libegl1 libegl-mesa0 libgl1-mesa-dri libgl1
+DEBIAN_PACKAGES=(espeak-ng libespeak-ng1 ffmpeg util-linux libegl1 libegl-mesa0 libgl1-mesa-dri libgl1
                  libglib2.0-0 libxrender1 libxi6 libxkbcommon0 libsm6 libxxf86vm1 libxfixes3 libx11-6
                  chromium)
 missing=()

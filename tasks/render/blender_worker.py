@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,19 @@ def _die_with_parent(parent_pid: int):
     return arm
 
 
+_SETPRIV = shutil.which("setpriv")
+
+
+def _dying_with_parent(command: list[str], parent_pid: int) -> tuple[list[str], object]:
+    """(command, preexec_fn) for a child that gets SIGKILL when its parent dies. util-linux's
+    setpriv arms it before it execs the command, so no Python runs in the forked child (Python
+    code between fork and exec in a threaded worker can print a stray traceback); without
+    setpriv, a preexec_fn arms it."""
+    if _SETPRIV is not None:
+        return [_SETPRIV, "--pdeathsig", "KILL", "--", *command], None
+    return command, _die_with_parent(parent_pid)
+
+
 def _kill_group(process: subprocess.Popen) -> None:
     """SIGKILL the process's group unless the leader was reaped already (its pid held by the
     zombie cannot be reused until then), and reap it."""
@@ -121,11 +135,10 @@ def run_one_shot(job_path: Path | str, timeout_s: float) -> dict:
     out_dir/blender.log. Returns result.json's content; raises RenderError on failure or timeout."""
     job_path = Path(job_path).resolve()
     log_path, result_path = _job_files(job_path)
-    command = [sys.executable, str(BLENDER_JOB_SCRIPT), "--job", str(job_path)]
+    command, arm = _dying_with_parent([sys.executable, str(BLENDER_JOB_SCRIPT), "--job", str(job_path)], os.getpid())
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(),
-                                   cwd=log_path.parent, start_new_session=True,
-                                   preexec_fn=_die_with_parent(os.getpid()))
+                                   cwd=log_path.parent, start_new_session=True, preexec_fn=arm)
         try:
             returncode = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -195,16 +208,14 @@ class BlenderProcess:
     def __init__(self, startup_log: Path, spawner: _Spawner) -> None:
         job_read, job_write = os.pipe()  # parent writes jobs
         answer_read, answer_write = os.pipe()  # child writes answers
-        command = [sys.executable, str(BLENDER_JOB_SCRIPT), "--serve",
-                   "--fd-in", str(job_read), "--fd-out", str(answer_write)]
-        parent_pid = os.getpid()
+        command, arm = _dying_with_parent([sys.executable, str(BLENDER_JOB_SCRIPT), "--serve", "--fd-in", str(job_read),
+                                           "--fd-out", str(answer_write)], os.getpid())
 
         def start() -> subprocess.Popen:
             with open(startup_log, "ab") as log:
                 return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         pass_fds=(job_read, answer_write), env=_child_env(),
-                                        cwd=tempfile.gettempdir(), start_new_session=True,
-                                        preexec_fn=_die_with_parent(parent_pid))
+                                        cwd=tempfile.gettempdir(), start_new_session=True, preexec_fn=arm)
         try:
             self._popen = spawner.call(start)
         except BaseException:
