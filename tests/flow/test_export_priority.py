@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from infra.prefect_server import ensure_server, stop_server
 from stores.avatar_store import StageRef
 from tasks.common.rows import AvatarRow
 from tests.conftest import free_port
+from tests.flow.test_produce_flow import run_cli
 
 pytestmark = pytest.mark.flow
 
@@ -118,11 +117,6 @@ MANIFEST = [
 # What each stage is submitted after (the flow's AvatarStages arguments).
 NEEDS = {"ingest": (), "reconstruct": ("ingest",), "animate": ("ingest",), "style": ("reconstruct",),
          "render": ("reconstruct", "style", "animate"), "export": ("render",)}
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "avatarflow.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=1500)
 
 
 @pytest.fixture(scope="module")
