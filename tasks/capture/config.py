@@ -59,6 +59,10 @@ class CaptureConfig:
     or below this percentile. It is subtracted, so an asymmetric or smiling face at rest drives the
     avatar's own neutral face."""
 
+    closed_lid_gap: float = 0.04
+    """Lid gap, in eye widths, that MediaPipe reads on a real shut eye (0.02–0.06, never 0): a
+    performer's eye closed that far drives a full blink."""
+
     rotation_gain: float = 1.0
     """Multiplier on the captured head rotation (below 1 in photo mode keeps a large turn from
     tearing the face away from the photo's hair)."""
@@ -90,5 +94,7 @@ class CaptureConfig:
             raise ValueError(f"rest_percentile must lie in (0, 50], got {self.rest_percentile}")
         if self.track_max_side < 64:
             raise ValueError(f"track_max_side must be at least 64, got {self.track_max_side}")
+        if not 0.0 <= self.closed_lid_gap < 0.2:
+            raise ValueError(f"closed_lid_gap must lie in [0, 0.2), got {self.closed_lid_gap}")
         if self.solver_iterations < 1:
             raise ValueError(f"solver_iterations must be at least 1, got {self.solver_iterations}")

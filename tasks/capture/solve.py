@@ -191,23 +191,38 @@ BLINKS = np.array([INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]])
 
 
 def _apertures(shapes: np.ndarray) -> np.ndarray:
-    """(…, 2) lid aperture of each eye: mean distance between paired upper- and lower-lid points."""
+    """(…, 2) lid aperture of each eye: mean distance, in the image plane, between its three middle
+    pairs of upper- and lower-lid points. MediaPipe's lids of a closed eye stay apart in depth and
+    toward the corners, so counting those reads a real eye's full blink as a partial one."""
     from tasks.reconstruct.topology import face_topology
 
     topology = face_topology()
     out = []
     for eye in (topology.eye_left, topology.eye_right):
-        upper, lower = eye.upper[1:-1], eye.lower[1:-1]
-        out.append(np.linalg.norm(shapes[..., upper, :] - shapes[..., lower, :], axis=-1).mean(axis=-1))
+        middle = len(eye.upper) // 2
+        upper, lower = eye.upper[middle - 1:middle + 2], eye.lower[middle - 1:middle + 2]
+        out.append(np.linalg.norm(shapes[..., upper, :2] - shapes[..., lower, :2], axis=-1).mean(axis=-1))
     return np.stack(out, axis=-1)
 
 
-def blink_weights(aligned: np.ndarray, rest_face: np.ndarray, neutral: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-    """(T, 2) eyeBlinkLeft and eyeBlinkRight from each eye's lid aperture: its closure relative to
-    the performer's rest, over the closure the rig's own blink shape makes at weight 1. Solved with
-    the rest of the face instead, gaze-down and squint (which also lower a lid) take part of every
-    blink, and the eye never closes."""
-    closure = 1.0 - _apertures(aligned) / np.maximum(_apertures(rest_face), 1e-12)
+def _eye_widths(shape: np.ndarray) -> np.ndarray:
+    """(2,) corner-to-corner width of each eye of one (N, 3) face, in the image plane."""
+    from tasks.reconstruct.topology import face_topology
+
+    topology = face_topology()
+    return np.array([np.linalg.norm(shape[eye.upper[0], :2] - shape[eye.upper[-1], :2])
+                     for eye in (topology.eye_left, topology.eye_right)])
+
+
+def blink_weights(aligned: np.ndarray, rest_face: np.ndarray, neutral: np.ndarray, deltas: np.ndarray,
+                  closed_gap: float = 0.0) -> np.ndarray:
+    """(T, 2) eyeBlinkLeft and eyeBlinkRight from each eye's lid aperture: its closure from the
+    performer's rest toward a shut eye (a lid gap of `closed_gap` eye widths), over the closure
+    the rig's own blink shape makes at weight 1. Solved with the rest of the face instead,
+    gaze-down and squint (which also lower a lid) take part of every blink, and the eye never closes."""
+    rest = _apertures(rest_face)
+    shut = closed_gap * _eye_widths(rest_face)
+    closure = (rest - _apertures(aligned)) / np.maximum(rest - shut, 1e-12)
     rig = _apertures(neutral)
     full = np.array([1.0 - _apertures(neutral + deltas[BLINKS[eye]])[eye] / rig[eye] for eye in range(2)])
     # A rig whose blink barely moves its lids cannot show a blink: its weight stays 0.
@@ -274,7 +289,7 @@ def solve_capture(landmarks_px: np.ndarray, valid: np.ndarray, times: np.ndarray
     residual = ((aligned - rest_face) * zscale).reshape(len(aligned), -1)
     # The blinks come first, from the eyes' own apertures (see blink_weights); then the other shapes.
     solved = np.zeros((len(aligned), len(deltas)))
-    solved[:, BLINKS] = blink_weights(aligned, rest_face, neutral, deltas)
+    solved[:, BLINKS] = blink_weights(aligned, rest_face, neutral, deltas, config.closed_lid_gap)
     free = np.setdiff1d(np.arange(len(deltas)), BLINKS)
     solved[:, free] = bounded_least_squares(basis[:, free], residual - solved @ basis.T, 0.0, 1.0, config.ridge,
                                             config.solver_iterations)

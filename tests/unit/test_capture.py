@@ -171,6 +171,32 @@ def test_solve_recovers_weights_pose_and_ignores_an_asymmetric_rest_face():
     np.testing.assert_allclose(motion.head_pose[:, :3], expected_angles, atol=0.03)
 
 
+def test_a_shut_eye_as_mediapipe_reads_it_drives_a_full_blink():
+    """MediaPipe's lids of a real shut eye stay a little apart, and apart in depth: that reads as a
+    full blink, half of it as half, and an open eye as none."""
+    from tasks.capture.solve import blink_weights
+    from tasks.reconstruct.topology import face_topology
+
+    rng = np.random.default_rng(11)
+    neutral, deltas = _synthetic_rig(rng)
+    gap = CaptureConfig().closed_lid_gap
+    shut, half = neutral.copy(), neutral.copy()
+    for eye in (face_topology().eye_left, face_topology().eye_right):
+        width = np.linalg.norm(neutral[eye.upper[0], :2] - neutral[eye.upper[-1], :2])
+        upper, lower = eye.upper[1:-1], eye.lower[1:-1]
+        offset = neutral[upper, :2] - neutral[lower, :2]
+        direction = offset / np.linalg.norm(offset, axis=1, keepdims=True)
+        shut[upper, :2] = neutral[lower, :2] + gap * width * direction
+        shut[upper, 2] += rng.normal(scale=0.3 * width, size=len(upper))  # depth MediaPipe gets wrong
+        half[upper, :2] = (neutral[upper, :2] + shut[upper, :2]) / 2
+    weights = blink_weights(np.stack([neutral, half, shut]), neutral, neutral, deltas, gap)
+    np.testing.assert_allclose(weights[0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(weights[1], 0.5, atol=0.02)
+    np.testing.assert_allclose(weights[2], 1.0, atol=1e-9)
+    # Expecting the lids to meet, the same shut eye would never make a full blink.
+    assert blink_weights(shut[None], neutral, neutral, deltas, 0.0).max() < 0.97
+
+
 def test_dropped_and_portrait_frames():
     found = np.array([True, True, False, True, True])
     sharpness = np.array([100.0, 20.0, 0.0, 90.0, 110.0])
