@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import ctypes
+import contextlib
 import json
 import logging
 import os
@@ -38,12 +38,6 @@ RESULT_FILE = "result.json"
 LOG_TAIL_LINES = 30
 
 LOG = logging.getLogger(__name__)
-
-PR_SET_PDEATHSIG = 1
-try:  # resolved here, since a forked child should not load libraries before it execs
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-except (OSError, AttributeError):
-    _PRCTL = None
 
 
 class RenderError(RuntimeError):
@@ -75,28 +69,16 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _die_with_parent(parent_pid: int):
-    """A preexec_fn: the child asks Linux for SIGKILL when its parent dies, and exits at once if
-    the parent died before it asked."""
-    def arm() -> None:
-        if _PRCTL is not None:
-            _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-    return arm
-
-
 _SETPRIV = shutil.which("setpriv")
 
 
-def _dying_with_parent(command: list[str], parent_pid: int) -> tuple[list[str], object]:
-    """(command, preexec_fn) for a child that gets SIGKILL when its parent dies. util-linux's
-    setpriv arms it before it execs the command, so no Python runs in the forked child (Python
-    code between fork and exec in a threaded worker can print a stray traceback); without
-    setpriv, a preexec_fn arms it."""
-    if _SETPRIV is not None:
-        return [_SETPRIV, "--pdeathsig", "KILL", "--", *command], None
-    return command, _die_with_parent(parent_pid)
+def _dying_with_parent(command: list[str]) -> list[str]:
+    """The command wrapped so the child gets SIGKILL when its parent dies: util-linux's setpriv
+    arms that before it execs the command, so no Python runs in the forked child (Python code
+    between fork and exec in a threaded worker can print a stray traceback)."""
+    if _SETPRIV is None:
+        raise RenderError("setpriv was not found; it comes with util-linux (infra/setup.sh installs it)")
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *command]
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -135,10 +117,10 @@ def run_one_shot(job_path: Path | str, timeout_s: float) -> dict:
     out_dir/blender.log. Returns result.json's content; raises RenderError on failure or timeout."""
     job_path = Path(job_path).resolve()
     log_path, result_path = _job_files(job_path)
-    command, arm = _dying_with_parent([sys.executable, str(BLENDER_JOB_SCRIPT), "--job", str(job_path)], os.getpid())
+    command = _dying_with_parent([sys.executable, str(BLENDER_JOB_SCRIPT), "--job", str(job_path)])
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(),
-                                   cwd=log_path.parent, start_new_session=True, preexec_fn=arm)
+                                   cwd=log_path.parent, start_new_session=True)
         try:
             returncode = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -208,14 +190,14 @@ class BlenderProcess:
     def __init__(self, startup_log: Path, spawner: _Spawner) -> None:
         job_read, job_write = os.pipe()  # parent writes jobs
         answer_read, answer_write = os.pipe()  # child writes answers
-        command, arm = _dying_with_parent([sys.executable, str(BLENDER_JOB_SCRIPT), "--serve", "--fd-in", str(job_read),
-                                           "--fd-out", str(answer_write)], os.getpid())
+        command = _dying_with_parent([sys.executable, str(BLENDER_JOB_SCRIPT), "--serve", "--fd-in", str(job_read),
+                                      "--fd-out", str(answer_write)])
 
         def start() -> subprocess.Popen:
             with open(startup_log, "ab") as log:
                 return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         pass_fds=(job_read, answer_write), env=_child_env(),
-                                        cwd=tempfile.gettempdir(), start_new_session=True, preexec_fn=arm)
+                                        cwd=tempfile.gettempdir(), start_new_session=True)
         try:
             self._popen = spawner.call(start)
         except BaseException:
@@ -333,19 +315,8 @@ class BlenderWorker:
             deadline = time.monotonic() + timeout_s
             log_path, _ = _job_files(job_path)
             process = self._ready_process(job_path, timeout_s, log_path, deadline)
-            try:
+            with self._failing_process(process, job_path, timeout_s, log_path, "died mid-job"):
                 answer = process.run(job_path, deadline)
-            except _TimedOut:
-                self._discard()
-                raise _timeout_error(job_path, timeout_s, log_path) from None
-            except _Died:
-                how = _how_it_ended(process.returncode())
-                self._discard()
-                raise RenderError(f"Blender job {job_path} failed: its Blender process {process.pid} died "
-                                  f"mid-job ({how}); log {log_path} ends:\n{log_tail(log_path)}") from None
-            except BaseException:  # a half-done exchange (interrupted, garbled): the process cannot go on
-                self._discard()
-                raise
             if not answer.get("ok"):
                 self._discard()
                 raise RenderError(f"Blender job {job_path} failed: {answer.get('error')}; "
@@ -356,35 +327,38 @@ class BlenderWorker:
 
     def _ready_process(self, job_path: Path, timeout_s: float, log_path: Path, deadline: float) -> BlenderProcess:
         """The live process, ready for a job: the current one, or a fresh one."""
-        if self._process is not None:
-            try:
-                self._process.wait_ready(deadline)
-                return self._process
-            except _Died:  # died while idle: costs no job
-                LOG.warning("Blender process %d ended between jobs (%s); starting a fresh one",
-                            self._process.pid, _how_it_ended(self._process.returncode()))
-                self._discard()
-            except _TimedOut:
-                self._discard()
-                raise _timeout_error(job_path, timeout_s, log_path) from None
-            except BaseException:
-                self._discard()
-                raise
+        if (process := self._process) is not None:
+            with self._failing_process(process, job_path, timeout_s, log_path, "ended while emptying its scene"):
+                try:
+                    process.wait_ready(deadline)
+                    return process
+                except _Died:  # died while idle: costs no job
+                    LOG.warning("Blender process %d ended between jobs (%s); starting a fresh one",
+                                process.pid, _how_it_ended(process.returncode()))
+                    self._discard()
         process = self._process = BlenderProcess(log_path, self._spawner)
-        try:
+        with self._failing_process(process, job_path, timeout_s, log_path, "ended while starting"):
             process.wait_ready(deadline)
+        return process
+
+    @contextlib.contextmanager
+    def _failing_process(self, process: BlenderProcess, job_path: Path, timeout_s: float, log_path: Path,
+                         died: str):
+        """Any failure inside discards `process` (a half-done exchange leaves it unusable); a
+        timeout or its death becomes a RenderError naming the job and the end of its log."""
+        try:
+            yield
         except _TimedOut:
             self._discard()
             raise _timeout_error(job_path, timeout_s, log_path) from None
         except _Died:
             how = _how_it_ended(process.returncode())
             self._discard()
-            raise RenderError(f"Blender job {job_path} failed: its Blender process {process.pid} ended while "
-                              f"starting ({how}); log {log_path} ends:\n{log_tail(log_path)}") from None
+            raise RenderError(f"Blender job {job_path} failed: its Blender process {process.pid} {died} "
+                              f"({how}); log {log_path} ends:\n{log_tail(log_path)}") from None
         except BaseException:
             self._discard()
             raise
-        return process
 
     def _discard(self) -> None:
         process, self._process = self._process, None
