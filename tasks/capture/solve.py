@@ -187,6 +187,7 @@ class CapturedMotion:
 
 
 BLINKS = np.array([INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]])
+MOUTH_CLOSE = INDEX["mouthClose"]
 """The blink shapes of the subject's left and right eye, set from the lid aperture."""
 
 
@@ -227,6 +228,34 @@ def blink_weights(aligned: np.ndarray, rest_face: np.ndarray, neutral: np.ndarra
     full = np.array([1.0 - _apertures(neutral + deltas[BLINKS[eye]])[eye] / rig[eye] for eye in range(2)])
     # A rig whose blink barely moves its lids cannot show a blink: its weight stays 0.
     return np.where(full > 0.05, np.clip(closure / np.maximum(full, 1e-6), 0.0, 1.0), 0.0)
+
+
+def _lip_gaps(shapes: np.ndarray) -> np.ndarray:
+    """(…,) inner-lip opening: mean upward distance, in the image plane, from the lower to the upper
+    inner lip over the three middle pairs (negative when the lips press past each other)."""
+    from tasks.reconstruct.topology import face_topology
+
+    topology = face_topology()
+    middle = len(topology.lips_inner_upper) // 2
+    upper = topology.lips_inner_upper[middle - 1:middle + 2]
+    lower = topology.lips_inner_lower[middle - 1:middle + 2]
+    return (shapes[..., upper, 1] - shapes[..., lower, 1]).mean(axis=-1)
+
+
+def seal_lips(solved: np.ndarray, aligned: np.ndarray, rest_face: np.ndarray, neutral: np.ndarray,
+              deltas: np.ndarray) -> np.ndarray:
+    """(T, K) weights with mouthClose raised wherever the rig's lips would stay further apart than
+    the performer's: a speaker often seals the lips with the jaw a little open (p, b, m, a pause),
+    and a least-squares fit over the whole face spreads that closure thin instead of closing them."""
+    target = _lip_gaps(neutral + aligned - rest_face)
+    flat = np.asarray(deltas, np.float64).reshape(len(deltas), -1)
+    predicted = _lip_gaps((neutral.reshape(-1) + solved @ flat).reshape(len(solved), *neutral.shape))
+    per_close = _lip_gaps(neutral + deltas[MOUTH_CLOSE]) - _lip_gaps(neutral)
+    sealed = solved.copy()
+    if per_close < 0:  # the rig's mouthClose brings the lips together
+        close = sealed[:, MOUTH_CLOSE] + np.maximum(predicted - np.maximum(target, 0.0), 0.0) / -per_close
+        sealed[:, MOUTH_CLOSE] = np.clip(close, 0.0, 1.0)
+    return sealed
 
 
 def rest_shape(aligned: np.ndarray, percentile: float) -> np.ndarray:
@@ -293,6 +322,7 @@ def solve_capture(landmarks_px: np.ndarray, valid: np.ndarray, times: np.ndarray
     free = np.setdiff1d(np.arange(len(deltas)), BLINKS)
     solved[:, free] = bounded_least_squares(basis[:, free], residual - solved @ basis.T, 0.0, 1.0, config.ridge,
                                             config.solver_iterations)
+    solved = seal_lips(solved, aligned, rest_face, neutral, deltas)
     rest_offset = bounded_least_squares(basis, ((rest_face - np.median(aligned, axis=0)) * zscale).reshape(1, -1),
                                         -1.0, 1.0, config.ridge, config.solver_iterations)[0]
     inter_ocular = np.linalg.norm(neutral[33] - neutral[263])

@@ -197,6 +197,36 @@ def test_a_shut_eye_as_mediapipe_reads_it_drives_a_full_blink():
     assert blink_weights(shut[None], neutral, neutral, deltas, 0.0).max() < 0.97
 
 
+def test_lips_sealed_over_an_open_jaw_are_sealed_on_the_rig():
+    """A least-squares fit that spreads a seal thin (mouthClose under jawOpen) gets mouthClose raised
+    until the rig's lips meet as the performer's do; open lips are left alone."""
+    from tasks.capture.solve import seal_lips
+    from tasks.reconstruct.topology import face_topology
+
+    rng = np.random.default_rng(3)
+    neutral, deltas = _synthetic_rig(rng)
+    topology = face_topology()
+    upper, lower = topology.lips_inner_upper[1:-1], topology.lips_inner_lower[1:-1]
+    neutral[upper, 1] = neutral[lower, 1] + 0.001  # lips just touching at rest
+    deltas[INDEX["jawOpen"]] = 0.0
+    deltas[INDEX["jawOpen"], lower, 1] = -0.05
+    deltas[INDEX["mouthClose"]] = 0.0
+    deltas[INDEX["mouthClose"], upper, 1] = -0.02
+    deltas[INDEX["mouthClose"], lower, 1] = 0.03
+    deltas[INDEX["browInnerUp"], np.concatenate([upper, lower])] = 0.0  # a shape that leaves the lips be
+    sealed_face = neutral + 0.4 * deltas[INDEX["jawOpen"]] + 0.4 * deltas[INDEX["mouthClose"]]
+    open_face = neutral + 0.4 * deltas[INDEX["jawOpen"]]
+    solved = np.zeros((2, 52))
+    solved[:, INDEX["jawOpen"]] = 0.4
+    solved[:, INDEX["mouthClose"]] = 0.1
+    solved[:, INDEX["browInnerUp"]] = 0.3
+    sealed = seal_lips(solved, np.stack([sealed_face, open_face]), neutral, neutral, deltas)
+    assert sealed[0, INDEX["mouthClose"]] == pytest.approx(0.4, abs=1e-6)
+    assert sealed[1, INDEX["mouthClose"]] == pytest.approx(0.1)  # the performer's lips are apart
+    others = np.setdiff1d(np.arange(52), [INDEX["mouthClose"]])
+    np.testing.assert_array_equal(sealed[:, others], solved[:, others])
+
+
 def test_dropped_and_portrait_frames():
     found = np.array([True, True, False, True, True])
     sharpness = np.array([100.0, 20.0, 0.0, 90.0, 110.0])
