@@ -51,6 +51,8 @@ def _prepare_prefect(data_dir: str, port: int | None) -> str:
 
 def _print_summary(summary: dict) -> None:
     print()
+    if summary.get("plan_seconds") is not None:
+        print(f"  {'plan':<18} {summary['plan_seconds']:8.2f} s (manifest checks, fingerprints, store groups)")
     for stage, seconds in summary["stage_seconds"].items():
         print(f"  stage {stage:<12} {seconds:8.2f} s (sum over avatars)")
     if summary["realtime_factor"] is not None:

@@ -24,6 +24,8 @@ class RunPlan:
     manifest_dir: str
     manifest_sha256: str
     started_at: float
+    plan_seconds: float = 0.0
+    """Time spent planning (checks, fingerprints, store groups), before any row's first task."""
     pending: list[AvatarRow] = field(default_factory=list)
     reused: list[AvatarRow] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)

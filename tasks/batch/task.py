@@ -86,6 +86,7 @@ def plan_run(manifest: str, data_dir: str, preset: str, config: PipelineConfig, 
                 plan.quarantined.append({"line": row.line, "id": row.id, "stage": "ingest", "error": error})
     plan.quarantined.sort(key=lambda failure: failure["line"])
     RunOutputs(location, plan.run).remove_avatars(row.id for row in plan.pending)  # no earlier build's video while it rebuilds
+    plan.plan_seconds = time.time() - started_at
     return plan
 
 
@@ -184,7 +185,7 @@ def _write_reports(plan: RunPlan, outcomes: list[dict], interrupted: list[dict],
         "finished": [o["id"] for o in finished], "reused": [r.id for r in plan.reused],
         "failed": [{"id": f["id"], "line": f["line"], "stage": f["stage"], "error": f["error"]} for f in failures],
         "warnings": {o["id"]: o["warnings"] for o in finished if o.get("warnings")},
-        "wall_seconds": wall, "video_seconds": video_seconds,
+        "wall_seconds": wall, "plan_seconds": plan.plan_seconds, "video_seconds": video_seconds,
         "realtime_factor": video_seconds / wall if built else None,
         "video_wall_seconds": video_wall,
         "video_realtime_factor": video_seconds / video_wall if video_wall else None,

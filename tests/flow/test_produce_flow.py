@@ -84,6 +84,7 @@ def test_every_output_is_written(produced):
 def test_summary_times_the_last_video_and_every_stage(produced):
     summary = produced["summary"]
     assert 0 < summary["video_wall_seconds"] <= summary["wall_seconds"]
+    assert 0 < summary["plan_seconds"] < summary["video_wall_seconds"]  # planning comes before any row's task
     assert summary["video_realtime_factor"] >= summary["realtime_factor"] > 0
     assert {"ingest", "reconstruct", "animate", "render", "export"} == set(summary["stage_seconds"])
 
