@@ -165,7 +165,7 @@ def mouth_colours(lip_rgb: np.ndarray, face_luma: float, teeth_rgb: np.ndarray |
         back = back * _MIN_CAVITY_LUMA / max(float(_luma(back)), 1.0)
     teeth = _TEETH_DEFAULT * brightness if teeth_rgb is None else np.asarray(teeth_rgb, np.float64)
     # Teeth inside a mouth catch light off its red walls.
-    teeth = teeth + 0.12 * (front - teeth)
+    teeth = teeth + 0.2 * (front - teeth)
     # A photo's teeth in shadow still read as teeth: lift them to at least 70% of the default.
     if _luma(teeth) < 0.7 * _luma(_TEETH_DEFAULT) * brightness:
         teeth = teeth * 0.7 * _luma(_TEETH_DEFAULT) * brightness / max(float(_luma(teeth)), 1.0)
