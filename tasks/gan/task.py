@@ -23,9 +23,10 @@ from tasks.gan.config import GanConfig
 from tasks.gan.sampling import generate_faces, latent_for_seed
 from tasks.gan.training import BalancedBatches, EpochReport, GanTrainer, set_mean_face, train_gan
 from tasks.quality.gates import (GateResult, face_rate_gate, frechet_gate, mean_face_frechet, memorisation_gate,
-                                 sample_nn_distances, training_length_gate, training_nn_distances, training_pool)
+                                 sample_nn_distances, spread_gate, training_length_gate, training_nn_distances,
+                                 training_pool)
 from tasks.quality.grid import image_grid
-from tasks.quality.metrics import FaceQuality, evaluate_faces
+from tasks.quality.metrics import FaceQuality, evaluate_faces, reference_spread
 
 EVAL_SEED = 1_000_000
 """First latent seed of the evaluation samples; fixed so epochs are compared on the same draws."""
@@ -42,12 +43,15 @@ def gan_gates(config: GanConfig, steps_done: int, quality: FaceQuality, samples_
     baseline, mean_has_face = mean_face_frechet(training_u8, reference)
     pool = training_pool(training_u8)
     sample_nn, training_nn = sample_nn_distances(samples_u8, pool), training_nn_distances(pool)
+    training_spread = reference_spread(reference, quality.n_faces)
     gates = [training_length_gate(steps_done, config.steps),
              face_rate_gate(quality.face_rate, config.gate_min_face_rate),
              frechet_gate(quality.landmark_frechet, baseline, config.gate_frechet_ratio),
+             spread_gate(quality.identity_spread, training_spread, config.gate_min_spread_share),
              memorisation_gate(sample_nn, training_nn, config.gate_memorisation_ratio,
                                config.gate_max_copy_share)]
     figures = {"mean_face_landmark_frechet": baseline, "mean_face_has_face": float(mean_has_face),
+               "identity_spread": quality.identity_spread, "training_identity_spread": training_spread,
                "sample_nn_distance_median": float(np.median(sample_nn)),
                "sample_nn_distance_min": float(np.min(sample_nn)),
                "sample_copy_share": float(np.mean(sample_nn < np.min(training_nn))),
@@ -92,6 +96,7 @@ def train_gan_model(dataset: DatasetRef, data_dir: str, config: GanConfig, devic
             tracker.log_metrics({"d_loss": report.d_loss, "g_loss": report.g_loss, "r1": report.r1,
                                  "augment_p": report.augment_p,
                                  "face_rate": quality.face_rate, "landmark_frechet": quality.landmark_frechet,
+                                 "identity_spread": quality.identity_spread,
                                  "images_per_second": rate}, step=report.step)
             log_image(tracker, image_grid(faces[:32]), "samples", f"step{report.step:07d}.png")
             save_checkpoint(checkpoint, {"trainer": trainer.state_dict(), "batches": batches.random.bit_generator.state})
@@ -121,12 +126,15 @@ def train_gan_model(dataset: DatasetRef, data_dir: str, config: GanConfig, devic
                                       tags={"stopped_by": stopped_by, "steps_done": str(trainer.step_count),
                                             "steps_target": str(config.steps),
                                             "landmark_frechet": f"{quality.landmark_frechet:.6g}",
-                                            "mean_face_landmark_frechet": f"{figures['mean_face_landmark_frechet']:.6g}"})
+                                            "mean_face_landmark_frechet": f"{figures['mean_face_landmark_frechet']:.6g}",
+                                            "identity_spread": f"{quality.identity_spread:.6g}",
+                                            "training_identity_spread": f"{figures['training_identity_spread']:.6g}"})
         tracker.log_params({"registered_version": registration.version, "promoted": registration.promoted,
                             "failed_gates": ",".join(registration.failed_gates) or "none"})
     logger.info(f"gan: {GAN_MODEL} v{registration.version} face rate {quality.face_rate:.0%} "
                 f"(untruncated {untruncated.face_rate:.0%}), landmark FD {quality.landmark_frechet:.1f} "
-                f"(mean face {figures['mean_face_landmark_frechet']:.1f}), {trainer.step_count}/{config.steps} steps; "
+                f"(mean face {figures['mean_face_landmark_frechet']:.1f}), identity spread {quality.identity_spread:.3f} "
+                f"(training faces {figures['training_identity_spread']:.3f}), {trainer.step_count}/{config.steps} steps; "
                 + ("now production" if registration.promoted else f"not promoted: {registration.reason}"))
     return {"model": GAN_MODEL, "version": registration.version, "promoted": registration.promoted,
             "steps": trainer.step_count, "stopped_by": stopped_by, "epochs": len(reports), "seconds": round(seconds, 1),

@@ -71,6 +71,17 @@ def frechet_gate(frechet: float, mean_face_frechet: float, ratio: float = 1.0) -
                       + ("" if np.isfinite(frechet) else " (fewer than 2 samples had a face)"))
 
 
+def spread_gate(sample_spread: float, reference_spread: float, share: float = 0.75) -> GateResult:
+    """The samples' identity spread must reach `share` × that of as many training faces (NaN, too few
+    faces, fails): one face in many colours or a few faces over and over do not."""
+    limit = reference_spread * share
+    passed = bool(np.isfinite(sample_spread) and np.isfinite(limit) and sample_spread >= limit)
+    return GateResult("identity_spread", passed, float(sample_spread), float(limit),
+                      f"identity spread {sample_spread:.3f} {'≥' if passed else '<'} {share:g} × the training "
+                      f"faces' {reference_spread:.3f}" + ("" if np.isfinite(sample_spread)
+                                                          else " (fewer than 2 samples had a face)"))
+
+
 def memorisation_gate(sample_nn: np.ndarray, training_nn: np.ndarray, ratio: float = 0.9,
                       max_copy_share: float = 0.1) -> GateResult:
     """Samples must be as far from their nearest training face as training faces typically are

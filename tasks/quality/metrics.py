@@ -114,6 +114,33 @@ def landmark_frechet(sample_shapes: np.ndarray, reference_shapes: np.ndarray, co
     return float(max(distance, 0.0))
 
 
+def identity_spread(shapes: np.ndarray) -> float:
+    """Median distance from each face's normalised landmark shape to its nearest other one (RMS
+    pixels per point of the 128² aligned crop; NaN under two shapes). Face geometry (with pose and
+    expression) counts and colour does not, so one face drawn in many colours has almost none, and
+    a generator stuck on a few faces has none. It shrinks as the set grows: compare sets of one size
+    (see `reference_spread`)."""
+    shapes = np.asarray(shapes, np.float64)
+    if len(shapes) < 2:
+        return float("nan")
+    squared = (shapes ** 2).sum(axis=1)
+    pairwise = squared[:, None] + squared[None, :] - 2.0 * shapes @ shapes.T
+    np.fill_diagonal(pairwise, np.inf)
+    return float(np.median(np.sqrt(np.maximum(pairwise.min(axis=1), 0.0) / (shapes.shape[1] // 2))))
+
+
+def reference_spread(reference_shapes: np.ndarray, size: int, draws: int = 5, seed: int = 0) -> float:
+    """`identity_spread` of `size` reference shapes, averaged over seeded random subsets: what a
+    set of that many real faces scores."""
+    reference_shapes = np.asarray(reference_shapes, np.float64)
+    size = min(int(size), len(reference_shapes))
+    if size < 2:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    return float(np.mean([identity_spread(reference_shapes[rng.choice(len(reference_shapes), size, replace=False)])
+                          for _ in range(draws)]))
+
+
 @dataclass(frozen=True)
 class FaceQuality:
     """Weight-free quality of a batch of generated faces."""
@@ -131,6 +158,9 @@ class FaceQuality:
     n_faces: int
     """Samples with a detected face."""
 
+    identity_spread: float = float("nan")
+    """`identity_spread` of the detected samples' shapes (NaN under two faces)."""
+
 
 def evaluate_faces(images_u8: np.ndarray, reference_shapes: np.ndarray, components: int = 16,
                    upscale_to: int = 256) -> FaceQuality:
@@ -140,7 +170,8 @@ def evaluate_faces(images_u8: np.ndarray, reference_shapes: np.ndarray, componen
     shapes = [normalised_shape(points) for points in landmarks if points is not None]
     frechet = landmark_frechet(np.stack(shapes), reference_shapes, components) if len(shapes) >= 2 else float("nan")
     return FaceQuality(face_rate=face_rate(landmarks), landmark_frechet=frechet, n=len(landmarks),
-                       n_faces=len(shapes))
+                       n_faces=len(shapes), identity_spread=identity_spread(np.stack(shapes)) if len(shapes) >= 2
+                       else float("nan"))
 
 
 def laplacian_variance(image_u8: np.ndarray, mask: np.ndarray | None = None) -> float:

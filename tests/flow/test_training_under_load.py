@@ -104,7 +104,7 @@ def test_a_gan_cut_short_by_its_time_cap_is_recorded_and_blocked(trained_under_l
     assert params["stopped_by"] == "time" and params["promoted"] == "False"
     assert params["failed_gates"].startswith("training_length")
     # The quality gates were judged and recorded as well, with the baselines they compare against.
-    assert {"gate.face_rate", "gate.landmark_frechet", "gate.memorisation"} <= set(tags)
+    assert {"gate.face_rate", "gate.landmark_frechet", "gate.identity_spread", "gate.memorisation"} <= set(tags)
     metrics = client.get_run(version.run_id).data.metrics
     assert 500 < metrics["final_mean_face_landmark_frechet"] < 5000  # about 1,900 on faces128
     assert metrics["final_training_nn_distance_median"] > 10

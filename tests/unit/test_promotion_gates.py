@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from tasks.quality.gates import (face_rate_gate, failed_gates, frechet_gate, mean_face_frechet, memorisation_gate,
-                                 psnr_gate, sample_nn_distances, style_gram_gate, style_landmark_gate,
+                                 psnr_gate, sample_nn_distances, spread_gate, style_gram_gate, style_landmark_gate,
                                  training_length_gate, training_nn_distances)
-from tasks.quality.metrics import detect_landmarks, landmark_frechet, normalised_shape
+from tasks.quality.metrics import (detect_landmarks, identity_spread, landmark_frechet, normalised_shape,
+                                   reference_spread)
 from tests.conftest import SAMPLES
 
 FACES = SAMPLES.parent / "faces128"
@@ -50,6 +51,29 @@ def test_frechet_gate_passes_real_faces_and_refuses_the_mean_face(faces):
     # A generator that always draws the mean face scores the baseline itself: not below it.
     assert not frechet_gate(baseline, baseline).passed
     assert not frechet_gate(float("nan"), baseline).passed  # fewer than 2 samples with a face
+
+
+def _shapes(images):
+    return np.stack([normalised_shape(p) for p in detect_landmarks(images) if p is not None])
+
+
+def test_spread_gate_passes_new_faces_and_refuses_the_mean_face_and_a_collapsed_generator(faces):
+    reference = _shapes(faces["train_128"])
+    held = _shapes(faces["held"])
+    baseline = reference_spread(reference, len(held))
+    assert 0.3 < baseline < 3.0  # RMS pixels of the 128² aligned crop; about 0.8 for 60 faces
+    assert spread_gate(identity_spread(held), baseline).passed
+    # The mean training face in jittered colours with pixel noise (what a GAN that learnt only the
+    # mean draws), and three faces drawn twenty times each (mode collapse).
+    rng = np.random.default_rng(2)
+    mean = faces["train"].astype(np.float64).mean(axis=0)
+    jittered = np.clip(mean[None] * rng.uniform(0.8, 1.2, (60, 1, 1, 3)) + rng.normal(0, 3, (60, 32, 32, 3)), 0, 255)
+    mean_spread = identity_spread(_shapes(jittered.astype(np.uint8)))
+    collapsed = identity_spread(_shapes(np.concatenate([faces["held"][:3]] * 20)))
+    assert not spread_gate(mean_spread, baseline).passed, (mean_spread, baseline)
+    assert not spread_gate(collapsed, baseline).passed and collapsed < 0.01
+    assert not spread_gate(float("nan"), baseline).passed  # fewer than 2 samples with a face
+    assert np.isnan(identity_spread(held[:1]))
 
 
 def test_memorisation_gate_passes_new_faces_and_refuses_copies_and_the_mean_face(faces):
