@@ -187,8 +187,10 @@ class CapturedMotion:
 
 
 BLINKS = np.array([INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]])
-MOUTH_CLOSE = INDEX["mouthClose"]
 """The blink shapes of the subject's left and right eye, set from the lid aperture."""
+
+MOUTH_CLOSE = INDEX["mouthClose"]
+"""The shape raised where the performer's lips meet over an open jaw (see seal_lips)."""
 
 
 def _apertures(shapes: np.ndarray) -> np.ndarray:
