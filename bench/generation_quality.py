@@ -1,7 +1,8 @@
 """How often the production generators give a face, judged by MediaPipe: for N seeds, the share of
 raw GAN samples, of full identity draws (GAN → SDEdit → 2× upscale → portrait) and of rows that
-find a face within the draw bound, plus the landmark Fréchet distance to the training faces and
-the promotion gates' baselines (the mean face's distance, nearest-training-face distances).
+find a face within the draw bound, plus the landmark Fréchet distance to the training faces, the
+identity spread beside the training faces' own, and the promotion gates' baselines (the mean
+face's distance, nearest-training-face distances).
 
     .venv/bin/python bench/generation_quality.py --data-dir avatarflow-data [--seeds 200] [--device auto]
 
@@ -31,7 +32,8 @@ from tasks.identity.config import IdentityConfig  # noqa: E402
 from tasks.identity.generate import generate_identity  # noqa: E402
 from tasks.quality.gates import (mean_face_frechet, sample_nn_distances, training_nn_distances,  # noqa: E402
                                  training_pool)
-from tasks.quality.metrics import detect_landmarks, evaluate_faces, normalised_shape, landmark_frechet  # noqa: E402
+from tasks.quality.metrics import (detect_landmarks, evaluate_faces, identity_spread, landmark_frechet,  # noqa: E402
+                                   normalised_shape, reference_spread)
 
 
 def main() -> None:
@@ -82,8 +84,8 @@ def main() -> None:
             first_draw_faces += result.draws[0].face_found
             portraits.append(np.asarray(Image.fromarray(result.portrait).resize((256, 256), Image.BICUBIC)))
     landmarks = [lm for lm in detect_landmarks(np.stack(portraits), upscale_to=256) if lm is not None] if portraits else []
-    frechet = landmark_frechet(np.stack([normalised_shape(lm) for lm in landmarks]), reference) \
-        if len(landmarks) >= 2 else float("nan")
+    portrait_shapes = np.stack([normalised_shape(lm) for lm in landmarks]) if len(landmarks) >= 2 else None
+    frechet = landmark_frechet(portrait_shapes, reference) if portrait_shapes is not None else float("nan")
     report = {
         "models": {GAN_MODEL: gan_version, DIFFUSION_MODEL: diffusion_version}, "seeds": len(seeds),
         "truncation": truncation, "generate_strength": config.generate_strength,
@@ -93,6 +95,11 @@ def main() -> None:
         "mean_face_landmark_frechet": mean_face_fd,
         "gan_nn_distance_median_ratio": float(np.median(sample_nn) / np.median(training_nn)),
         "gan_landmark_frechet_untruncated": raw[1.0].landmark_frechet,
+        # The spread gate's figures: samples against as many training faces.
+        "gan_identity_spread": raw[truncation].identity_spread,
+        "training_identity_spread": reference_spread(reference, raw[truncation].n_faces),
+        "portrait_identity_spread": identity_spread(portrait_shapes) if portrait_shapes is not None else float("nan"),
+        "training_identity_spread_portraits": reference_spread(reference, len(landmarks)),
         "draw_face_rate_first": first_draw_faces / len(seeds),
         "rows_with_face_within_bound": rows_with_face / len(seeds),
         "portrait_landmark_frechet": frechet,
