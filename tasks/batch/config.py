@@ -4,9 +4,9 @@ part of a row's fingerprint."""
 
 from __future__ import annotations
 
-import os
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.common.environment import number_from_environment
 
 WINDOW_VARIABLE = "AVATARFLOW_ROWS_IN_FLIGHT"
 """Environment variable: rows in flight at once (BatchConfig.window)."""
@@ -31,10 +31,6 @@ class BatchConfig(BaseModel):
     @classmethod
     def from_environment(cls, window: int | None = None) -> "BatchConfig":
         """The defaults, with the window from the argument, else from AVATARFLOW_ROWS_IN_FLIGHT."""
-        text = os.environ.get(WINDOW_VARIABLE, "").strip()
-        if window is None and text:
-            try:
-                window = int(text)
-            except ValueError:
-                raise ValueError(f"{WINDOW_VARIABLE} must be a whole number of rows, got {text!r}") from None
+        if window is None:
+            window = number_from_environment(WINDOW_VARIABLE, int, None, "a whole number of rows")
         return cls() if window is None else cls(window=window)

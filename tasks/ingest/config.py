@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from tasks.common.environment import number_from_environment
+
 MAX_AUDIO_VARIABLE = "AVATARFLOW_MAX_AUDIO_SECONDS"
 """Environment variable: the default audio length limit, in seconds (also the driving-video limit)."""
 
@@ -12,13 +14,10 @@ DEFAULT_MAX_AUDIO_SECONDS = 900.0
 
 
 def _default_max_audio_seconds() -> float:
-    text = os.environ.get(MAX_AUDIO_VARIABLE, "").strip()
-    try:
-        seconds = float(text) if text else DEFAULT_MAX_AUDIO_SECONDS
-    except ValueError:
-        raise ValueError(f"{MAX_AUDIO_VARIABLE} must be a number of seconds, got {text!r}") from None
+    seconds = number_from_environment(MAX_AUDIO_VARIABLE, float, DEFAULT_MAX_AUDIO_SECONDS, "a number of seconds")
     if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(f"{MAX_AUDIO_VARIABLE} must be a positive number of seconds, got {text!r}")
+        raise ValueError(f"{MAX_AUDIO_VARIABLE} must be a positive number of seconds, "
+                         f"got {os.environ[MAX_AUDIO_VARIABLE].strip()!r}")
     return seconds
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
+
+from tasks.common.environment import number_from_environment
 
 RENDER_MODES = ("photo", "lit")
 CYCLES_DEVICES = ("auto", "cpu", "gpu")
@@ -12,11 +13,7 @@ TIMEOUT_VARIABLE = "AVATARFLOW_RENDER_TIMEOUT_SECONDS"
 
 
 def _default_timeout() -> float:
-    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
-    try:
-        return float(text) if text else 1800.0
-    except ValueError:
-        raise ValueError(f"{TIMEOUT_VARIABLE} must be a number of seconds, got {text!r}") from None
+    return number_from_environment(TIMEOUT_VARIABLE, float, 1800.0, "a number of seconds")
 
 
 JOBS_PER_BLENDER_VARIABLE = "AVATARFLOW_JOBS_PER_BLENDER"
@@ -25,11 +22,7 @@ JOBS_PER_BLENDER_VARIABLE = "AVATARFLOW_JOBS_PER_BLENDER"
 
 def default_jobs_per_blender() -> int:
     """AVATARFLOW_JOBS_PER_BLENDER, or 50."""
-    text = os.environ.get(JOBS_PER_BLENDER_VARIABLE, "").strip()
-    try:
-        return int(text) if text else 50
-    except ValueError:
-        raise ValueError(f"{JOBS_PER_BLENDER_VARIABLE} must be a whole number of jobs, got {text!r}") from None
+    return number_from_environment(JOBS_PER_BLENDER_VARIABLE, int, 50, "a whole number of jobs")
 
 
 VIDEO_QUALITIES = ("LOSSLESS", "PERC_LOSSLESS", "HIGH", "MEDIUM", "LOW", "VERYLOW", "LOWEST")
