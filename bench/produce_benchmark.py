@@ -358,7 +358,7 @@ def measure_floor(run: ProduceRun, processes: int, folder: Path) -> dict | None:
     from tasks.common.arkit import ARKIT_NAMES
     from tasks.render.config import RenderConfig
     from tasks.render.runner import run_blender_job, write_job
-    from tasks.render.task import RIG_ARRAYS
+    from tasks.render.task import RIG_ARRAYS, outputs_for
 
     if not run.frames:
         return None
@@ -372,13 +372,8 @@ def measure_floor(run: ProduceRun, processes: int, folder: Path) -> dict | None:
     settings = RenderConfig(mode="photo", write_blend=False, write_glb=False)
     jobs = []
     for index in range(processes):
-        job_path = write_job(folder / f"floor_{index}", **arrays, settings=settings, fps=FPS, resolution=RESOLUTION,
-                             seed=0, shape_key_names=ARKIT_NAMES)
-        job = json.loads(job_path.read_text(encoding="utf-8"))
-        job["outputs"] = {"video": job["outputs"]["video"], "glb": None, "blend": None, "poster": None,
-                          "frames_dir": None}
-        job_path.write_text(json.dumps(job), encoding="utf-8")
-        jobs.append(job_path)
+        jobs.append(write_job(folder / f"floor_{index}", **arrays, settings=settings, fps=FPS, resolution=RESOLUTION,
+                              seed=0, shape_key_names=ARKIT_NAMES, outputs=outputs_for(settings, ("video",))))
     with ThreadPoolExecutor(processes) as pool:
         # one-shot processes, so the jobs really run at once (a worker's long-lived Blender takes one at a time)
         results = list(pool.map(lambda path: run_blender_job(path, timeout_s=1800, jobs_per_blender=1), jobs))

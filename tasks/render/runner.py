@@ -68,10 +68,12 @@ def write_job(
     shape_key_names: Sequence[str] = ARKIT_NAMES,
     poster_frame: int | None = None,
     out_dir: Path | str | None = None,
+    outputs: dict[str, str | None] | None = None,
 ) -> Path:
     """Write rig.npz, texture.png and job.json into `job_dir`; returns the job file's path.
 
     `out_dir` defaults to `job_dir`. `poster_frame` (1-based) defaults to the middle frame.
+    `outputs` (the job's "outputs" entry) defaults to everything the settings switch on.
     Array shapes follow the rig contract: vertices (V,3), faces (F,3), uv_* (V,2),
     deltas (K,V,3), pivot (3,), texture (S+B,S,3) uint8, weights (T,K), head_pose (T,6).
     """
@@ -121,7 +123,7 @@ def write_job(
         "cycles_device": settings.cycles_device,
         "seed": int(seed),
         "out_dir": str(out_dir.resolve()),
-        "outputs": job_outputs(settings),
+        "outputs": job_outputs(settings) if outputs is None else outputs,
         "poster_frame": int(poster_frame),
         "video_quality": settings.video_quality,
         "video_gop_size": int(settings.video_gop_size),
@@ -141,9 +143,7 @@ def run_blender_job(job_path: Path | str, timeout_s: float, jobs_per_blender: in
     `jobs_per_blender=1` runs it in a fresh one-shot process instead."""
     if jobs_per_blender is None:
         jobs_per_blender = default_jobs_per_blender()
-    if jobs_per_blender < 1:
-        raise ValueError(f"jobs_per_blender must be >= 1, got {jobs_per_blender}")
-    if jobs_per_blender == 1:
+    if jobs_per_blender == 1:  # below 1, BlenderWorker.run refuses it
         return run_one_shot(job_path, timeout_s)
     return shared_worker().run(job_path, timeout_s, jobs_per_blender)
 

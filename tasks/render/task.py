@@ -8,7 +8,6 @@ folder in the worker's own temp dir, removed once the files are published."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import tempfile
 import time
@@ -121,19 +120,11 @@ def _blender_job(store: AvatarStore, rig: StageRef, row: AvatarRow, config: Rend
     job_dir = Path(tempfile.mkdtemp(prefix=f"avatarflow-{kinds[0]}-{row.id}-"))
     try:
         job_path = write_job(job_dir, **arrays, settings=config, fps=row.fps, resolution=row.resolution,
-                             seed=row.seed, shape_key_names=ARKIT_NAMES)
-        set_job_outputs(job_path, outputs_for(config, kinds))
+                             seed=row.seed, shape_key_names=ARKIT_NAMES, outputs=outputs_for(config, kinds))
         result = run_blender_job(job_path, timeout_s=config.timeout_seconds, jobs_per_blender=config.jobs_per_blender)
         yield job_dir, result, {k: Path(v) for k, v in result["paths"].items()}
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
-
-
-def set_job_outputs(job_path: Path, outputs: dict[str, str | None]) -> None:
-    """write_job asks for every output the config switches on; a split job asks for its share."""
-    job = json.loads(job_path.read_text(encoding="utf-8"))
-    job["outputs"] = outputs
-    job_path.write_text(json.dumps(job, indent=2), encoding="utf-8")
 
 
 def _mark_complete(store: AvatarStore, run: str, row: AvatarRow, config: RenderConfig, rendered: dict,

@@ -18,7 +18,7 @@ from PIL import Image
 from tasks.common.arkit import ARKIT_NAMES, INDEX
 from tasks.render.config import RenderConfig
 from tasks.render.runner import RenderError, mux_audio, probe_video, run_blender_job, write_job
-from tasks.render.task import EXPORT_OUTPUTS, RENDER_OUTPUTS, outputs_for, set_job_outputs
+from tasks.render.task import EXPORT_OUTPUTS, RENDER_OUTPUTS, outputs_for
 from tests.render_rig import JAW_DROP, MOVING_SHAPES, PORTRAIT, make_animation, make_rig, make_texture
 
 SIZE = 128
@@ -39,8 +39,8 @@ def photo_render(tmp_path_factory):
     jobs = {}
     for part, kinds in (("render", RENDER_OUTPUTS), ("export", EXPORT_OUTPUTS)):
         job_path = write_job(tmp_path_factory.mktemp(part), **rig, texture=texture, weights=weights,
-                             head_pose=head_pose, settings=settings, fps=FPS, resolution=SIZE, seed=0, poster_frame=5)
-        set_job_outputs(job_path, outputs_for(settings, kinds))
+                             head_pose=head_pose, settings=settings, fps=FPS, resolution=SIZE, seed=0, poster_frame=5,
+                             outputs=outputs_for(settings, kinds))
         jobs[part] = run_blender_job(job_path, timeout_s=300)
     result = {**jobs["render"], "paths": {**jobs["render"]["paths"], **jobs["export"]["paths"]}}
     frames = [Path(result["paths"]["frames_dir"]) / f"frame_{i:04d}.png" for i in range(1, N_FRAMES + 1)]
