@@ -16,7 +16,7 @@ import pandas as pd
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-LANGUAGE_PATTERN = r"^[a-z]{2,3}([-_][A-Za-z0-9]{1,8})*$"
+LANGUAGE_PATTERN = r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$"
 INTEGER_PATTERN = r"^[0-9]+$"
 IDENTITY_PATTERN = r"^generate:[0-9]{1,10}$"
 # A transcript must hold at least one letter or digit of any script.

@@ -69,6 +69,16 @@ def test_suite_flags_each_bad_row_with_all_its_reasons(tmp_path):
     assert errors[7] == "fps must be a whole number"
 
 
+def test_suite_prints_no_warning_on_a_valid_manifest(tmp_path):
+    """Its regexes have no capture groups: pandas warns on those, and the warning reached the terminal."""
+    import warnings
+
+    path = write(tmp_path, "id,portrait,text,language,fps,resolution\na,p.jpg,hello,en-us,25,512\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert validate_manifest(read_manifest(path).to_frame()) == {}
+
+
 def test_split_rows_applies_defaults_and_quarantines():
     rows = [{"id": "a", "portrait": "p", "text": "hi", "audio": None, "language": None, "voice": None,
              "fps": None, "resolution": "256"},
