@@ -4,10 +4,11 @@ reconstruct → [style] ∥ animate (or, for a driving video, capture) → rende
 from __future__ import annotations
 
 from prefect import flow
+from prefect.context import FlowRunContext
 
 from avatarflow.presets import PipelineConfig, get_preset
 from flows.windows import LOW_PRIORITY, AvatarStages, RowWindows
-from infra.profiles import get_profile, make_task_runner
+from infra.profiles import get_profile, make_task_runner, start_workers_early
 from stores.location import allowed_input_roots
 from stores.run_lock import hold_run_lock
 from tasks.animate.task import animate_avatar
@@ -47,7 +48,11 @@ def produce(manifest: str, data_dir: str = "avatarflow-data", preset: str = "pho
 def produce_avatars(manifest: str, data_dir: str, preset: str, input_roots: list[str] | None,
                     gpu_tasks: bool, run: str, batch: BatchConfig) -> dict:
     config = get_preset(preset).with_input_roots(allowed_input_roots(data_dir, input_roots))
-    plan = plan_run(manifest, data_dir, preset, config, run)
+    workers = start_workers_early(FlowRunContext.get().task_runner)  # they start while the run is planned
+    try:
+        plan = plan_run(manifest, data_dir, preset, config, run)
+    finally:
+        workers.result()
     progress = RunProgress.start(plan, batch)  # a progress artifact; failed rows also emit failure events
     windows = RowWindows(batch.window, progress.record)
     try:

@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 PROFILE_NAMES = ("local", "gpu", "cluster")
@@ -15,6 +16,10 @@ GPU_RESOURCE = "GPU"
 SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": "inf"}
 """Every ready task goes to a worker at once, so each worker runs its ready tasks by priority
 (exports last); with queuing, root tasks wait in the scheduler behind exports a worker holds."""
+CLIENT_CONFIG = {"distributed.admin.low-level-log-length": 16}
+"""A Dask client keeps its last N sent message batches for debugging. Each batch holds whole task
+submissions (a Prefect task, its parameters and serialised run context), so distributed's default
+of 1,000 grew the flow process by about 150 KB per row for the first thousand or so rows."""
 THREADS_VARIABLE = "AVATARFLOW_THREADS_PER_WORKER"
 """Environment variable: threads each worker's libraries may use (default: cores // workers)."""
 THREAD_VARIABLES = {
@@ -191,11 +196,25 @@ def _scheduler_without_dashboard(**options):
 
 def make_task_runner(profile: ExecutionProfile):
     """The DaskTaskRunner of a profile: the external scheduler's address, or a cluster started for the run."""
+    import dask
     from prefect_dask import DaskTaskRunner
 
+    dask.config.set(CLIENT_CONFIG)  # read when the task runner's client starts, in this process
     if profile.dask_address:
         return DaskTaskRunner(address=profile.dask_address)
     return DaskTaskRunner(cluster_class=start_local_cluster, cluster_kwargs=profile.cluster_kwargs())
+
+
+def start_workers_early(task_runner) -> Future:
+    """Start a flow's Dask cluster, or connect to its scheduler, in a thread, so the workers come up
+    while the flow plans its run. Wait for the Future before the first submit: the task runner
+    creates its client once, on first use, and two threads must not both create it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dask-start")
+    started = pool.submit(lambda: task_runner.client)
+    pool.shutdown(wait=False)  # its one thread ends with the job
+    return started
 
 
 def keep_glibc_malloc_defaults() -> None:

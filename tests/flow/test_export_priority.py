@@ -105,6 +105,35 @@ def test_low_priority_stages_wait_for_every_normal_one(prefect_api, tmp_path):
     assert sorted(order[4:]) == ["low0", "low1", "low2"], order
 
 
+@flow(name="many-rows")
+def count_held_submissions(rows: int, log: str) -> int:
+    """Run `rows` one-stage rows, then count the task submissions the flow process still holds."""
+    import gc
+
+    from distributed.protocol.serialize import ToPickle
+
+    plan = []
+    for line in range(rows):
+        stages = AvatarStages(AvatarRow(id=f"row{line}", line=line + 2, portrait="p.png", text="Hi."))
+        stages.add("render", job, f"row{line}", log)
+        plan.append(stages)
+    outcomes = RowWindows(window=4, record=lambda outcome: outcome).run(plan)
+    assert len(outcomes) == rows
+    gc.collect()
+    return sum(isinstance(held, ToPickle) for held in gc.get_objects())
+
+
+def test_the_flow_process_does_not_keep_settled_submissions(prefect_api, tmp_path):
+    """Dask's client logs the message batches it sent, each with whole task submissions; the task
+    runner bounds that log, so the flow process stays flat however many rows settle (unbounded, 40
+    rows left 160 submissions held)."""
+    from infra.profiles import get_profile, make_task_runner
+
+    runner = make_task_runner(get_profile("local", workers=1))
+    held = count_held_submissions.with_options(task_runner=runner)(40, str(tmp_path / "ran.txt"))
+    assert held < 60, f"{held} submissions are still held after 40 rows settled"
+
+
 # --- the produce command on one worker ------------------------------------------------------------
 
 # Two plain rows and a styled one, whose longer chain makes its render ready while exports wait.
