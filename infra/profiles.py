@@ -19,7 +19,7 @@ SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": "inf"}
 CLIENT_CONFIG = {"distributed.admin.low-level-log-length": 16}
 """A Dask client keeps its last N sent message batches for debugging. Each batch holds whole task
 submissions (a Prefect task, its parameters and serialised run context), so distributed's default
-of 1,000 grew the flow process by about 150 KB per row for the first thousand or so rows."""
+of 1,000 grew the flow process by about 150 KB per row until that many batches were held."""
 THREADS_VARIABLE = "AVATARFLOW_THREADS_PER_WORKER"
 """Environment variable: threads each worker's libraries may use (default: cores // workers)."""
 THREAD_VARIABLES = {

@@ -64,7 +64,7 @@ def train_style_network(network: StyleNetwork, coloured_u8: np.ndarray, style_u8
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     # The rate decays to 0 by the last step, so the network that is judged and registered is a settled
     # one, not wherever Adam's oscillation stood (a 60-step net ended at 0.85-7.3× the optimisation
-    # path's Gram loss, depending on the rate and the machine's kernels, with a constant rate).
+    # path's Gram loss with a constant rate, depending on the rate and the machine).
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.steps)
     report = TrainingReport(steps=0, seconds=0.0, stopped_by="steps")
     sums, counted, leg_started = np.zeros(3), 0, time.perf_counter()
