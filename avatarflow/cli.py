@@ -242,6 +242,61 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def synthesize_command(args: argparse.Namespace) -> int:
+    """Render a labelled synthetic face data set; exits 1 when its labels fail their checks."""
+    if not DataLocation(args.data_dir).is_local:
+        print("error: synthesize writes images and labels to a local --data-dir", file=sys.stderr)
+        return 2
+    try:
+        from pydantic import ValidationError
+
+        from tasks.common.errors import AvatarInputError
+        from tasks.synthesize.config import SynthesisConfig
+        from tasks.synthesize.plan import portraits_in
+
+        settings = {"resolution": args.resolution, "cycles_samples": args.cycles_samples,
+                    "samples_per_shard": args.samples_per_shard}
+        SynthesisConfig(**settings)
+        if args.portraits is None:
+            raise AvatarInputError("give --portraits FOLDER: the faces of its images are the identities")
+        portraits = portraits_in(args.portraits, args.identities)
+        if args.samples_per_identity < 1 or (args.identities is not None and args.identities < 1):
+            raise AvatarInputError("--identities and --samples-per-identity must be at least 1")
+    except (AvatarInputError, ValidationError) as error:
+        message = str(error) if isinstance(error, AvatarInputError) else "; ".join(
+            f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    started = _start_run(args)
+    if started is None:
+        return 2
+    data_dir, profile = started
+    from flows.synthesize import synthesize
+    from stores.synthetic_store import DataSetMismatch
+
+    dataset_dir = DataLocation(data_dir).local_path / "synthetic" / args.name
+    print(f"synthesize: {len(portraits)} identities x {args.samples_per_identity} samples at "
+          f"{args.resolution}² into {dataset_dir}", flush=True)
+    try:
+        summary = synthesize(portraits=str(Path(args.portraits).resolve()), dataset_dir=str(dataset_dir),
+                             samples_per_identity=args.samples_per_identity, identities=args.identities,
+                             seed=args.seed, config=settings, profile=profile.name,
+                             dask_address=profile.dask_address, workers=args.workers)
+    except DataSetMismatch as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"\n  {summary['images']} images of {summary['identities']} identities in {summary['wall_seconds']:.0f} s "
+          f"(render {summary['render_seconds']:.0f} s of worker time)")
+    for key in ("splits", "emotions", "yaw_deg", "pitch_deg", "visible_landmarks", "class_share"):
+        print(f"  {key:<18} {summary[key]}")
+    for name, error in summary["failed_identities"].items():
+        print(f"  skipped {name}: {error}")
+    for message in summary["failed_checks"]:
+        print(f"  label check failed: {message}", file=sys.stderr)
+    print(f"data set: {summary['dataset']} (index {summary['index']}, labels {summary['labels']})")
+    return 1 if summary["failed_checks"] else 0
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """Start the Prefect server, Dask, MLflow, a worker and the deployments; block until Ctrl-C."""
     from infra.profiles import visible_gpu_devices
@@ -359,6 +414,17 @@ def main(argv: list[str] | None = None) -> int:
     training.add_argument("--restart", action="store_true", help="ignore checkpoints and train from scratch")
     run_options(training, pipeline=False)
 
+    synthesis = commands.add_parser("synthesize", help="render a labelled synthetic face data set")
+    synthesis.add_argument("--portraits", help="folder of portraits whose faces are the identities")
+    synthesis.add_argument("--identities", type=int, help="use the first N portraits (default: all)")
+    synthesis.add_argument("--samples-per-identity", type=int, default=4, help="renders of each identity (default 4)")
+    synthesis.add_argument("--resolution", type=int, default=512, help="image side in pixels (default 512)")
+    synthesis.add_argument("--cycles-samples", type=int, default=4, help="path-tracing samples per pixel, denoised (default 4)")
+    synthesis.add_argument("--samples-per-shard", type=int, default=16, help="renders per Dask task (default 16)")
+    synthesis.add_argument("--seed", type=int, default=0, help="the same seed draws the same data set (default 0)")
+    synthesis.add_argument("--name", default="faces", help="data set folder under DATA/synthetic (default faces)")
+    run_options(synthesis, pipeline=False)
+
     demo = commands.add_parser("demo", help="run produce on the bundled sample manifest")
     run_options(demo)
 
@@ -404,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "train":
         return train_command(args)
+    if args.command == "synthesize":
+        return synthesize_command(args)
     if args.command == "demo":
         from avatarflow.samples import write_sample_manifest
 

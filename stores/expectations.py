@@ -154,3 +154,68 @@ def validate_manifest(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimi
                 message_for_row = message
             errors.setdefault(index, []).append(message_for_row)
     return {index: "; ".join(found) for index, found in sorted(errors.items())}
+
+
+@dataclass(frozen=True)
+class LabelRequirements:
+    """What a synthetic data set's labels must show, as the synthesize flow asks for them."""
+
+    resolution: int
+    yaw: tuple[float, float]
+    pitch: tuple[float, float]
+    classes: tuple[str, ...]
+    """Segmentation classes, background first; each must appear in some image."""
+    coverage: float = 0.25
+    """The extreme drawn angles must reach within this share of the range of its ends."""
+
+
+def synthetic_label_suite(needs: LabelRequirements):
+    """The label suite on the per-sample frame of `validate_synthetic_labels`, with a message each."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    checks = [
+        (e.ExpectColumnValuesToBeBetween(column="visible_outside", min_value=0, max_value=0),
+         "a visible landmark lies outside the image"),
+        (e.ExpectColumnValuesToBeBetween(column="pixel_std", min_value=2.0),
+         "an image is blank (grey-level spread under 2)"),
+        (e.ExpectColumnValuesToBeBetween(column="pixels_background", min_value=1),
+         "an image has no background pixel (the face fills or overflows the frame)"),
+    ]
+    for name in needs.classes[1:]:
+        checks.append((e.ExpectColumnMaxToBeBetween(column=f"pixels_{name}", min_value=1),
+                       f"no image shows the segmentation class {name!r}"))
+    for angle in ("yaw", "pitch"):
+        low, high = getattr(needs, angle)
+        reach = needs.coverage * (high - low)
+        checks += [
+            (e.ExpectColumnMinToBeBetween(column=f"{angle}_deg", max_value=low + reach),
+             f"no image turns the head near the low end of the {angle} range ({low:g} deg)"),
+            (e.ExpectColumnMaxToBeBetween(column=f"{angle}_deg", min_value=high - reach),
+             f"no image turns the head near the high end of the {angle} range ({high:g} deg)"),
+        ]
+    suite = gx.ExpectationSuite(name="avatarflow-synthetic-labels")
+    messages = {}
+    for expectation, message in checks:
+        suite.add_expectation(expectation)
+        messages[(expectation.expectation_type, expectation.column)] = message
+    return suite, messages
+
+
+def validate_synthetic_labels(frame: pd.DataFrame, needs: LabelRequirements) -> list[str]:
+    """Messages of the failed expectations on a per-sample frame (columns `visible_outside`,
+    `pixel_std`, `pixels_<class>`, `yaw_deg`, `pitch_deg`); empty when the labels pass."""
+    context = _context()
+    source = context.data_sources.add_pandas("synthetic")
+    batch = (source.add_dataframe_asset("samples").add_batch_definition_whole_dataframe("all")
+             .get_batch(batch_parameters={"dataframe": frame}))
+    suite, messages = synthetic_label_suite(needs)
+    result = batch.validate(suite, result_format={"result_format": "SUMMARY"})
+    failed = []
+    for outcome in result.results:
+        if not outcome.success:
+            config = outcome.expectation_config
+            count = outcome.result.get("unexpected_count")
+            message = messages[(config.type, config.kwargs.get("column"))]
+            failed.append(message if not count else f"{message} ({count} images)")
+    return failed

@@ -112,12 +112,13 @@ def _timeout_error(job_path: Path, timeout_s: float, log_path: Path) -> RenderEr
 # one fresh process per job
 
 
-def run_one_shot(job_path: Path | str, timeout_s: float) -> dict:
-    """Run `blender_job.py --job` in a fresh process; its stdout and stderr go to
-    out_dir/blender.log. Returns result.json's content; raises RenderError on failure or timeout."""
+def run_one_shot(job_path: Path | str, timeout_s: float, script: Path = BLENDER_JOB_SCRIPT) -> dict:
+    """Run `script --job` (blender_job.py, or another bpy script with its file contract) in a fresh
+    process; its stdout and stderr go to out_dir/blender.log. Returns result.json's content; raises
+    RenderError on failure or timeout."""
     job_path = Path(job_path).resolve()
     log_path, result_path = _job_files(job_path)
-    command = _dying_with_parent([sys.executable, str(BLENDER_JOB_SCRIPT), "--job", str(job_path)])
+    command = _dying_with_parent([sys.executable, str(script), "--job", str(job_path)])
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(),
                                    cwd=log_path.parent, start_new_session=True)

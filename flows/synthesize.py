@@ -1,0 +1,85 @@
+"""The synthesize flow: faces of a folder of portraits → sampled scenes → shards rendered on the
+Dask workers → labels checked by great-expectations → index and summary. A shard with a record in
+the store is done, so a killed run resumes where it stopped."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.futures import as_completed
+
+from infra.profiles import get_profile, make_task_runner
+from stores.expectations import LabelRequirements, validate_synthetic_labels
+from stores.synthetic_store import SyntheticStore, label_shapes
+from tasks.common.arkit import ARKIT_NAMES
+from tasks.reconstruct.topology import N_LANDMARKS
+from tasks.synthesize.checks import label_summary, sample_measurements
+from tasks.synthesize.config import SynthesisConfig
+from tasks.synthesize.labels import SEGMENTATION_CLASSES
+from tasks.synthesize.plan import plan_identities, plan_shards, portraits_in
+from tasks.synthesize.task import synthesize_shard
+
+
+@flow(name="synthesize")
+def synthesize(portraits: str, dataset_dir: str, samples_per_identity: int = 4, identities: int | None = None,
+               seed: int = 0, config: dict | None = None, profile: str | None = None,
+               dask_address: str | None = None, workers: int | None = None) -> dict:
+    """Render `samples_per_identity` scenes of each of the first `identities` faces in `portraits`
+    (all of them by default) into `dataset_dir`. `config`: SynthesisConfig fields to change."""
+    execution = get_profile(profile, dask_address, workers)
+    settings = SynthesisConfig(**(config or {}))
+    render_on = synthesize_shards.with_options(task_runner=make_task_runner(execution))
+    return render_on(portraits, dataset_dir, samples_per_identity, identities, seed, settings)
+
+
+@flow(name="synthesize-shards")
+def synthesize_shards(portraits: str, dataset_dir: str, samples_per_identity: int, identities: int | None,
+                      seed: int, config: SynthesisConfig) -> dict:
+    logger = get_run_logger()
+    started = time.perf_counter()
+    faces = plan_identities(portraits_in(portraits, identities), config.split, seed)
+    shards = plan_shards(faces, samples_per_identity, config.samples_per_shard)
+    store = SyntheticStore(dataset_dir)
+    n_samples = len(faces) * samples_per_identity
+    store.create(n_samples, shards[0].n_samples, label_shapes(config.resolution, N_LANDMARKS, len(ARKIT_NAMES)),
+                 settings={"config": config.model_dump(mode="json"), "seed": seed,
+                           "samples_per_identity": samples_per_identity,
+                           "portraits": [Path(face.portrait).name for face in faces]})
+    done = set(store.shard_records())
+    pending = [shard for shard in shards if shard.index not in done]
+    logger.info(f"{len(faces)} identities x {samples_per_identity} samples = {n_samples} images in "
+                f"{len(shards)} shards; {len(shards) - len(pending)} already done")
+    futures = [synthesize_shard.submit(shard, str(store.root), config, seed) for shard in pending]
+    images = 0
+    for finished, future in enumerate(as_completed(futures), start=1):
+        record = future.result()
+        images += len(record["rows"])
+        elapsed = time.perf_counter() - started
+        logger.info(f"shards {finished}/{len(pending)}: {images} images in {elapsed:.0f}s "
+                    f"({3600 * images / elapsed:.0f} images/hour)")
+    return finish_data_set(store, config, started)
+
+
+def finish_data_set(store: SyntheticStore, config: SynthesisConfig, started: float) -> dict:
+    """Index every rendered sample, check the labels, and summarise them."""
+    records = store.shard_records()
+    rows = [row for record in records.values() for row in record["rows"]]
+    failures = {name: error for record in records.values() for name, error in record["failures"].items()}
+    if not rows:
+        raise ValueError(f"no image was rendered: every portrait failed ({failures})")
+    import pandas as pd
+
+    index = pd.DataFrame(rows).sort_values("sample").reset_index(drop=True)
+    measurements = sample_measurements(store, index, config.resolution)
+    failed_checks = validate_synthetic_labels(measurements, LabelRequirements(
+        resolution=config.resolution, yaw=config.yaw, pitch=config.pitch, classes=SEGMENTATION_CLASSES))
+    summary = {
+        "dataset": str(store.root), "index": str(store.root / "index.parquet"), "labels": str(store.root / "labels.zarr"),
+        **label_summary(index, measurements), "failed_identities": failures, "failed_checks": failed_checks,
+        "render_seconds": round(sum(sum(r["seconds"].values()) for r in records.values()), 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    store.write_index(rows, {"summary": summary, "segmentation_classes": list(SEGMENTATION_CLASSES)})
+    return summary

@@ -1,0 +1,1 @@
+"""Synthetic face data sets: sampled scenes of reconstructed identities, rendered with labels."""

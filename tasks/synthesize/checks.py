@@ -1,0 +1,85 @@
+"""What the label suite and the data-set summary look at: one row of measurements per rendered
+sample, read back from the store (so they judge what was written, not what was meant)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from stores.synthetic_store import SyntheticStore
+from tasks.synthesize.labels import SEGMENTATION_CLASSES
+
+
+def sample_measurements(store: SyntheticStore, index: pd.DataFrame, resolution: int) -> pd.DataFrame:
+    """Per indexed sample: visible landmarks outside the image, the image's grey-level spread,
+    pixels of each segmentation class, and the head angles against the camera."""
+    labels = store.labels()
+    samples = index["sample"].to_numpy()
+    points = labels["landmarks_2d"].get_orthogonal_selection((samples,))
+    visible = labels["visible"].get_orthogonal_selection((samples,))
+    outside = ((points < 0) | (points >= resolution)).any(axis=-1) & visible
+    measurements = {"sample": samples, "visible_outside": outside.sum(axis=1),
+                    "yaw_deg": index["yaw_deg"].to_numpy(), "pitch_deg": index["pitch_deg"].to_numpy()}
+    counts = np.zeros((len(samples), len(SEGMENTATION_CLASSES)), dtype=np.int64)
+    spread = np.zeros(len(samples))
+    for row, (sample, image) in enumerate(zip(samples, index["image"])):
+        segmentation = labels["segmentation"][int(sample)]
+        counts[row] = np.bincount(segmentation.ravel(), minlength=len(SEGMENTATION_CLASSES))[:len(SEGMENTATION_CLASSES)]
+        with Image.open(store.root / image) as picture:
+            spread[row] = float(np.asarray(picture.convert("L"), dtype=np.float32).std())
+    measurements["pixel_std"] = spread
+    for k, name in enumerate(SEGMENTATION_CLASSES):
+        measurements[f"pixels_{name}"] = counts[:, k]
+    return pd.DataFrame(measurements)
+
+
+def label_summary(index: pd.DataFrame, measurements: pd.DataFrame) -> dict:
+    """Distributions a data-set user looks at first."""
+    total = measurements[[f"pixels_{name}" for name in SEGMENTATION_CLASSES]].to_numpy().sum(axis=0)
+
+    def spread(column: pd.Series) -> dict:
+        return {"min": round(float(column.min()), 2), "mean": round(float(column.mean()), 2),
+                "max": round(float(column.max()), 2)}
+
+    return {
+        "images": int(len(index)),
+        "identities": int(index["identity"].nunique()),
+        "splits": {split: int(n) for split, n in Counter(index["split"]).items()},
+        "emotions": {str(name): int(n) for name, n in Counter(index["emotion"].fillna("none")).items()},
+        "yaw_deg": spread(index["yaw_deg"]),
+        "pitch_deg": spread(index["pitch_deg"]),
+        "visible_landmarks": spread(index["visible_landmarks"]),
+        "class_share": {name: round(float(total[k] / max(total.sum(), 1)), 4)
+                        for k, name in enumerate(SEGMENTATION_CLASSES)},
+    }
+
+
+OUTER_EYE_CORNERS = (33, 263)
+"""MediaPipe landmarks whose 2D distance is the inter-ocular distance errors are divided by."""
+
+
+def landmark_agreement(store: SyntheticStore, index: pd.DataFrame, max_abs_yaw: float) -> pd.DataFrame:
+    """MediaPipe run on every indexed image with |yaw| <= max_abs_yaw: per image, whether a face
+    was found and the mean distance of its landmarks from the visible ground-truth landmarks,
+    over the ground truth's 2D inter-ocular distance (NaN where no face was found)."""
+    from tasks.reconstruct.landmarks import detect_faces
+
+    labels = store.labels()
+    chosen = index[index["yaw_deg"].abs() <= max_abs_yaw]
+    found, errors = [], []
+    for sample, image in zip(chosen["sample"], chosen["image"]):
+        with Image.open(store.root / image) as picture:
+            faces = detect_faces(np.asarray(picture.convert("RGB")), max_faces=1)
+        truth = labels["landmarks_2d"][int(sample)]
+        visible = labels["visible"][int(sample)]
+        found.append(bool(faces))
+        if faces:
+            distance = np.linalg.norm(faces[0][:, :2] - truth, axis=1)[visible].mean()
+            errors.append(float(distance / np.linalg.norm(truth[OUTER_EYE_CORNERS[0]] - truth[OUTER_EYE_CORNERS[1]])))
+        else:
+            errors.append(float("nan"))
+    return pd.DataFrame({"sample": chosen["sample"].to_numpy(), "yaw_deg": chosen["yaw_deg"].to_numpy(),
+                         "face_found": found, "error_iod": errors})

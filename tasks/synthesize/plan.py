@@ -1,0 +1,78 @@
+"""Who is in a data set and how its samples are cut into shards: pure bookkeeping, no rendering."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.common.errors import AvatarInputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Identity:
+    index: int
+    """Position in the data set; identity k owns samples k*M .. k*M+M-1."""
+    name: str
+    portrait: str
+    """The portrait file the face is reconstructed from."""
+    split: str
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    start: int
+    """The first sample index; the shard's samples are contiguous."""
+    identities: tuple[Identity, ...]
+    samples_per_identity: int
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.identities) * self.samples_per_identity
+
+    def sample_names(self, identity: Identity) -> list[str]:
+        return [f"{identity.name}_{j:04d}" for j in range(self.samples_per_identity)]
+
+
+def portraits_in(folder: str | os.PathLike, count: int | None) -> list[Path]:
+    """The folder's image files in name order: the first `count`, or all of them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AvatarInputError(f"--portraits {folder} is not a folder")
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise AvatarInputError(f"--portraits {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    if count is not None and count > len(found):
+        raise AvatarInputError(f"--identities {count} asks for more faces than the {len(found)} images in {folder}")
+    return found[:count] if count is not None else found
+
+
+def assign_splits(n_identities: int, shares: tuple[float, float, float], seed: int) -> list[str]:
+    """A split per identity, from a seeded shuffle: the first shares of the shuffled order go to
+    train, val and test (counts rounded, so a small set may leave val or test empty)."""
+    order = np.random.default_rng([seed, 2**31 - 1]).permutation(n_identities)
+    bounds = np.round(np.cumsum(shares) * n_identities).astype(int)
+    splits = [""] * n_identities
+    for rank, identity in enumerate(order):
+        splits[identity] = SPLITS[int(np.searchsorted(bounds, rank, side="right"))]
+    return splits
+
+
+def plan_identities(portraits: list[Path], shares: tuple[float, float, float], seed: int) -> list[Identity]:
+    splits = assign_splits(len(portraits), shares, seed)
+    return [Identity(index=k, name=f"id{k:05d}", portrait=str(path), split=splits[k])
+            for k, path in enumerate(portraits)]
+
+
+def plan_shards(identities: list[Identity], samples_per_identity: int, samples_per_shard: int) -> list[Shard]:
+    """Shards of whole identities, as many as fit in `samples_per_shard` (at least one each)."""
+    per_shard = max(1, samples_per_shard // samples_per_identity)
+    return [Shard(index=k, start=first * samples_per_identity, identities=tuple(identities[first:first + per_shard]),
+                  samples_per_identity=samples_per_identity)
+            for k, first in enumerate(range(0, len(identities), per_shard))]

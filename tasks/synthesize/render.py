@@ -1,0 +1,173 @@
+"""One shard: reconstruct each identity's rig, draw its scenes, render them in one Blender process,
+and turn what Blender reports into N-first label arrays. No Prefect here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tasks.animate.emotion import EMOTIONS
+from tasks.common.arkit import ARKIT_NAMES
+from tasks.common.errors import AvatarInputError
+from tasks.ingest.config import IngestConfig
+from tasks.ingest.media import load_image
+from tasks.reconstruct.config import ReconstructConfig
+from tasks.reconstruct.rig import FaceRig, reconstruct
+from tasks.reconstruct.topology import N_LANDMARKS
+from tasks.render.blender_worker import run_one_shot
+from tasks.synthesize.config import SynthesisConfig
+from tasks.synthesize.labels import (euler_xyz, extrinsics, head_angles_to_camera, intrinsics, project, to_camera,
+                                     triangle_classes)
+from tasks.synthesize.plan import Identity, Shard
+from tasks.synthesize.sampling import SceneDraws, draw_scenes
+
+SCENES_SCRIPT = Path(__file__).resolve().with_name("blender_scenes.py")
+TEXTURE_SIDE = 512
+"""Side of the portrait crop the rig's texture is cut from, whatever the render size."""
+PROJECTION_TOLERANCE_PX = 0.01
+"""Our projection of the landmarks and Blender's own may differ by float rounding only."""
+_EXR_LAYER = "ViewLayer"
+_NO_HIT_DEPTH = 1e9  # Cycles writes 1e10 where a ray leaves the scene
+
+
+class LabelMismatch(RuntimeError):
+    """Blender's camera and ours disagree: a bug, not bad input."""
+
+
+@dataclass
+class ShardResult:
+    arrays: dict[str, np.ndarray]
+    rows: list[dict]
+    failures: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _rig_file(path: Path, rig: FaceRig, draws: SceneDraws) -> None:
+    np.savez(path, vertices=rig.vertices.astype(np.float32), faces=rig.faces.astype(np.int32),
+             uv_photo=rig.uv_photo.astype(np.float32), uv_canonical=rig.uv_canonical.astype(np.float32),
+             deltas=rig.deltas.astype(np.float32), pivot=rig.pivot.astype(np.float32),
+             weights=draws.weights, head_pose=draws.head_pose, camera=draws.camera, lights=draws.lights,
+             sky=draws.sky, face_class=triangle_classes(rig.faces, rig.parts, rig.uv_canonical))
+
+
+def read_passes(exr_path: Path, world_to_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(depth (H, W) f32, normals (H, W, 3) f16 in camera axes, segmentation (H, W) u8) from one
+    multilayer EXR; depth and normals are 0 where the ray met nothing."""
+    import OpenEXR
+
+    with OpenEXR.File(str(exr_path)) as exr:
+        channels = {name: channel for part in exr.parts for name, channel in part.channels.items()}
+        depth = np.array(channels[f"{_EXR_LAYER}.Depth.Z"].pixels, dtype=np.float32)
+        normal_world = np.stack([channels[f"{_EXR_LAYER}.Normal.{axis}"].pixels for axis in "XYZ"], axis=-1)
+        classes = np.array(channels[f"{_EXR_LAYER}.Material Index.X"].pixels)
+    empty = depth >= _NO_HIT_DEPTH
+    depth[empty] = 0.0
+    normals = normal_world.astype(np.float64) @ world_to_camera[:3, :3].T
+    normals[empty] = 0.0
+    return depth, normals.astype(np.float16), np.rint(classes).astype(np.uint8)
+
+
+def _identity_rig(identity: Identity, reconstruct_config: ReconstructConfig, ingest: IngestConfig) -> FaceRig:
+    image = load_image(identity.portrait, ingest)
+    return reconstruct(image, TEXTURE_SIDE, reconstruct_config)
+
+
+def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: SynthesisConfig, seed: int,
+                 reconstruct_config: ReconstructConfig = ReconstructConfig(),
+                 ingest: IngestConfig = IngestConfig()) -> ShardResult:
+    """Render a shard into `images_dir` and return its labels (rows of identities whose portrait
+    holds no usable face stay zero with `rendered` false; `failures` says why)."""
+    seconds: dict[str, float] = {}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    failures: dict[str, str] = {}
+    job_identities, kept = [], []
+    for identity in shard.identities:
+        try:
+            rig = _identity_rig(identity, reconstruct_config, ingest)
+        except AvatarInputError as error:
+            failures[identity.name] = str(error)
+            continue
+        draws = draw_scenes(seed, identity.index, shard.samples_per_identity, config)
+        rig_path = work_dir / f"{identity.name}.npz"
+        texture_path = work_dir / f"{identity.name}.png"
+        _rig_file(rig_path, rig, draws)
+        Image.fromarray(rig.texture, mode="RGB").save(texture_path)
+        job_identities.append({"rig_npz": str(rig_path), "texture_png": str(texture_path),
+                               "names": shard.sample_names(identity)})
+        kept.append((identity, draws))
+    seconds["reconstruct"] = time.perf_counter() - started
+
+    n, res = shard.n_samples, config.resolution
+    arrays = {
+        "landmarks_2d": np.zeros((n, N_LANDMARKS, 2), np.float32),
+        "landmarks_3d": np.zeros((n, N_LANDMARKS, 3), np.float32),
+        "visible": np.zeros((n, N_LANDMARKS), bool),
+        "depth": np.zeros((n, res, res), np.float32),
+        "normals": np.zeros((n, res, res, 3), np.float16),
+        "segmentation": np.zeros((n, res, res), np.uint8),
+        "weights": np.zeros((n, len(ARKIT_NAMES)), np.float32),
+        "head_pose": np.zeros((n, 6), np.float32),
+        "camera/intrinsics": np.zeros((n, 3, 3), np.float32),
+        "camera/extrinsics": np.zeros((n, 3, 4), np.float32),
+        "rendered": np.zeros(n, bool),
+    }
+    rows: list[dict] = []
+    if not job_identities:
+        return ShardResult(arrays, rows, failures, seconds)
+
+    started = time.perf_counter()
+    job = {"out_dir": str(work_dir / "blender"), "resolution": res, "cycles_samples": config.cycles_samples,
+           "cycles_device": config.cycles_device, "denoise": config.denoise, "seed": seed, "shape_key_names": list(ARKIT_NAMES),
+           "identities": job_identities}
+    job_path = work_dir / "job.json"
+    job_path.write_text(json.dumps(job, indent=1), encoding="utf-8")
+    result = run_one_shot(job_path, config.timeout_seconds, script=SCENES_SCRIPT)
+    seconds["render"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    images_dir.mkdir(parents=True, exist_ok=True)
+    for (identity, draws), job_identity, rendered in zip(kept, job_identities, result["identities"]):
+        with np.load(rendered["scene"], allow_pickle=False) as scene:
+            scene = {key: scene[key] for key in scene.files}
+        rows_of = slice(identity.index * shard.samples_per_identity - shard.start,
+                        (identity.index + 1) * shard.samples_per_identity - shard.start)
+        camera_matrix = intrinsics(scene["lens_mm"], res)
+        world_to_camera = extrinsics(scene["camera_world"])
+        points = to_camera(scene["landmarks_world"], world_to_camera)
+        pixels = project(points, camera_matrix)
+        blender_pixels = np.stack([scene["camera_view"][..., 0] * res, (1.0 - scene["camera_view"][..., 1]) * res], -1)
+        error = float(np.abs(pixels - blender_pixels).max())
+        if error > PROJECTION_TOLERANCE_PX:
+            raise LabelMismatch(f"our landmark projection is {error:.3g} px from Blender's for {identity.name}")
+        inside = (pixels >= 0).all(-1) & (pixels < res).all(-1) & (points[..., 2] > 0)
+        arrays["landmarks_2d"][rows_of] = pixels
+        arrays["landmarks_3d"][rows_of] = points
+        arrays["visible"][rows_of] = scene["visible"] & inside
+        arrays["weights"][rows_of] = draws.weights
+        arrays["head_pose"][rows_of] = draws.head_pose
+        arrays["camera/intrinsics"][rows_of] = camera_matrix
+        arrays["camera/extrinsics"][rows_of] = world_to_camera
+        arrays["rendered"][rows_of] = True
+        for j, name in enumerate(job_identity["names"]):
+            row = rows_of.start + j
+            exr = Path(job["out_dir"]) / "passes" / f"{name}.exr"
+            arrays["depth"][row], arrays["normals"][row], arrays["segmentation"][row] = read_passes(exr, world_to_camera[j])
+            image = images_dir / f"{name}.png"
+            shutil.move(str(Path(job["out_dir"]) / "images" / f"{name}.png"), image)
+            yaw, pitch = head_angles_to_camera(euler_xyz(*draws.head_pose[j, :3]), world_to_camera[j])
+            emotion = int(draws.emotion[j])
+            rows.append({
+                "sample": shard.start + row, "image": f"images/{name}.png", "identity": identity.name,
+                "split": identity.split, "yaw_deg": float(yaw), "pitch_deg": float(pitch),
+                "emotion": EMOTIONS[emotion] if emotion >= 0 else None,
+                "visible_landmarks": int(arrays["visible"][row].sum()), "source": identity.portrait,
+            })
+    seconds["labels"] = time.perf_counter() - started
+    return ShardResult(arrays, rows, failures, seconds)

@@ -1,0 +1,91 @@
+"""Sampling, planning and camera labels of `avatarflow synthesize` (pure numpy; no Blender)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from tasks.common.arkit import ARKIT_NAMES, INDEX
+from tasks.synthesize.config import SynthesisConfig
+from tasks.synthesize.labels import euler_xyz, extrinsics, head_angles_to_camera, intrinsics, project, to_camera
+from tasks.synthesize.plan import Identity, assign_splits, plan_shards
+from tasks.synthesize.sampling import draw_scenes, mirror_channel
+
+
+def test_draws_depend_only_on_the_seed_and_the_identity():
+    config = SynthesisConfig()
+    first, again = draw_scenes(5, 3, 6, config), draw_scenes(5, 3, 6, config)
+    for name, values in first.arrays().items():
+        np.testing.assert_array_equal(values, again.arrays()[name])
+    # a shorter draw is the start of a longer one, so a sample never depends on the shard size
+    np.testing.assert_array_equal(draw_scenes(5, 3, 2, config).camera, first.camera[:2])
+    assert not np.array_equal(draw_scenes(5, 4, 6, config).weights, first.weights)
+    assert not np.array_equal(draw_scenes(6, 3, 6, config).weights, first.weights)
+
+
+def test_expressions_are_sparse_coupled_and_never_contradict_themselves():
+    draws = draw_scenes(0, 0, 600, SynthesisConfig())
+    weights = draws.weights
+    assert weights.min() >= 0.0 and weights.max() <= 1.0
+    active = (weights > 0).sum(axis=1)
+    assert 2 < active.mean() < 20, active.mean()  # sparse, but never a frozen face
+    for side in ("Left", "Right"):
+        both = (weights[:, INDEX["eyeBlink" + side]] > 0) & (weights[:, INDEX["eyeWide" + side]] > 0)
+        assert not both.any()
+    # both eyes look the same way
+    np.testing.assert_array_equal(weights[:, INDEX["eyeLookOutLeft"]], weights[:, INDEX["eyeLookInRight"]])
+    np.testing.assert_array_equal(weights[:, INDEX["eyeLookUpLeft"]], weights[:, INDEX["eyeLookUpRight"]])
+    left, right = weights[:, INDEX["mouthSmileLeft"]], weights[:, INDEX["mouthSmileRight"]]
+    assert np.corrcoef(left, right)[0, 1] > 0.7
+    assert set(np.unique(draws.emotion)) == set(range(-1, 7)) - {0}  # every emotion but neutral, and none
+    assert mirror_channel("browDownLeft") == "browDownRight" and mirror_channel("jawOpen") is None
+    assert len(ARKIT_NAMES) == weights.shape[1]
+
+
+def test_poses_cameras_and_lights_stay_in_their_ranges():
+    config = SynthesisConfig(yaw=(-30.0, 10.0), lens_mm=(50.0, 60.0), area_lights=(2, 2))
+    draws = draw_scenes(1, 0, 300, config)
+    yaw = np.degrees(draws.head_pose[:, 1])
+    assert yaw.min() >= -30.0 - 1e-4 and yaw.max() <= 10.0 + 1e-4
+    assert yaw.min() < -25 and yaw.max() > 5
+    assert draws.camera[:, 0].min() >= 50.0 and draws.camera[:, 0].max() <= 60.0
+    orbit = np.hypot(draws.camera[:, 2], draws.camera[:, 3])
+    assert orbit.max() <= config.camera_orbit + 1e-4
+    np.testing.assert_array_equal(draws.lights[:, :, 0], 1.0)
+
+
+@pytest.mark.parametrize("bad", [{"yaw": (10.0, -10.0)}, {"split": (0.5, 0.2, 0.2)}, {"resolution": 99},
+                                 {"area_lights": (3, 1)}, {"cycles_samples": 0}, {"unknown": 1}])
+def test_config_refuses_bad_settings(bad):
+    with pytest.raises(ValidationError):
+        SynthesisConfig(**bad)
+
+
+def test_splits_follow_the_shares_and_shards_hold_whole_identities():
+    splits = assign_splits(100, (0.8, 0.1, 0.1), seed=3)
+    assert {s: splits.count(s) for s in ("train", "val", "test")} == {"train": 80, "val": 10, "test": 10}
+    assert splits == assign_splits(100, (0.8, 0.1, 0.1), seed=3) != assign_splits(100, (0.8, 0.1, 0.1), seed=4)
+    identities = [Identity(index=k, name=f"id{k}", portrait=f"p{k}.png", split=splits[k]) for k in range(7)]
+    shards = plan_shards(identities, samples_per_identity=3, samples_per_shard=7)
+    assert [len(s.identities) for s in shards] == [2, 2, 2, 1]
+    assert [s.start for s in shards] == [0, 6, 12, 18]
+    assert all(s.start % shards[0].n_samples == 0 for s in shards)  # shards write whole chunks
+    # an identity larger than a shard still gets one shard of its own
+    assert [s.n_samples for s in plan_shards(identities[:2], samples_per_identity=9, samples_per_shard=4)] == [9, 9]
+
+
+def test_camera_labels_follow_the_opencv_convention():
+    # A Blender camera at z = 5 looking down -Z with +Y up: world +x is image right, world +y image up.
+    camera_world = np.eye(4)
+    camera_world[2, 3] = 5.0
+    world_to_camera = extrinsics(camera_world)
+    points = to_camera(np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), world_to_camera)
+    np.testing.assert_allclose(points[0], [0.0, 0.0, 5.0])
+    np.testing.assert_allclose(points[2], [0.0, 0.0, 4.0])
+    pixels = project(points, intrinsics(36.0, 200))  # focal length = image width
+    np.testing.assert_allclose(pixels[0], [100.0, 100.0])
+    np.testing.assert_allclose(pixels[1], [100.0 + 200.0 / 5.0, 100.0 - 200.0 / 5.0])
+    # a head turned by +20 deg of yaw (toward world +x) looks toward image right; a raised chin is pitch up
+    assert head_angles_to_camera(euler_xyz(0.0, np.radians(20.0), 0.0), world_to_camera)[0] == pytest.approx(20.0)
+    assert head_angles_to_camera(euler_xyz(np.radians(-10.0), 0.0, 0.0), world_to_camera)[1] == pytest.approx(10.0)
