@@ -244,51 +244,51 @@ def train_command(args: argparse.Namespace) -> int:
 
 def synthesize_command(args: argparse.Namespace) -> int:
     """Render a labelled synthetic face data set; exits 1 when its labels fail their checks."""
-    if not DataLocation(args.data_dir).is_local:
-        print("error: synthesize writes images and labels to a local --data-dir", file=sys.stderr)
-        return 2
-    try:
-        from pydantic import ValidationError
+    from pydantic import ValidationError
 
-        from tasks.common.errors import AvatarInputError
-        from tasks.synthesize.config import SynthesisConfig
-        from tasks.synthesize.plan import portraits_in
+    from stores.synthetic_store import DataSetMismatch, SyntheticStore
+    from tasks.common.errors import AvatarInputError
+    from tasks.synthesize.config import SynthesisConfig
+    from tasks.synthesize.plan import plan_data_set
 
-        settings = {"resolution": args.resolution, "cycles_samples": args.cycles_samples,
-                    "samples_per_shard": args.samples_per_shard}
-        SynthesisConfig(**settings)
+    location = DataLocation(args.data_dir)
+    dataset_dir = location.local_path / "synthetic" / args.name if location.is_local else None
+    settings = {"resolution": args.resolution, "cycles_samples": args.cycles_samples,
+                "samples_per_shard": args.samples_per_shard}
+    try:  # everything that can be checked before a server starts, so each is one line
+        if dataset_dir is None:
+            raise AvatarInputError("synthesize writes images and labels to a local --data-dir")
         if args.portraits is None:
             raise AvatarInputError("give --portraits FOLDER: the faces of its images are the identities")
-        portraits = portraits_in(args.portraits, args.identities)
         if args.samples_per_identity < 1 or (args.identities is not None and args.identities < 1):
             raise AvatarInputError("--identities and --samples-per-identity must be at least 1")
-    except (AvatarInputError, ValidationError) as error:
-        message = str(error) if isinstance(error, AvatarInputError) else "; ".join(
-            f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
-        print(f"error: {message}", file=sys.stderr)
+        identities, _, planned = plan_data_set(args.portraits, args.identities, args.samples_per_identity,
+                                               args.seed, SynthesisConfig(**settings))
+        SyntheticStore(dataset_dir).check_settings(planned)
+    except ValidationError as error:
+        print("error: " + "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+                                    for e in error.errors()), file=sys.stderr)
+        return 2
+    except (AvatarInputError, DataSetMismatch) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     started = _start_run(args)
     if started is None:
         return 2
-    data_dir, profile = started
+    _, profile = started
     from flows.synthesize import synthesize
-    from stores.synthetic_store import DataSetMismatch
 
-    dataset_dir = DataLocation(data_dir).local_path / "synthetic" / args.name
-    print(f"synthesize: {len(portraits)} identities x {args.samples_per_identity} samples at "
+    print(f"synthesize: {len(identities)} identities x {args.samples_per_identity} samples at "
           f"{args.resolution}² into {dataset_dir}", flush=True)
-    try:
-        summary = synthesize(portraits=str(Path(args.portraits).resolve()), dataset_dir=str(dataset_dir),
-                             samples_per_identity=args.samples_per_identity, identities=args.identities,
-                             seed=args.seed, config=settings, profile=profile.name,
-                             dask_address=profile.dask_address, workers=args.workers)
-    except DataSetMismatch as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    summary = synthesize(portraits=str(Path(args.portraits).resolve()), dataset_dir=str(dataset_dir),
+                         samples_per_identity=args.samples_per_identity, identities=args.identities,
+                         seed=args.seed, config=settings, profile=profile.name,
+                         dask_address=profile.dask_address, workers=args.workers)
     print(f"\n  {summary['images']} images of {summary['identities']} identities in {summary['wall_seconds']:.0f} s "
           f"(render {summary['render_seconds']:.0f} s of worker time)")
     for key in ("splits", "emotions", "yaw_deg", "pitch_deg", "visible_landmarks", "class_share"):
-        print(f"  {key:<18} {summary[key]}")
+        if key in summary:
+            print(f"  {key:<18} {summary[key]}")
     for name, error in summary["failed_identities"].items():
         print(f"  skipped {name}: {error}")
     for message in summary["failed_checks"]:

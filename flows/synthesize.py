@@ -5,7 +5,6 @@ the store is done, so a killed run resumes where it stopped."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
@@ -18,7 +17,7 @@ from tasks.reconstruct.topology import N_LANDMARKS
 from tasks.synthesize.checks import label_summary, sample_measurements
 from tasks.synthesize.config import SynthesisConfig
 from tasks.synthesize.labels import SEGMENTATION_CLASSES
-from tasks.synthesize.plan import plan_identities, plan_shards, portraits_in
+from tasks.synthesize.plan import plan_data_set
 from tasks.synthesize.task import synthesize_shard
 
 
@@ -39,14 +38,10 @@ def synthesize_shards(portraits: str, dataset_dir: str, samples_per_identity: in
                       seed: int, config: SynthesisConfig) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
-    faces = plan_identities(portraits_in(portraits, identities), config.split, seed)
-    shards = plan_shards(faces, samples_per_identity, config.samples_per_shard)
+    faces, shards, settings = plan_data_set(portraits, identities, samples_per_identity, seed, config)
     store = SyntheticStore(dataset_dir)
-    n_samples = len(faces) * samples_per_identity
-    store.create(n_samples, shards[0].n_samples, label_shapes(config.resolution, N_LANDMARKS, len(ARKIT_NAMES)),
-                 settings={"config": config.model_dump(mode="json"), "seed": seed,
-                           "samples_per_identity": samples_per_identity,
-                           "portraits": [Path(face.portrait).name for face in faces]})
+    n_samples = settings["n_samples"]
+    store.create(n_samples, settings["chunk"], label_shapes(config.resolution, N_LANDMARKS, len(ARKIT_NAMES)), settings)
     done = set(store.shard_records())
     pending = [shard for shard in shards if shard.index not in done]
     logger.info(f"{len(faces)} identities x {samples_per_identity} samples = {n_samples} images in "
@@ -67,19 +62,19 @@ def finish_data_set(store: SyntheticStore, config: SynthesisConfig, started: flo
     records = store.shard_records()
     rows = [row for record in records.values() for row in record["rows"]]
     failures = {name: error for record in records.values() for name, error in record["failures"].items()}
+    where = {"dataset": str(store.root), "index": str(store.root / "index.parquet"),
+             "labels": str(store.root / "labels.zarr"), "failed_identities": failures,
+             "render_seconds": round(sum(sum(r["seconds"].values()) for r in records.values()), 1)}
     if not rows:
-        raise ValueError(f"no image was rendered: every portrait failed ({failures})")
+        return {**where, "images": 0, "identities": 0, "failed_checks": ["no image was rendered: no portrait held a usable face"],
+                "wall_seconds": round(time.perf_counter() - started, 1)}
     import pandas as pd
 
     index = pd.DataFrame(rows).sort_values("sample").reset_index(drop=True)
     measurements = sample_measurements(store, index, config.resolution)
     failed_checks = validate_synthetic_labels(measurements, LabelRequirements(
         resolution=config.resolution, yaw=config.yaw, pitch=config.pitch, classes=SEGMENTATION_CLASSES))
-    summary = {
-        "dataset": str(store.root), "index": str(store.root / "index.parquet"), "labels": str(store.root / "labels.zarr"),
-        **label_summary(index, measurements), "failed_identities": failures, "failed_checks": failed_checks,
-        "render_seconds": round(sum(sum(r["seconds"].values()) for r in records.values()), 1),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    }
+    summary = {**where, **label_summary(index, measurements), "failed_checks": failed_checks,
+               "wall_seconds": round(time.perf_counter() - started, 1)}
     store.write_index(rows, {"summary": summary, "segmentation_classes": list(SEGMENTATION_CLASSES)})
     return summary

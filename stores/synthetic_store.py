@@ -59,18 +59,26 @@ class SyntheticStore:
     def images(self) -> Path:
         return self.root / IMAGES
 
-    def create(self, n_samples: int, chunk: int, shapes: dict[str, tuple[tuple[int, ...], str]],
-               settings: dict[str, Any]) -> zarr.Group:
-        """The label group, made now or found with the same settings (a resumed run)."""
-        self.images.mkdir(parents=True, exist_ok=True)
-        (self.root / SHARDS).mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(self.root / LABELS, mode="a")
-        wanted = json.loads(json.dumps({**settings, "n_samples": n_samples, "chunk": chunk}))
-        found = dict(group.attrs).get("settings")
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Raise DataSetMismatch when the folder holds a data set made with other settings."""
+        if not (self.root / LABELS).exists():
+            return
+        found = dict(zarr.open_group(self.root / LABELS, mode="r").attrs).get("settings")
+        wanted = json.loads(json.dumps(settings))
         if found is not None and found != wanted:
             changed = sorted(key for key in set(found) | set(wanted) if found.get(key) != wanted.get(key))
             raise DataSetMismatch(f"{self.root} holds a data set made with other settings ({', '.join(changed)}); "
                                   "choose another --name or remove that folder")
+
+    def create(self, n_samples: int, chunk: int, shapes: dict[str, tuple[tuple[int, ...], str]],
+               settings: dict[str, Any]) -> zarr.Group:
+        """The label group, made now or found with the same settings (a resumed run). `settings`
+        must hold n_samples and the chunk too."""
+        self.check_settings(settings)
+        self.images.mkdir(parents=True, exist_ok=True)
+        (self.root / SHARDS).mkdir(parents=True, exist_ok=True)
+        group = zarr.open_group(self.root / LABELS, mode="a")
+        wanted = json.loads(json.dumps(settings))
         for name, (shape, dtype) in shapes.items():
             if name not in group:
                 group.create_array(name, shape=(n_samples, *shape), chunks=(chunk, *shape), dtype=dtype,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tasks.common.errors import AvatarInputError
+
+if TYPE_CHECKING:
+    from tasks.synthesize.config import SynthesisConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SPLITS = ("train", "val", "test")
@@ -76,3 +80,14 @@ def plan_shards(identities: list[Identity], samples_per_identity: int, samples_p
     return [Shard(index=k, start=first * samples_per_identity, identities=tuple(identities[first:first + per_shard]),
                   samples_per_identity=samples_per_identity)
             for k, first in enumerate(range(0, len(identities), per_shard))]
+
+
+def plan_data_set(portraits: str, identities: int | None, samples_per_identity: int, seed: int,
+                  config: "SynthesisConfig") -> tuple[list[Identity], list[Shard], dict]:
+    """The identities, their shards, and the settings a resumed run must share."""
+    faces = plan_identities(portraits_in(portraits, identities), config.split, seed)
+    shards = plan_shards(faces, samples_per_identity, config.samples_per_shard)
+    settings = {"config": config.model_dump(mode="json"), "seed": seed, "samples_per_identity": samples_per_identity,
+                "portraits": [Path(face.portrait).name for face in faces],
+                "n_samples": len(faces) * samples_per_identity, "chunk": shards[0].n_samples}
+    return faces, shards, settings

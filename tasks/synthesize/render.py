@@ -57,8 +57,9 @@ def _rig_file(path: Path, rig: FaceRig, draws: SceneDraws) -> None:
 
 
 def read_passes(exr_path: Path, world_to_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(depth (H, W) f32, normals (H, W, 3) f16 in camera axes, segmentation (H, W) u8) from one
-    multilayer EXR; depth and normals are 0 where the ray met nothing."""
+    """(depth (H, W) f32, unit normals (H, W, 3) f16 in camera axes, segmentation (H, W) u8) from
+    one multilayer EXR; depth and normals are 0 where the ray met nothing. Depth is the distance
+    along the camera axis (camera-space z), as in `landmarks_3d`."""
     import OpenEXR
 
     with OpenEXR.File(str(exr_path)) as exr:
@@ -69,6 +70,9 @@ def read_passes(exr_path: Path, world_to_camera: np.ndarray) -> tuple[np.ndarray
     empty = depth >= _NO_HIT_DEPTH
     depth[empty] = 0.0
     normals = normal_world.astype(np.float64) @ world_to_camera[:3, :3].T
+    # the pass is pixel-filtered: an edge pixel averages the surface with the empty background
+    length = np.linalg.norm(normals, axis=-1, keepdims=True)
+    normals = np.where(length > 1e-6, normals / np.maximum(length, 1e-6), 0.0)
     normals[empty] = 0.0
     return depth, normals.astype(np.float16), np.rint(classes).astype(np.uint8)
 
