@@ -286,6 +286,8 @@ def synthesize_command(args: argparse.Namespace) -> int:
                          dask_address=profile.dask_address, workers=args.workers)
     print(f"\n  {summary['images']} images of {summary['identities']} identities in {summary['wall_seconds']:.0f} s "
           f"(render {summary['render_seconds']:.0f} s of worker time)")
+    for stage, seconds in summary["stage_seconds"].items():
+        print(f"  stage {stage:<12} {seconds:8.1f} s (sum over shards)")
     for key in ("splits", "emotions", "yaw_deg", "pitch_deg", "visible_landmarks", "class_share"):
         if key in summary:
             print(f"  {key:<18} {summary[key]}")
@@ -295,6 +297,19 @@ def synthesize_command(args: argparse.Namespace) -> int:
         print(f"  label check failed: {message}", file=sys.stderr)
     print(f"data set: {summary['dataset']} (index {summary['index']}, labels {summary['labels']})")
     return 1 if summary["failed_checks"] else 0
+
+
+def dataset_card_command(args: argparse.Namespace) -> int:
+    """Write card.md and card_grid.png into a synthetic data set's folder."""
+    from tasks.synthesize.card import write_card
+
+    folder = Path(args.folder)
+    if not (folder / "index.parquet").is_file() or not (folder / "labels.zarr").is_dir():
+        print(f"error: {folder} is not a finished synthetic data set (it lacks index.parquet or labels.zarr)",
+              file=sys.stderr)
+        return 2
+    print(f"card: {write_card(folder)}")
+    return 0
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -425,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     synthesis.add_argument("--name", default="faces", help="data set folder under DATA/synthetic (default faces)")
     run_options(synthesis, pipeline=False)
 
+    card = commands.add_parser("dataset-card", help="write a synthetic data set's card: distributions, samples, provenance")
+    card.add_argument("folder", help="the data set's folder, DATA/synthetic/<name>")
+
     demo = commands.add_parser("demo", help="run produce on the bundled sample manifest")
     run_options(demo)
 
@@ -472,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         return train_command(args)
     if args.command == "synthesize":
         return synthesize_command(args)
+    if args.command == "dataset-card":
+        return dataset_card_command(args)
     if args.command == "demo":
         from avatarflow.samples import write_sample_manifest
 

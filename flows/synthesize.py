@@ -64,7 +64,9 @@ def finish_data_set(store: SyntheticStore, config: SynthesisConfig, started: flo
     failures = {name: error for record in records.values() for name, error in record["failures"].items()}
     where = {"dataset": str(store.root), "index": str(store.root / "index.parquet"),
              "labels": str(store.root / "labels.zarr"), "failed_identities": failures,
-             "render_seconds": round(sum(sum(r["seconds"].values()) for r in records.values()), 1)}
+             "render_seconds": round(sum(sum(r["seconds"].values()) for r in records.values()), 1),
+             "stage_seconds": {stage: round(sum(r["seconds"].get(stage, 0.0) for r in records.values()), 1)
+                               for stage in ("reconstruct", "render", "labels")}}
     if not rows:
         return {**where, "images": 0, "identities": 0, "failed_checks": ["no image was rendered: no portrait held a usable face"],
                 "wall_seconds": round(time.perf_counter() - started, 1)}

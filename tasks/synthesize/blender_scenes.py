@@ -65,15 +65,22 @@ def direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
                      math.cos(azimuth) * math.cos(elevation)])
 
 
-def class_materials(bpy, face, material, classes: np.ndarray) -> None:
-    """One material slot per class, each a copy of the textured material whose pass index is the
-    class id, so the Material Index pass is the segmentation."""
+def class_materials(bpy, face, material, classes: np.ndarray, colours: dict[str, list[float]]) -> None:
+    """One material slot per class whose pass index is the class id, so the Material Index pass is
+    the segmentation: a copy of the textured material, or for a class in `colours` (the head's skin,
+    hair) a plain Principled BSDF of that linear RGB colour."""
     mesh = face.data
     mesh.materials.clear()
     present = sorted(set(int(c) for c in classes))
     for slot, class_id in enumerate(present):
-        copy = material.copy()
-        copy.name = f"class_{class_id}"
+        if str(class_id) in colours:
+            copy = bpy.data.materials.new(f"class_{class_id}")
+            bsdf = next(node for node in copy.node_tree.nodes if node.type == "BSDF_PRINCIPLED")
+            bsdf.inputs["Base Color"].default_value = (*colours[str(class_id)], 1.0)
+            bsdf.inputs["Roughness"].default_value = 0.6
+        else:
+            copy = material.copy()
+            copy.name = f"class_{class_id}"
         copy.pass_index = class_id
         mesh.materials.append(copy)
     slot_of = {class_id: slot for slot, class_id in enumerate(present)}
@@ -209,7 +216,7 @@ def render_identity(bpy, job: dict, identity: dict, k_identity: int, out_dir: Pa
     image = bj.load_texture(bpy, identity["texture_png"])
     material, _ = bj.make_material(bpy, image, "lit")
     face = bj.build_face(bpy, rig, names, material)
-    class_materials(bpy, face, material, draws["face_class"])
+    class_materials(bpy, face, material, draws["face_class"], identity.get("class_colours", {}))
     head = bj.build_head(bpy, face, rig["pivot"])
     bj.setup_common(scene, job, 1)
     camera = bj.add_camera(bpy, "dataset_camera")

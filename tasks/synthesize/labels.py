@@ -14,8 +14,10 @@ from tasks.reconstruct.eyes import EYEBALL_PARTS
 from tasks.reconstruct.mouth import MOUTH_PARTS, inside_polygon
 from tasks.reconstruct.topology import N_LANDMARKS, N_MESH_POINTS, face_topology
 
-SEGMENTATION_CLASSES: tuple[str, ...] = ("background", "skin", "brows", "eyes", "lips", "mouth_interior")
-"""Class id = position. `eyes` is the eyeballs and irises; the lids are skin."""
+SEGMENTATION_CLASSES: tuple[str, ...] = ("background", "skin", "brows", "eyes", "lips", "mouth_interior", "head",
+                                         "hair")
+"""Class id = position. `skin` is the face mask's, `head` the skin of the head behind it; `eyes` is
+the eyeballs and irises (the lids are skin)."""
 CLASS_ID = {name: i for i, name in enumerate(SEGMENTATION_CLASSES)}
 SENSOR_WIDTH_MM = 36.0
 _BLENDER_TO_OPENCV = np.diag([1.0, -1.0, -1.0])  # a Blender camera looks down -Z with +Y up

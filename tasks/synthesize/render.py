@@ -19,10 +19,11 @@ from tasks.ingest.config import IngestConfig
 from tasks.ingest.media import load_image
 from tasks.reconstruct.config import ReconstructConfig
 from tasks.reconstruct.rig import FaceRig, reconstruct
-from tasks.reconstruct.topology import N_LANDMARKS
+from tasks.reconstruct.topology import CHIN_BOTTOM, FOREHEAD_TOP, N_LANDMARKS
 from tasks.render.blender_worker import run_one_shot
 from tasks.synthesize.config import SynthesisConfig
-from tasks.synthesize.labels import (euler_xyz, extrinsics, head_angles_to_camera, intrinsics, project, to_camera,
+from tasks.synthesize.head import build_head, head_colours
+from tasks.synthesize.labels import (CLASS_ID, euler_xyz, extrinsics, head_angles_to_camera, intrinsics, project, to_camera,
                                      triangle_classes)
 from tasks.synthesize.plan import Identity, Shard
 from tasks.synthesize.sampling import SceneDraws, draw_scenes
@@ -48,12 +49,25 @@ class ShardResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _rig_file(path: Path, rig: FaceRig, draws: SceneDraws) -> None:
-    np.savez(path, vertices=rig.vertices.astype(np.float32), faces=rig.faces.astype(np.int32),
-             uv_photo=rig.uv_photo.astype(np.float32), uv_canonical=rig.uv_canonical.astype(np.float32),
-             deltas=rig.deltas.astype(np.float32), pivot=rig.pivot.astype(np.float32),
-             weights=draws.weights, head_pose=draws.head_pose, camera=draws.camera, lights=draws.lights,
-             sky=draws.sky, face_class=triangle_classes(rig.faces, rig.parts, rig.uv_canonical))
+def _rig_file(path: Path, rig: FaceRig, draws: SceneDraws) -> dict[str, list[float]]:
+    """The rig with its head, and the scene draws, as the Blender script reads them; returns the
+    linear RGB colour of each plain-coloured class (head skin, hair)."""
+    head = build_head(rig.vertices)
+    unused_uv = np.zeros((len(head.vertices), 2), np.float32)
+    head_deltas = rig.deltas[:, head.owner] * head.follow[None, :, None]
+    classes = np.concatenate([triangle_classes(rig.faces, rig.parts, rig.uv_canonical),
+                              np.where(head.hair, CLASS_ID["hair"], CLASS_ID["head"]).astype(np.uint8)])
+    np.savez(path, vertices=np.concatenate([rig.vertices, head.vertices]).astype(np.float32),
+             faces=np.concatenate([rig.faces, head.faces]).astype(np.int32),
+             uv_photo=np.concatenate([rig.uv_photo, unused_uv]).astype(np.float32),
+             uv_canonical=np.concatenate([rig.uv_canonical, unused_uv]).astype(np.float32),
+             deltas=np.concatenate([rig.deltas, head_deltas], axis=1).astype(np.float32),
+             pivot=rig.pivot.astype(np.float32), weights=draws.weights, head_pose=draws.head_pose,
+             camera=draws.camera, lights=draws.lights, sky=draws.sky, face_class=classes)
+    landmarks = rig.landmarks_px
+    colours = head_colours(rig.texture, landmarks, float(np.linalg.norm(landmarks[FOREHEAD_TOP, :2]
+                                                                         - landmarks[CHIN_BOTTOM, :2])))
+    return {str(CLASS_ID["head"]): colours["skin"].tolist(), str(CLASS_ID["hair"]): colours["hair"].tolist()}
 
 
 def read_passes(exr_path: Path, world_to_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,10 +115,10 @@ def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: Synthes
         draws = draw_scenes(seed, identity.index, shard.samples_per_identity, config)
         rig_path = work_dir / f"{identity.name}.npz"
         texture_path = work_dir / f"{identity.name}.png"
-        _rig_file(rig_path, rig, draws)
+        colours = _rig_file(rig_path, rig, draws)
         Image.fromarray(rig.texture, mode="RGB").save(texture_path)
         job_identities.append({"rig_npz": str(rig_path), "texture_png": str(texture_path),
-                               "names": shard.sample_names(identity)})
+                               "names": shard.sample_names(identity), "class_colours": colours})
         kept.append((identity, draws))
     seconds["reconstruct"] = time.perf_counter() - started
 

@@ -45,6 +45,7 @@ def data_set(tmp_path_factory):
     portraits.mkdir()
     for name in PORTRAITS:
         (portraits / name).symlink_to(sample("portraits", name))
+    (portraits / "PROVENANCE.md").write_text("Five portraits from the shared samples, for a test.\n")
     data_dir = work / "data"
     first = synthesize(portraits, data_dir, *OPTIONS)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -122,3 +123,19 @@ def test_other_settings_in_the_same_folder_and_bad_folders_are_one_line_errors(d
     assert changed.returncode == 2 and "other settings (" in changed.stderr and "Traceback" not in changed.stderr
     missing = synthesize(tmp_path / "nowhere", data_set["data_dir"])
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "is not a folder" in missing.stderr
+
+
+def test_the_data_set_card_shows_distributions_samples_and_provenance(data_set):
+    store = data_set["store"]
+    done = subprocess.run([sys.executable, "-m", "avatarflow.cli", "dataset-card", str(store.root)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    card = (store.root / "card.md").read_text()
+    assert "20 images of 5 identities at 256²" in card
+    assert "> Five portraits from the shared samples, for a test." in card  # where the identities came from
+    assert "sfhq_pt1_00000058.jpg" in card and "label checks: all passed" in card
+    with Image.open(store.root / "card_grid.png") as grid:
+        assert grid.width == 4 * 192 and grid.height == 4 * 192  # 8 samples: render and segmentation, 2 per row
+    refused = subprocess.run([sys.executable, "-m", "avatarflow.cli", "dataset-card", str(store.root / "images")],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "not a finished synthetic data set" in refused.stderr

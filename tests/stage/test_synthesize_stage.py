@@ -78,6 +78,19 @@ def test_segmentation_and_normals_match_the_face(shard):
     assert (np.concatenate(eyes) == CLASS_ID["eyes"]).mean() > 0.5
 
 
+def test_a_head_surrounds_the_face_in_every_render(shard):
+    from scipy import ndimage
+
+    _, result, _ = shard
+    for segmentation in result.arrays["segmentation"][:3]:
+        face = (segmentation >= CLASS_ID["skin"]) & (segmentation <= CLASS_ID["mouth_interior"])
+        border = ndimage.binary_dilation(face) & ~face
+        head = np.isin(segmentation[border], [CLASS_ID["head"], CLASS_ID["hair"]])
+        # the rest of the border is the face's own silhouette (chin, profile) against the background
+        assert head.mean() > 0.4, head.mean()
+        assert (segmentation == CLASS_ID["hair"]).any() and (segmentation == CLASS_ID["head"]).any()
+
+
 def test_labels_hold_the_drawn_scene(shard):
     planned, result, _ = shard
     arrays = result.arrays

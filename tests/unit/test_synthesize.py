@@ -89,3 +89,33 @@ def test_camera_labels_follow_the_opencv_convention():
     # a head turned by +20 deg of yaw (toward world +x) looks toward image right; a raised chin is pitch up
     assert head_angles_to_camera(euler_xyz(0.0, np.radians(20.0), 0.0), world_to_camera)[0] == pytest.approx(20.0)
     assert head_angles_to_camera(euler_xyz(np.radians(-10.0), 0.0, 0.0), world_to_camera)[1] == pytest.approx(10.0)
+
+
+def test_the_head_closes_the_face_mask_and_reaches_behind_it():
+    from collections import Counter
+
+    from tasks.reconstruct.canonical_shape import load_canonical_shape
+    from tasks.reconstruct.topology import face_topology
+    from tasks.synthesize.head import build_head
+
+    shape = load_canonical_shape().astype(np.float32)  # y up, z toward the viewer, like a rig
+    head = build_head(shape)
+    topology = face_topology()
+    faces = np.concatenate([topology.faces, head.faces])
+    edges = Counter(tuple(sorted(edge)) for f in faces for edge in ((f[0], f[1]), (f[1], f[2]), (f[0], f[2])))
+    assert max(edges.values()) == 2  # a manifold surface
+    # the only open edges left are the eye and mouth holes, which the eyeballs and the mouth interior fill
+    holes = set()
+    for loop in (topology.lips_inner_loop, topology.eye_left.loop, topology.eye_right.loop):
+        holes |= {tuple(sorted((loop[i], loop[i - 1]))) for i in range(len(loop))}
+    assert {edge for edge, count in edges.items() if count == 1} == holes
+    everything = np.concatenate([shape, head.vertices])
+    corners = everything[head.faces]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    centre = head.vertices.mean(axis=0)
+    assert ((normals * (corners.mean(axis=1) - centre)).sum(axis=1) > 0).mean() > 0.97  # outward
+    face_depth = shape[:, 2].max() - shape[:, 2].min()
+    assert head.vertices[:, 2].min() < shape[:, 2].min() - face_depth  # the skull goes well behind the face
+    assert head.vertices[:, 1].max() > shape[10, 1]  # the crown rises above the forehead-top landmark
+    assert 0.1 < head.hair.mean() < 0.6
+    assert head.follow.max() < 1.0 and head.follow[-1] == 0.0 and (head.owner < 468).all()

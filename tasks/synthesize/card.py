@@ -1,0 +1,114 @@
+"""A data set's card: what it holds, how its labels are distributed, what a few samples look like,
+and where its identities came from. Written next to the data set as card.md and card_grid.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from stores.synthetic_store import SyntheticStore
+
+CARD = "card.md"
+GRID = "card_grid.png"
+PROVENANCE_FILES = ("PROVENANCE.md", "README.md", "LICENSE", "LICENSE.txt")
+_CLASS_COLOURS = np.array([[0, 0, 0], [214, 170, 140], [90, 60, 30], [245, 245, 245], [210, 40, 70], [90, 10, 40],
+                           [60, 110, 200], [120, 200, 90]], dtype=np.uint8)
+
+
+def histogram_lines(values: pd.Series, low: float, high: float, step: float, width: int = 40) -> list[str]:
+    """A text histogram, one line per bin of `step` from `low` to `high`."""
+    edges = np.arange(low, high + step, step)
+    counts, _ = np.histogram(values.to_numpy(), bins=edges)
+    top = max(int(counts.max()), 1)
+    return [f"    {a:7.1f} .. {b:7.1f} | {'#' * int(round(width * n / top)):<{width}} {n}"
+            for a, b, n in zip(edges[:-1], edges[1:], counts)]
+
+
+def sample_grid(store: SyntheticStore, index: pd.DataFrame, count: int = 8, tile: int = 192) -> Image.Image:
+    """`count` samples spread over the index, each as the render with its visible landmarks (green)
+    and hidden ones (red), beside its segmentation."""
+    labels = store.labels()
+    chosen = index.iloc[np.linspace(0, len(index) - 1, min(count, len(index))).round().astype(int)]
+    rows = []
+    for sample, image in zip(chosen["sample"], chosen["image"]):
+        with Image.open(store.root / image) as picture:
+            render = picture.convert("RGB")
+        scale = tile / render.width
+        render = render.resize((tile, tile), Image.BILINEAR)
+        draw = ImageDraw.Draw(render)
+        for (x, y), visible in zip(labels["landmarks_2d"][int(sample)] * scale, labels["visible"][int(sample)]):
+            draw.point((float(x), float(y)), fill=(40, 230, 60) if visible else (230, 40, 40))
+        segmentation = _CLASS_COLOURS[np.minimum(labels["segmentation"][int(sample)], len(_CLASS_COLOURS) - 1)]
+        rows.append(np.concatenate([np.asarray(render), np.asarray(
+            Image.fromarray(segmentation).resize((tile, tile), Image.NEAREST))], axis=1))
+    pairs = [np.concatenate(rows[k:k + 2], axis=1) if k + 1 < len(rows) else
+             np.concatenate([rows[k], np.zeros_like(rows[k])], axis=1) for k in range(0, len(rows), 2)]
+    return Image.fromarray(np.concatenate(pairs, axis=0))
+
+
+def provenance_lines(sources: pd.Series) -> list[str]:
+    """Where the identities' portraits came from: their folders, and any provenance file there."""
+    lines = []
+    for folder in sorted({str(Path(source).parent) for source in sources}):
+        names = sorted(Path(source).name for source in sources if str(Path(source).parent) == folder)
+        lines.append(f"- `{folder}`: {len(names)} portraits ({', '.join(names[:12])}{', …' if len(names) > 12 else ''})")
+        for candidate in (Path(folder) / name for name in PROVENANCE_FILES):
+            parent = Path(folder).parent / candidate.name
+            for found in (candidate, parent):
+                if found.is_file():
+                    text = found.read_text(encoding="utf-8", errors="replace").strip()
+                    lines += [f"  - {found.name} (`{found}`):", "", *("    > " + line for line in text.splitlines()[:60]), ""]
+                    break
+    return lines
+
+
+def write_card(dataset_dir: str | Path) -> Path:
+    """card.md and card_grid.png in the data set's folder; returns the card's path."""
+    store = SyntheticStore(dataset_dir)
+    index = store.index()
+    attrs = dict(store.labels().attrs)
+    summary, settings = attrs["summary"], attrs["settings"]
+    config = settings["config"]
+    sample_grid(store, index).save(store.root / GRID)
+    lines = [
+        f"# Synthetic face data set `{store.root.name}`", "",
+        f"{summary['images']} images of {summary['identities']} identities at {config['resolution']}², "
+        f"rendered by avatarflow's `synthesize` (Blender Cycles, {config['cycles_samples']} samples per pixel, "
+        f"{'denoised' if config.get('denoise') else 'not denoised'}), seed {settings['seed']}.", "",
+        "## Files", "",
+        "- `images/*.png`: the renders; `index.parquet`: one row per image (`sample`, `image`, `identity`, `split`, "
+        "`yaw_deg`, `pitch_deg`, `emotion`, `visible_landmarks`, `source`)",
+        "- `labels.zarr`: " + ", ".join(f"`{name}` {tuple(array.shape)}" for name, array in _arrays(store)),
+        f"- segmentation classes: {', '.join(f'{k} {name}' for k, name in enumerate(attrs['segmentation_classes']))}",
+        "", "## Distributions", "",
+        f"- images per split (an identity's images all go to one): {summary['splits']}",
+        f"- emotions the expressions started from: {summary['emotions']}",
+        f"- visible landmarks per image: {summary['visible_landmarks']}",
+        f"- class share of all pixels: {summary['class_share']}",
+        f"- head yaw against the line of sight (requested {config['yaw']}):", "",
+        *histogram_lines(index["yaw_deg"], -90.0, 90.0, 15.0), "",
+        f"- head pitch (requested {config['pitch']}):", "",
+        *histogram_lines(index["pitch_deg"], -45.0, 45.0, 7.5), "",
+        f"- label checks: {'all passed' if not summary['failed_checks'] else summary['failed_checks']}",
+        f"- identities skipped (no usable face): {summary['failed_identities'] or 'none'}",
+        "", "## Samples", "", f"![samples]({GRID}) (render with visible landmarks green and hidden ones red; "
+        "segmentation)", "", "## Provenance", "",
+        *provenance_lines(index.drop_duplicates("identity")["source"]), "",
+        "## Settings", "", *(f"- `{key}`: {json.dumps(value)}" for key, value in settings["config"].items()), "",
+    ]
+    path = store.root / CARD
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _arrays(store: SyntheticStore):
+    labels = store.labels()
+    for name, array in labels.arrays():
+        yield name, array
+    for group_name, group in labels.groups():
+        for name, array in group.arrays():
+            yield f"{group_name}/{name}", array

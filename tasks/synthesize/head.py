@@ -1,0 +1,136 @@
+"""A head behind the face mask: the face oval is swept back over an ellipsoid to a pole at the back
+of the skull, so no view shows the mask's edge or a hole, and its skin and hair take the
+portrait's own colours.
+
+The ellipsoid lives in the face's frame (x across the eyes, y chin → forehead, z out of the face):
+its centre sits behind the oval and above its middle, so the crown rises above the forehead-top
+landmark, and its lower half has its own radius so the jaw closes under the chin. Ring 0 of the
+sweep is the oval itself (shared vertices: the seam is closed); ring r follows each oval point's
+direction from the centre, turned toward the back pole, while the oval's offset from the ellipsoid
+fades out. Head vertices follow their oval vertex's blendshapes, fading the same way, so the
+seam stays closed when the jaw opens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasks.reconstruct.face_frame import face_frame
+from tasks.reconstruct.topology import CHIN_BOTTOM, FOREHEAD_TOP, N_LANDMARKS, face_topology
+
+RINGS = 10
+WIDTH_SCALE = 1.1
+"""Skull half-width over the face oval's half-width."""
+CROWN_RISE = 0.3
+"""Crown above the forehead-top landmark, in face heights."""
+DEPTH_SCALE = 2.3
+"""Skull depth (front of the oval to the back of the head) over the oval's half-width."""
+CENTRE_BEHIND = 0.45
+"""Where the ellipsoid's centre sits behind the oval plane, as a share of the skull depth."""
+HAIRLINE = 0.25
+"""Head triangles above this height (share of the crown's rise over the centre) are hair."""
+CHEEK_LANDMARKS = (205, 425, 50, 280)
+FOREHEAD_SAMPLE = 0.3
+"""Hair colour is sampled this far (in face heights) above the forehead-top landmark."""
+
+
+@dataclass(frozen=True)
+class Head:
+    vertices: np.ndarray
+    """(H, 3) new vertices, world units, at rest."""
+    faces: np.ndarray
+    """(F, 3) triangles into the rig's vertices followed by these (outward normals)."""
+    hair: np.ndarray
+    """(F,) bool: the triangle is hair (else head skin)."""
+    owner: np.ndarray
+    """(H,) the oval vertex each new vertex follows."""
+    follow: np.ndarray
+    """(H,) how much of its owner's blendshape offsets it takes, 1 at the oval, 0 at the back."""
+
+
+def _slerp_to_back(directions: np.ndarray, t: float) -> np.ndarray:
+    back = np.array([0.0, 0.0, -1.0])
+    cos = np.clip(directions @ back, -1.0, 1.0)
+    angle = np.arccos(cos)[:, None]
+    safe = np.where(np.sin(angle) < 1e-6, 1.0, np.sin(angle))
+    return (np.sin((1 - t) * angle) * directions + np.sin(t * angle) * back) / safe
+
+
+def build_head(vertices: np.ndarray) -> Head:
+    """The head for a rig's rest vertices (the 478 landmarks first)."""
+    topology = face_topology()
+    frame = face_frame(vertices[:N_LANDMARKS])
+    oval = np.asarray(topology.face_oval)
+    local = frame.to_local(vertices[oval].astype(np.float64))
+    top, chin = frame.to_local(vertices[[FOREHEAD_TOP, CHIN_BOTTOM]].astype(np.float64))
+    half_width = float(np.abs(local[:, 0] - local[:, 0].mean()).max())
+    depth = DEPTH_SCALE * half_width
+    centre = np.array([local[:, 0].mean(), (top[1] + chin[1]) / 2.0, local[:, 2].mean() - CENTRE_BEHIND * depth])
+    radius_x = WIDTH_SCALE * half_width
+    radius_up = top[1] + CROWN_RISE * frame.face_height - centre[1]
+    radius_down = centre[1] - chin[1]
+    radius_z = depth - CENTRE_BEHIND * depth
+
+    def radii(direction_y: np.ndarray) -> np.ndarray:
+        return np.stack([np.full_like(direction_y, radius_x), np.where(direction_y >= 0, radius_up, radius_down),
+                         np.full_like(direction_y, radius_z)], axis=-1)
+
+    offset = local - centre
+    scaled = offset / radii(offset[:, 1])
+    directions = scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
+    on_ellipsoid = centre + radii(directions[:, 1]) * directions
+    rings, follow = [], []
+    for r in range(1, RINGS):
+        t = r / RINGS
+        turned = _slerp_to_back(directions, t)
+        fade = (1.0 - t) ** 3
+        rings.append(centre + radii(turned[:, 1]) * turned + fade * (local - on_ellipsoid))
+        follow.append(np.full(len(oval), (1.0 - t) ** 2))
+    pole = centre + np.array([0.0, 0.0, -radius_z])
+    new_local = np.concatenate(rings + [pole[None]])
+    n_old, n_oval = len(vertices), len(oval)
+
+    def ring_index(r: int) -> np.ndarray:
+        return oval if r == 0 else n_old + (r - 1) * n_oval + np.arange(n_oval)
+
+    faces = []
+    for r in range(RINGS - 1):
+        a, b = ring_index(r), ring_index(r + 1)
+        a_next, b_next = np.roll(a, -1), np.roll(b, -1)
+        faces += [np.stack([a, b, a_next], 1), np.stack([a_next, b, b_next], 1)]
+    last = ring_index(RINGS - 1)
+    faces.append(np.stack([last, np.full(n_oval, n_old + len(new_local) - 1), np.roll(last, -1)], 1))
+    faces = np.concatenate(faces).astype(np.int32)
+
+    all_local = np.concatenate([frame.to_local(vertices.astype(np.float64)), new_local])
+    corners = all_local[faces]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    outward = (normals * (corners.mean(axis=1) - centre)).sum(axis=1) >= 0
+    faces[~outward] = faces[~outward][:, ::-1]
+    centroids = corners.mean(axis=1)
+    hair = centroids[:, 1] > centre[1] + HAIRLINE * radius_up
+    return Head(vertices=frame.to_world(new_local).astype(np.float32), faces=faces, hair=hair,
+                owner=np.concatenate([oval] * (RINGS - 1) + [oval[:1]]),
+                follow=np.concatenate(follow + [np.zeros(1)]).astype(np.float32))
+
+
+def head_colours(texture: np.ndarray, landmarks_px: np.ndarray, face_height_px: float) -> dict[str, np.ndarray]:
+    """Linear RGB colours of the head's skin (median of cheek patches) and hair (a patch above the
+    forehead) from the rig's crop photo."""
+    side = texture.shape[1]
+
+    def patch(x: float, y: float, half: int) -> np.ndarray:
+        x0, y0 = int(np.clip(x - half, 0, side - 1)), int(np.clip(y - half, 0, side - 1))
+        return texture[y0:y0 + 2 * half + 1, x0:x0 + 2 * half + 1].reshape(-1, 3)
+
+    half = max(1, int(0.03 * face_height_px))
+    skin = np.median(np.concatenate([patch(*landmarks_px[k, :2], half) for k in CHEEK_LANDMARKS]), axis=0)
+    top = landmarks_px[FOREHEAD_TOP, :2]
+    hair = np.median(patch(top[0], top[1] - FOREHEAD_SAMPLE * face_height_px, 2 * half), axis=0)
+
+    def linear(srgb: np.ndarray) -> np.ndarray:
+        c = srgb / 255.0
+        return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+    return {"skin": linear(skin), "hair": linear(hair)}
