@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     synthesis.add_argument("--identities", type=int, help="use the first N portraits (default: all)")
     synthesis.add_argument("--samples-per-identity", type=int, default=4, help="renders of each identity (default 4)")
     synthesis.add_argument("--resolution", type=int, default=512, help="image side in pixels (default 512)")
-    synthesis.add_argument("--cycles-samples", type=int, default=4, help="path-tracing samples per pixel, denoised (default 4)")
+    synthesis.add_argument("--cycles-samples", type=int, default=2, help="path-tracing samples per pixel, denoised (default 2)")
     synthesis.add_argument("--samples-per-shard", type=int, default=16, help="renders per Dask task (default 16)")
     synthesis.add_argument("--seed", type=int, default=0, help="the same seed draws the same data set (default 0)")
     synthesis.add_argument("--name", default="faces", help="data set folder under DATA/synthetic (default faces)")

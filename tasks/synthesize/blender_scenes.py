@@ -88,12 +88,24 @@ def class_materials(bpy, face, material, classes: np.ndarray, colours: dict[str,
 
 
 def build_world(bpy, scene):
-    """A sky texture lighting the scene and filling the background; returns its two nodes."""
+    """A sky texture lighting the scene and filling the background; returns its two nodes.
+    Hosek-Wilkie is analytic: the physical (multiple-scattering) sky added about 0.9 s per 512²
+    render on one core. The sky's zenith is turned from Blender's +Z to the rig's up, +Y."""
     world = bpy.data.worlds.new("sky_world")
     nodes, links = world.node_tree.nodes, world.node_tree.links
+    coordinates = nodes.new("ShaderNodeTexCoord")
+    turn = nodes.new("ShaderNodeMapping")
+    turn.vector_type = "VECTOR"
+    turn.inputs["Rotation"].default_value = (-math.pi / 2.0, 0.0, 0.0)
     sky = nodes.new("ShaderNodeTexSky")
+    sky.sky_type = "HOSEK_WILKIE"
     background = nodes["Background"]
+    links.new(coordinates.outputs["Generated"], turn.inputs["Vector"])
+    links.new(turn.outputs["Vector"], sky.inputs["Vector"])
     links.new(sky.outputs["Color"], background.inputs["Color"])
+    # the sky's importance map is rebuilt every render; the automatic size cost 4 s a render
+    world.cycles.sampling_method = "MANUAL"
+    world.cycles.sample_map_resolution = 256
     scene.world = world
     return sky, background
 
@@ -157,8 +169,9 @@ def light_scene(lights: list, sky, background, draws: dict, k: int, target: np.n
         bj.look_at(light, target)
     strength, sun_elevation, sun_rotation = (float(v) for v in draws["sky"][k])
     background.inputs["Strength"].default_value = strength
-    sky.sun_elevation = math.radians(sun_elevation)
-    sky.sun_rotation = math.radians(sun_rotation)
+    elevation, rotation = math.radians(sun_elevation), math.radians(sun_rotation)
+    sky.sun_direction = (math.cos(elevation) * math.sin(rotation), math.cos(elevation) * math.cos(rotation),
+                         math.sin(elevation))
 
 
 def landmark_labels(bpy, scene, face, camera, face_width: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
