@@ -249,21 +249,15 @@ def synthesize_command(args: argparse.Namespace) -> int:
     from stores.synthetic_store import DataSetMismatch, SyntheticStore
     from tasks.common.errors import AvatarInputError
     from tasks.synthesize.config import SynthesisConfig
-    from tasks.synthesize.plan import plan_data_set
+    from tasks.synthesize.plan import dataset_folder, plan_data_set, production_generators
 
-    location = DataLocation(args.data_dir)
-    dataset_dir = location.local_path / "synthetic" / args.name if location.is_local else None
     settings = {"resolution": args.resolution, "cycles_samples": args.cycles_samples,
                 "samples_per_shard": args.samples_per_shard}
-    try:  # everything that can be checked before a server starts, so each is one line
-        if dataset_dir is None:
-            raise AvatarInputError("synthesize writes images and labels to a local --data-dir")
-        if args.portraits is None:
-            raise AvatarInputError("give --portraits FOLDER: the faces of its images are the identities")
-        if args.samples_per_identity < 1 or (args.identities is not None and args.identities < 1):
-            raise AvatarInputError("--identities and --samples-per-identity must be at least 1")
+    try:  # everything that can be checked before a server starts (and before Prefect loads), each one line
+        dataset_dir = dataset_folder(args.data_dir, args.name)
+        models = production_generators(DataLocation(args.data_dir).url, args.portraits)
         identities, _, planned = plan_data_set(args.portraits, args.identities, args.samples_per_identity,
-                                               args.seed, SynthesisConfig(**settings))
+                                               args.seed, SynthesisConfig(**settings), models, args.backgrounds)
         SyntheticStore(dataset_dir).check_settings(planned)
     except ValidationError as error:
         print("error: " + "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
@@ -275,15 +269,18 @@ def synthesize_command(args: argparse.Namespace) -> int:
     started = _start_run(args)
     if started is None:
         return 2
-    _, profile = started
+    data_dir, profile = started
     from flows.synthesize import synthesize
 
-    print(f"synthesize: {len(identities)} identities x {args.samples_per_identity} samples at "
+    faces = f"faces of {args.portraits}" if args.portraits else f"production GAN faces ({models})"
+    print(f"synthesize: {len(identities)} identities ({faces}) x {args.samples_per_identity} samples at "
           f"{args.resolution}² into {dataset_dir}", flush=True)
-    summary = synthesize(portraits=str(Path(args.portraits).resolve()), dataset_dir=str(dataset_dir),
-                         samples_per_identity=args.samples_per_identity, identities=args.identities,
-                         seed=args.seed, config=settings, profile=profile.name,
-                         dask_address=profile.dask_address, workers=args.workers)
+    summary = synthesize(data_dir=str(data_dir), name=args.name,
+                         portraits=str(Path(args.portraits).resolve()) if args.portraits else None,
+                         identities=args.identities, samples_per_identity=args.samples_per_identity, seed=args.seed,
+                         config=settings, backgrounds=str(Path(args.backgrounds).resolve()) if args.backgrounds else None,
+                         profile=profile.name, dask_address=profile.dask_address,
+                         workers=args.workers)
     print(f"\n  {summary['images']} images of {summary['identities']} identities in {summary['wall_seconds']:.0f} s "
           f"(render {summary['render_seconds']:.0f} s of worker time)")
     for stage, seconds in summary["stage_seconds"].items():
@@ -430,9 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     run_options(training, pipeline=False)
 
     synthesis = commands.add_parser("synthesize", help="render a labelled synthetic face data set")
-    synthesis.add_argument("--portraits", help="folder of portraits whose faces are the identities")
-    synthesis.add_argument("--identities", type=int, help="use the first N portraits (default: all)")
+    synthesis.add_argument("--portraits", help="folder of portraits whose faces are the identities "
+                                               "(default: faces of the production GAN)")
+    synthesis.add_argument("--identities", type=int, help="the first N portraits (default: all), or N GAN faces")
     synthesis.add_argument("--samples-per-identity", type=int, default=4, help="renders of each identity (default 4)")
+    synthesis.add_argument("--backgrounds", help="folder of images shown behind the heads, one drawn per sample "
+                                                 "(default: the sky)")
     synthesis.add_argument("--resolution", type=int, default=512, help="image side in pixels (default 512)")
     synthesis.add_argument("--cycles-samples", type=int, default=2, help="path-tracing samples per pixel, denoised (default 2)")
     synthesis.add_argument("--samples-per-shard", type=int, default=16, help="renders per Dask task (default 16)")

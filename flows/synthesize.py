@@ -17,36 +17,41 @@ from tasks.reconstruct.topology import N_LANDMARKS
 from tasks.synthesize.checks import label_summary, sample_measurements
 from tasks.synthesize.config import SynthesisConfig
 from tasks.synthesize.labels import SEGMENTATION_CLASSES
-from tasks.synthesize.plan import plan_data_set
+from tasks.synthesize.plan import dataset_folder, plan_data_set, production_generators
+from tasks.synthesize.render import FaceSources
 from tasks.synthesize.task import synthesize_shard
 
 
 @flow(name="synthesize")
-def synthesize(portraits: str, dataset_dir: str, samples_per_identity: int = 4, identities: int | None = None,
-               seed: int = 0, config: dict | None = None, profile: str | None = None,
-               dask_address: str | None = None, workers: int | None = None) -> dict:
-    """Render `samples_per_identity` scenes of each of the first `identities` faces in `portraits`
-    (all of them by default) into `dataset_dir`. `config`: SynthesisConfig fields to change."""
+def synthesize(data_dir: str, name: str = "faces", portraits: str | None = None, identities: int | None = None,
+               samples_per_identity: int = 4, seed: int = 0, config: dict | None = None, backgrounds: str | None = None,
+               profile: str | None = None, dask_address: str | None = None, workers: int | None = None) -> dict:
+    """Render `samples_per_identity` scenes of each identity into `<data_dir>/synthetic/<name>`: the
+    first `identities` faces in the `portraits` folder (all by default), or without a folder
+    `identities` faces of the production GAN; behind them the sky, or images of the `backgrounds`
+    folder. `config`: SynthesisConfig fields to change."""
     execution = get_profile(profile, dask_address, workers)
     settings = SynthesisConfig(**(config or {}))
     render_on = synthesize_shards.with_options(task_runner=make_task_runner(execution))
-    return render_on(portraits, dataset_dir, samples_per_identity, identities, seed, settings)
+    return render_on(data_dir, name, portraits, identities, samples_per_identity, seed, settings, backgrounds)
 
 
 @flow(name="synthesize-shards")
-def synthesize_shards(portraits: str, dataset_dir: str, samples_per_identity: int, identities: int | None,
-                      seed: int, config: SynthesisConfig) -> dict:
+def synthesize_shards(data_dir: str, name: str, portraits: str | None, identities: int | None,
+                      samples_per_identity: int, seed: int, config: SynthesisConfig, backgrounds: str | None) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
-    faces, shards, settings = plan_data_set(portraits, identities, samples_per_identity, seed, config)
-    store = SyntheticStore(dataset_dir)
+    faces, shards, settings = plan_data_set(portraits, identities, samples_per_identity, seed, config,
+                                            production_generators(data_dir, portraits), backgrounds)
+    store = SyntheticStore(dataset_folder(data_dir, name))
     n_samples = settings["n_samples"]
     store.create(n_samples, settings["chunk"], label_shapes(config.resolution, N_LANDMARKS, len(ARKIT_NAMES)), settings)
     done = set(store.shard_records())
     pending = [shard for shard in shards if shard.index not in done]
     logger.info(f"{len(faces)} identities x {samples_per_identity} samples = {n_samples} images in "
                 f"{len(shards)} shards; {len(shards) - len(pending)} already done")
-    futures = [synthesize_shard.submit(shard, str(store.root), config, seed) for shard in pending]
+    sources = FaceSources(data_dir=data_dir, backgrounds=tuple(settings["backgrounds"]))
+    futures = [synthesize_shard.submit(shard, str(store.root), config, seed, sources) for shard in pending]
     images = 0
     for finished, future in enumerate(as_completed(futures), start=1):
         record = future.result()

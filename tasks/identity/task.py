@@ -9,32 +9,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stores.avatar_store import StageRef
-from stores.location import DataLocation
-from stores.model_registry import (DIFFUSION_MODEL, GAN_MODEL, ModelIntegrityError, ModelMissingError,
-                                   load_model_version, production_version_number)
+from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL
 from tasks.common.errors import AvatarInputError
 from tasks.common.rows import AvatarRow
 from tasks.common.stage_task import run_stage
 from tasks.identity.config import IdentityConfig
+from tasks.identity.models import production_model
 from tasks.reconstruct.landmarks import detect_faces
-
-_LOADED: dict[tuple, tuple] = {}
-
-
-def _production(data_dir: str, name: str, device: str):
-    """(model, version) of the production model, loaded once per worker process and version."""
-    try:
-        version = production_version_number(data_dir, name)
-    except ModelMissingError as error:
-        raise AvatarInputError(str(error)) from None
-    key = (DataLocation(data_dir).url, name, version, device)
-    if key not in _LOADED:
-        try:
-            _LOADED[key] = (load_model_version(data_dir, name, version, device), version)
-        except ModelIntegrityError as error:  # a tampered or damaged model file: refuse, one line
-            raise AvatarInputError(str(error)) from None
-    return _LOADED[key]
-
 
 @task(name="generate", cache_policy=NO_CACHE, persist_result=False)
 def generate_avatar_identity(ingested: StageRef, row: AvatarRow, data_dir: str, config: IdentityConfig):
@@ -45,8 +26,8 @@ def generate_avatar_identity(ingested: StageRef, row: AvatarRow, data_dir: str, 
         from tasks.identity.generate import generate_identity
 
         device = str(resolve_device(config.device))
-        generator, gan_version = _production(data_dir, GAN_MODEL, device)
-        diffusion, diffusion_version = _production(data_dir, DIFFUSION_MODEL, device)
+        generator, gan_version = production_model(data_dir, GAN_MODEL, device)
+        diffusion, diffusion_version = production_model(data_dir, DIFFUSION_MODEL, device)
         truncation = config.truncation or generator.config.truncation
         result = generate_identity(row.generate_seed, generator, diffusion, truncation, config.generate_strength,
                                    config.max_draws, config.portrait_side,
@@ -84,7 +65,7 @@ def refine_avatar_portrait(ingested: StageRef, row: AvatarRow, data_dir: str, co
         from tasks.identity.refine import refine_or_keep
 
         device = str(resolve_device(config.device))
-        diffusion, version = _production(data_dir, DIFFUSION_MODEL, device)
+        diffusion, version = production_model(data_dir, DIFFUSION_MODEL, device)
         image = store.read(run, row.id, ingested.arrays["portrait"].name)
         faces = detect_faces(image, max_faces=1)
         if not faces:

@@ -39,7 +39,9 @@ SENSOR_WIDTH_MM = 36.0
 # a landmark is hidden when the first surface on the ray from the camera lies this much (in face
 # widths) in front of it: the landmark's own surface is hit at its own distance
 OCCLUSION_MARGIN = 0.01
-SCENE_KEYS = ("camera", "lights", "sky", "face_class")
+SCENE_KEYS = ("camera", "lights", "sky", "background", "face_class")
+BACKDROP_BEHIND = 1.5
+"""The backdrop's distance behind the face, in camera distances."""
 
 
 def load_scene_arrays(npz_path: str, n_samples: int, n_faces: int) -> dict[str, np.ndarray]:
@@ -159,6 +161,54 @@ def place_camera(camera, rig: dict, draws: dict, k: int, face_width: float, cent
     return target, distance
 
 
+def build_backdrop(bpy, scene):
+    """A unit plane with an emissive image material, moved behind the face for samples that show a
+    background image (pass index 0: the background class); returns (plane, image node)."""
+    vertices = np.array([[-0.5, -0.5, 0.0], [0.5, -0.5, 0.0], [0.5, 0.5, 0.0], [-0.5, 0.5, 0.0]], dtype=np.float32)
+    faces = np.array([[0, 1, 2], [0, 2, 3]], dtype=np.int32)
+    mesh = bj.build_mesh(bpy, "backdrop", vertices, faces)
+    uv = bj.set_uv_layer(mesh, "backdrop", np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float32)[faces.ravel()])
+    uv.active_render = True
+    material = bpy.data.materials.new("backdrop")
+    material.pass_index = 0
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    nodes.clear()
+    texture = nodes.new("ShaderNodeTexImage")
+    emission = nodes.new("ShaderNodeEmission")
+    output = nodes.new("ShaderNodeOutputMaterial")
+    links.new(texture.outputs["Color"], emission.inputs["Color"])
+    links.new(emission.outputs["Emission"], output.inputs["Surface"])
+    mesh.materials.append(material)
+    plane = bpy.data.objects.new("backdrop", mesh)
+    scene.collection.objects.link(plane)
+    plane.hide_render = True
+    return plane, texture
+
+
+def place_backdrop(bpy, plane, texture, images: dict, paths: list, camera, choice: int, distance: float) -> None:
+    """Fill the view behind the face with background image `choice` (cropped to a square), or hide
+    the plane for the sky (-1)."""
+    plane.hide_render = choice < 0
+    if choice < 0:
+        return
+    if choice not in images:
+        images[choice] = bpy.data.images.load(paths[choice], check_existing=True)
+    image = images[choice]
+    texture.image = image
+    width, height = image.size
+    side = min(width, height) / max(width, height)
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float64)
+    uv = (uv - 0.5) * ([side, 1.0] if width > height else [1.0, side]) + 0.5  # the centre square
+    faces = np.array([0, 1, 2, 0, 2, 3])
+    plane.data.uv_layers["backdrop"].uv.foreach_set("vector", uv[faces].astype(np.float32).ravel())
+    far = distance * (1.0 + BACKDROP_BEHIND)
+    span = 1.05 * far * SENSOR_WIDTH_MM / camera.data.lens  # the frustum's width at that depth, and a margin
+    matrix = np.array(camera.matrix_world, dtype=np.float64)
+    plane.location = tuple(matrix[:3, 3] - far * matrix[:3, 2])  # along the camera's -Z
+    plane.rotation_euler = camera.rotation_euler
+    plane.scale = (span, span, 1.0)
+
+
 def light_scene(lights: list, sky, background, draws: dict, k: int, target: np.ndarray, distance: float) -> None:
     for light, (on, azimuth, elevation, power, size, *colour) in zip(lights, draws["lights"][k]):
         light.hide_render = on < 0.5
@@ -238,6 +288,8 @@ def render_identity(bpy, job: dict, identity: dict, k_identity: int, out_dir: Pa
     camera.data.sensor_fit = "HORIZONTAL"
     sky, background = build_world(bpy, scene)
     lights = build_lights(bpy, scene, draws["lights"].shape[1])
+    backdrop, backdrop_texture = build_backdrop(bpy, scene)
+    background_images: dict[int, object] = {}
     setup_cycles(bpy, scene, job)
     scene.cycles.seed = (job["seed"] + k_identity) % 2**31
 
@@ -253,6 +305,9 @@ def render_identity(bpy, job: dict, identity: dict, k_identity: int, out_dir: Pa
         pose_face(face, head, rig, names, k)
         target, distance = place_camera(camera, rig, draws, k, face_width, centre)
         light_scene(lights, sky, background, draws, k, target, distance)
+        bpy.context.view_layer.update()
+        place_backdrop(bpy, backdrop, backdrop_texture, background_images, job["backgrounds"], camera,
+                       int(draws["background"][k]), distance)
         bpy.context.view_layer.update()
         landmarks[k], view[k], visible[k] = landmark_labels(bpy, scene, face, camera, face_width)
         camera_world[k] = np.array(camera.matrix_world, dtype=np.float64)
@@ -289,6 +344,7 @@ def load_job(job_path: Path) -> dict:
     if job["resolution"] < 2 or job["resolution"] % 2 or job["cycles_samples"] < 1 or job["seed"] < 0:
         raise bj.JobError("resolution must be even and >= 2, cycles_samples >= 1 and seed >= 0")
     job.setdefault("fps", 25)
+    job.setdefault("backgrounds", [])
     for identity in job["identities"]:
         if not {"rig_npz", "texture_png", "names"} <= set(identity):
             raise bj.JobError("each identity needs rig_npz, texture_png and names")

@@ -50,9 +50,12 @@ def sample_grid(store: SyntheticStore, index: pd.DataFrame, count: int = 8, tile
     return Image.fromarray(np.concatenate(pairs, axis=0))
 
 
-def provenance_lines(sources: pd.Series) -> list[str]:
+def provenance_lines(sources: list[str]) -> list[str]:
     """Where the identities' portraits came from: their folders, and any provenance file there."""
-    lines = []
+    generated = [source for source in sources if source.startswith("generate:")]
+    lines = [f"- {len(generated)} faces of avatarflow's own production GAN, refined by its diffusion model: "
+             + ", ".join(generated[:12]) + (", …" if len(generated) > 12 else "")] if generated else []
+    sources = [source for source in sources if not source.startswith("generate:")]
     for folder in sorted({str(Path(source).parent) for source in sources}):
         names = sorted(Path(source).name for source in sources if str(Path(source).parent) == folder)
         lines.append(f"- `{folder}`: {len(names)} portraits ({', '.join(names[:12])}{', …' if len(names) > 12 else ''})")
@@ -97,7 +100,7 @@ def write_card(dataset_dir: str | Path) -> Path:
         f"- identities skipped (no usable face): {summary['failed_identities'] or 'none'}",
         "", "## Samples", "", f"![samples]({GRID}) (render with visible landmarks green and hidden ones red; "
         "segmentation)", "", "## Provenance", "",
-        *provenance_lines(index.drop_duplicates("identity")["source"]), "",
+        *provenance_lines(list(index.drop_duplicates("identity")["source"])), "",
         "## Settings", "", *(f"- `{key}`: {json.dumps(value)}" for key, value in settings["config"].items()), "",
     ]
     path = store.root / CARD

@@ -1,4 +1,5 @@
-"""Who is in a data set and how its samples are cut into shards: pure bookkeeping, no rendering."""
+"""Who is in a data set, how its samples are cut into shards, and where it is written: bookkeeping,
+no rendering (and no Prefect: the command plans before its server starts)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stores.location import DataLocation
 from tasks.common.errors import AvatarInputError
 
 if TYPE_CHECKING:
@@ -23,9 +25,15 @@ class Identity:
     index: int
     """Position in the data set; identity k owns samples k*M .. k*M+M-1."""
     name: str
-    portrait: str
-    """The portrait file the face is reconstructed from."""
+    portrait: str | None
+    """The portrait file the face is reconstructed from, or None for a generated face."""
     split: str
+    generate_seed: int | None = None
+    """The production GAN's seed for a generated face: the face a manifest row `generate:<seed>` gets."""
+
+    @property
+    def source(self) -> str:
+        return self.portrait if self.portrait is not None else f"generate:{self.generate_seed}"
 
 
 @dataclass(frozen=True)
@@ -44,14 +52,14 @@ class Shard:
         return [f"{identity.name}_{j:04d}" for j in range(self.samples_per_identity)]
 
 
-def portraits_in(folder: str | os.PathLike, count: int | None) -> list[Path]:
+def portraits_in(folder: str | os.PathLike, count: int | None, option: str = "--portraits") -> list[Path]:
     """The folder's image files in name order: the first `count`, or all of them."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise AvatarInputError(f"--portraits {folder} is not a folder")
+        raise AvatarInputError(f"{option} {folder} is not a folder")
     found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
-        raise AvatarInputError(f"--portraits {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise AvatarInputError(f"{option} {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     if count is not None and count > len(found):
         raise AvatarInputError(f"--identities {count} asks for more faces than the {len(found)} images in {folder}")
     return found[:count] if count is not None else found
@@ -82,12 +90,54 @@ def plan_shards(identities: list[Identity], samples_per_identity: int, samples_p
             for k, first in enumerate(range(0, len(identities), per_shard))]
 
 
-def plan_data_set(portraits: str, identities: int | None, samples_per_identity: int, seed: int,
-                  config: "SynthesisConfig") -> tuple[list[Identity], list[Shard], dict]:
-    """The identities, their shards, and the settings a resumed run must share."""
-    faces = plan_identities(portraits_in(portraits, identities), config.split, seed)
+def plan_generated_identities(count: int, shares: tuple[float, float, float], seed: int) -> list[Identity]:
+    """`count` faces of the production GAN: identity k is `generate:<seed + k>`."""
+    splits = assign_splits(count, shares, seed)
+    return [Identity(index=k, name=f"id{k:05d}", portrait=None, split=splits[k], generate_seed=seed + k)
+            for k in range(count)]
+
+
+def plan_data_set(portraits: str | None, identities: int | None, samples_per_identity: int, seed: int,
+                  config: "SynthesisConfig", models: dict[str, int] | None = None, backgrounds: str | None = None
+                  ) -> tuple[list[Identity], list[Shard], dict]:
+    """The identities (a folder's portraits, or without one `identities` GAN faces of the production
+    `models`), their shards, and the settings a resumed run must share (the background images are
+    in them as `backgrounds`, full paths)."""
+    background_images = [str(p.resolve()) for p in portraits_in(backgrounds, None, "--backgrounds")] if backgrounds else []
+    if identities is not None and identities < 1:
+        raise AvatarInputError("--identities must be at least 1")
+    if portraits is not None:
+        faces = plan_identities(portraits_in(portraits, identities), config.split, seed)
+    elif identities is None or identities < 1:
+        raise AvatarInputError("give --portraits FOLDER, or --identities N for N faces of the production GAN")
+    else:
+        faces = plan_generated_identities(identities, config.split, seed)
+    if samples_per_identity < 1:
+        raise AvatarInputError("--samples-per-identity must be at least 1")
     shards = plan_shards(faces, samples_per_identity, config.samples_per_shard)
     settings = {"config": config.model_dump(mode="json"), "seed": seed, "samples_per_identity": samples_per_identity,
-                "portraits": [Path(face.portrait).name for face in faces],
+                "identities": [Path(face.source).name for face in faces], "models": models or {},
+                "backgrounds": background_images,
                 "n_samples": len(faces) * samples_per_identity, "chunk": shards[0].n_samples}
     return faces, shards, settings
+
+
+def dataset_folder(data_dir: str, name: str) -> Path:
+    location = DataLocation(data_dir)
+    if not location.is_local:
+        raise AvatarInputError("synthesize writes images and labels to a local --data-dir")
+    return location.local_path / "synthetic" / name
+
+
+def production_generators(data_dir: str, portraits: str | None) -> dict[str, int]:
+    """The production GAN and refiner versions generated identities come from ({} with a folder)."""
+    if portraits is not None:
+        return {}
+    from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL, production_versions
+
+    versions = production_versions(data_dir, [GAN_MODEL, DIFFUSION_MODEL])
+    missing = sorted(name for name, version in versions.items() if version is None)
+    if missing:
+        raise AvatarInputError(f"no production {' or '.join(missing)} in {data_dir}: train one with "
+                               f"`avatarflow train --data-dir {data_dir}`, or give --portraits FOLDER")
+    return versions

@@ -13,8 +13,10 @@ import numpy as np
 from PIL import Image
 
 from tasks.animate.emotion import EMOTIONS
+from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL
 from tasks.common.arkit import ARKIT_NAMES
 from tasks.common.errors import AvatarInputError
+from tasks.identity.config import IdentityConfig
 from tasks.ingest.config import IngestConfig
 from tasks.ingest.media import load_image
 from tasks.reconstruct.config import ReconstructConfig
@@ -63,7 +65,8 @@ def _rig_file(path: Path, rig: FaceRig, draws: SceneDraws) -> dict[str, list[flo
              uv_canonical=np.concatenate([rig.uv_canonical, unused_uv]).astype(np.float32),
              deltas=np.concatenate([rig.deltas, head_deltas], axis=1).astype(np.float32),
              pivot=rig.pivot.astype(np.float32), weights=draws.weights, head_pose=draws.head_pose,
-             camera=draws.camera, lights=draws.lights, sky=draws.sky, face_class=classes)
+             camera=draws.camera, lights=draws.lights, sky=draws.sky, background=draws.background,
+             face_class=classes)
     landmarks = rig.landmarks_px
     colours = head_colours(rig.texture, landmarks, float(np.linalg.norm(landmarks[FOREHEAD_TOP, :2]
                                                                          - landmarks[CHIN_BOTTOM, :2])))
@@ -91,16 +94,55 @@ def read_passes(exr_path: Path, world_to_camera: np.ndarray) -> tuple[np.ndarray
     return depth, normals.astype(np.float16), np.rint(classes).astype(np.uint8)
 
 
-def _identity_rig(identity: Identity, reconstruct_config: ReconstructConfig, ingest: IngestConfig) -> FaceRig:
-    image = load_image(identity.portrait, ingest)
-    return reconstruct(image, TEXTURE_SIDE, reconstruct_config)
+@dataclass(frozen=True)
+class FaceSources:
+    """Where identities' faces come from: portraits decoded under `ingest`'s limits, or the
+    production generators of `data_dir`'s registry."""
+
+    data_dir: str | None = None
+    backgrounds: tuple[str, ...] = ()
+    """Background image files a sample may show behind the head (none: the sky)."""
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+
+
+def generated_portrait(seed: int, sources: FaceSources) -> tuple[np.ndarray, dict[str, int]]:
+    """The portrait `generate:<seed>` gets from the production GAN and refiner, and their versions."""
+    from tasks.common.torch_utils import resolve_device  # torch loads here, on the worker
+    from tasks.identity.generate import generate_identity
+    from tasks.identity.models import production_model
+    from tasks.reconstruct.landmarks import detect_faces
+
+    if sources.data_dir is None:
+        raise AvatarInputError("generated identities need the data dir whose registry holds the GAN")
+    config = sources.identity
+    device = str(resolve_device(config.device))
+    generator, gan_version = production_model(sources.data_dir, GAN_MODEL, device)
+    diffusion, diffusion_version = production_model(sources.data_dir, DIFFUSION_MODEL, device)
+    result = generate_identity(seed, generator, diffusion, config.truncation or generator.config.truncation,
+                               config.generate_strength, config.max_draws, config.portrait_side,
+                               has_face=lambda image: bool(detect_faces(image, max_faces=1)),
+                               upscale_strength=config.upscale_strength)
+    if isinstance(result, list):
+        raise AvatarInputError(f"no face found in {len(result)} generated draws from seed {seed}")
+    return result.portrait, {GAN_MODEL: gan_version, DIFFUSION_MODEL: diffusion_version}
+
+
+def _identity_rig(identity: Identity, sources: FaceSources) -> tuple[FaceRig, str]:
+    """The identity's rig, and where its face came from."""
+    if identity.generate_seed is not None:
+        image, models = generated_portrait(identity.generate_seed, sources)
+        source = f"{identity.source} ({', '.join(f'{name} v{v}' for name, v in sorted(models.items()))})"
+    else:
+        image, source = load_image(identity.portrait, sources.ingest), identity.source
+    return reconstruct(image, TEXTURE_SIDE, sources.reconstruct), source
 
 
 def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: SynthesisConfig, seed: int,
-                 reconstruct_config: ReconstructConfig = ReconstructConfig(),
-                 ingest: IngestConfig = IngestConfig()) -> ShardResult:
-    """Render a shard into `images_dir` and return its labels (rows of identities whose portrait
-    holds no usable face stay zero with `rendered` false; `failures` says why)."""
+                 sources: FaceSources = FaceSources()) -> ShardResult:
+    """Render a shard into `images_dir` and return its labels (rows of identities without a usable
+    face stay zero with `rendered` false; `failures` says why)."""
     seconds: dict[str, float] = {}
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -108,18 +150,18 @@ def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: Synthes
     job_identities, kept = [], []
     for identity in shard.identities:
         try:
-            rig = _identity_rig(identity, reconstruct_config, ingest)
+            rig, source = _identity_rig(identity, sources)
         except AvatarInputError as error:
             failures[identity.name] = str(error)
             continue
-        draws = draw_scenes(seed, identity.index, shard.samples_per_identity, config)
+        draws = draw_scenes(seed, identity.index, shard.samples_per_identity, config, len(sources.backgrounds))
         rig_path = work_dir / f"{identity.name}.npz"
         texture_path = work_dir / f"{identity.name}.png"
         colours = _rig_file(rig_path, rig, draws)
         Image.fromarray(rig.texture, mode="RGB").save(texture_path)
         job_identities.append({"rig_npz": str(rig_path), "texture_png": str(texture_path),
                                "names": shard.sample_names(identity), "class_colours": colours})
-        kept.append((identity, draws))
+        kept.append((identity, draws, source))
     seconds["reconstruct"] = time.perf_counter() - started
 
     n, res = shard.n_samples, config.resolution
@@ -143,7 +185,7 @@ def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: Synthes
     started = time.perf_counter()
     job = {"out_dir": str(work_dir / "blender"), "resolution": res, "cycles_samples": config.cycles_samples,
            "cycles_device": config.cycles_device, "denoise": config.denoise, "seed": seed, "shape_key_names": list(ARKIT_NAMES),
-           "identities": job_identities}
+           "identities": job_identities, "backgrounds": list(sources.backgrounds)}
     job_path = work_dir / "job.json"
     job_path.write_text(json.dumps(job, indent=1), encoding="utf-8")
     result = run_one_shot(job_path, config.timeout_seconds, script=SCENES_SCRIPT)
@@ -151,7 +193,7 @@ def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: Synthes
 
     started = time.perf_counter()
     images_dir.mkdir(parents=True, exist_ok=True)
-    for (identity, draws), job_identity, rendered in zip(kept, job_identities, result["identities"]):
+    for (identity, draws, source), job_identity, rendered in zip(kept, job_identities, result["identities"]):
         with np.load(rendered["scene"], allow_pickle=False) as scene:
             scene = {key: scene[key] for key in scene.files}
         rows_of = slice(identity.index * shard.samples_per_identity - shard.start,
@@ -176,7 +218,10 @@ def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: Synthes
         for j, name in enumerate(job_identity["names"]):
             row = rows_of.start + j
             exr = Path(job["out_dir"]) / "passes" / f"{name}.exr"
-            arrays["depth"][row], arrays["normals"][row], arrays["segmentation"][row] = read_passes(exr, world_to_camera[j])
+            depth, normals, segmentation = read_passes(exr, world_to_camera[j])
+            behind = segmentation == CLASS_ID["background"]  # a backdrop is not the head: no depth there
+            depth[behind], normals[behind] = 0.0, 0.0
+            arrays["depth"][row], arrays["normals"][row], arrays["segmentation"][row] = depth, normals, segmentation
             image = images_dir / f"{name}.png"
             shutil.move(str(Path(job["out_dir"]) / "images" / f"{name}.png"), image)
             yaw, pitch = head_angles_to_camera(euler_xyz(*draws.head_pose[j, :3]), world_to_camera[j])
@@ -185,7 +230,7 @@ def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: Synthes
                 "sample": shard.start + row, "image": f"images/{name}.png", "identity": identity.name,
                 "split": identity.split, "yaw_deg": float(yaw), "pitch_deg": float(pitch),
                 "emotion": EMOTIONS[emotion] if emotion >= 0 else None,
-                "visible_landmarks": int(arrays["visible"][row].sum()), "source": identity.portrait,
+                "visible_landmarks": int(arrays["visible"][row].sum()), "source": source,
             })
     seconds["labels"] = time.perf_counter() - started
     return ShardResult(arrays, rows, failures, seconds)

@@ -41,10 +41,12 @@ class SceneDraws:
     """(N, L, 8) float32, LIGHT_FIELDS; `on` is 0 for the unused slots."""
     sky: np.ndarray
     """(N, 3) float32, SKY_FIELDS."""
+    background: np.ndarray
+    """(N,) int32: index into the background images, -1 for the sky."""
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights, "head_pose": self.head_pose, "emotion": self.emotion,
-                "camera": self.camera, "lights": self.lights, "sky": self.sky}
+                "camera": self.camera, "lights": self.lights, "sky": self.sky, "background": self.background}
 
 
 def mirror_channel(name: str) -> str | None:
@@ -92,9 +94,14 @@ def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     return float(rng.uniform(bounds[0], bounds[1]))
 
 
-def draw_scenes(seed: int, identity: int, n_samples: int, config: SynthesisConfig) -> SceneDraws:
-    """Everything `n_samples` renders of one identity show, from its own generator."""
+def draw_scenes(seed: int, identity: int, n_samples: int, config: SynthesisConfig, n_backgrounds: int = 0) -> SceneDraws:
+    """Everything `n_samples` renders of one identity show, from its own generator. Backgrounds
+    (one of `n_backgrounds` images, or the sky) come from a second one, so adding a folder of them
+    changes nothing else."""
     rng = np.random.default_rng([seed, identity])
+    backgrounds = np.random.default_rng([seed, identity, 1])
+    background = (backgrounds.integers(0, n_backgrounds, size=n_samples) if n_backgrounds
+                  else np.full(n_samples, -1)).astype(np.int32)
     max_lights = config.area_lights[1]
     weights = np.zeros((n_samples, len(ARKIT_NAMES)), dtype=np.float32)
     head_pose = np.zeros((n_samples, 6), dtype=np.float32)
@@ -115,4 +122,5 @@ def draw_scenes(seed: int, identity: int, n_samples: int, config: SynthesisConfi
             lights[k, slot] = (1.0, rng.uniform(-80.0, 80.0), rng.uniform(-20.0, 60.0),
                                _uniform(rng, config.light_power), rng.uniform(0.1, 0.6), *tint)
         sky[k] = (_uniform(rng, config.sky_strength), rng.uniform(5.0, 70.0), rng.uniform(0.0, 360.0))
-    return SceneDraws(weights=weights, head_pose=head_pose, emotion=emotion, camera=camera, lights=lights, sky=sky)
+    return SceneDraws(weights=weights, head_pose=head_pose, emotion=emotion, camera=camera, lights=lights, sky=sky,
+                      background=background)

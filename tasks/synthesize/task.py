@@ -12,19 +12,19 @@ from tasks.common.retries import RENDER_RETRIES, RETRY_DELAY_SECONDS, retry_unle
 from tasks.common.stage_task import current_worker
 from tasks.synthesize.config import SynthesisConfig
 from tasks.synthesize.plan import Shard
-from tasks.synthesize.render import render_shard
+from tasks.synthesize.render import FaceSources, render_shard
 
 
 @task(name="synthesize-shard", cache_policy=NO_CACHE, persist_result=False, retries=RENDER_RETRIES,
       retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=retry_unless_bad_input)
-def synthesize_shard(shard: Shard, dataset_dir: str, config: SynthesisConfig, seed: int) -> dict:
+def synthesize_shard(shard: Shard, dataset_dir: str, config: SynthesisConfig, seed: int, sources: FaceSources) -> dict:
     """Returns the shard's record (small: rows, failures, timings); the arrays go to the store.
     A killed try leaves no record, so the shard is rendered again by the next try or a resumed run."""
     logger = get_run_logger()
     store = SyntheticStore(dataset_dir)
     work_dir = store.work_dir(shard.index)
     shutil.rmtree(work_dir, ignore_errors=True)
-    result = render_shard(shard, work_dir, store.images, config, seed)
+    result = render_shard(shard, work_dir, store.images, config, seed, sources)
     record = {"shard": shard.index, "start": shard.start, "n_samples": shard.n_samples, "rows": result.rows,
               "failures": result.failures, "seconds": result.seconds, **current_worker()}
     store.write_shard(shard.index, shard.start, result.arrays, record)

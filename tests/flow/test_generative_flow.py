@@ -77,9 +77,13 @@ def generated(tmp_path_factory):
     assert lowered.returncode == 0, lowered.stdout[-3000:] + lowered.stderr[-3000:]
     after = run_cli(*produce, cwd=work)
     assert after.returncode == 0, after.stdout[-3000:] + after.stderr[-3000:]
+    # the GAN face that `generate:7` got, as a synthetic data set's identity
+    synthesized = run_cli("synthesize", "--identities", "1", "--samples-per-identity", "2", "--seed", "7",
+                          "--resolution", "96", "--cycles-samples", "1", "--data-dir", str(data_dir),
+                          "--prefect-port", port, cwd=work)
     summaries = sorted((data_dir / "outputs").glob("*/summary.json"))
     yield {"work": work, "data_dir": data_dir, "before": before, "honest": honest, "gated": gated,
-           "train": lowered, "after": after,
+           "train": lowered, "after": after, "synthesized": synthesized,
            "summary": json.loads(summaries[0].read_text()), "portrait": portrait}
     stop_server(data_dir / "prefect")
 
@@ -204,3 +208,17 @@ def test_store_records_latents_draws_models_and_style_metrics(generated):
     # The 2-step sketch network was never promoted, so the optimisation path ran.
     assert style["path"] == "optimisation" and style["model_version"] is None and style["stylise_seconds"] > 0
     assert style["content_landmark_error"] < 0.15
+
+
+def test_synthesize_renders_the_production_gan_faces(generated):
+    import pandas as pd
+
+    done = generated["synthesized"]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    dataset = generated["data_dir"] / "synthetic" / "faces"
+    index = pd.read_parquet(dataset / "index.parquet")
+    assert len(index) == 2 and set(index["identity"]) == {"id00000"}
+    assert set(index["source"]) == {"generate:7 (avatarflow-diffusion v2, avatarflow-gan v2)"}
+    settings = zarr.open_group(str(dataset / "labels.zarr"), mode="r").attrs["settings"]
+    assert settings["identities"] == ["generate:7"]
+    assert settings["models"] == {"avatarflow-diffusion": 2, "avatarflow-gan": 2}

@@ -9,7 +9,7 @@ from PIL import Image
 from tasks.synthesize.config import SynthesisConfig
 from tasks.synthesize.labels import CLASS_ID
 from tasks.synthesize.plan import plan_identities, plan_shards
-from tasks.synthesize.render import render_shard
+from tasks.synthesize.render import FaceSources, render_shard
 from tests.conftest import sample
 
 RESOLUTION = 128
@@ -21,11 +21,14 @@ def shard(tmp_path_factory):
     work = tmp_path_factory.mktemp("synthesize")
     blank = work / "blank.png"
     Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(blank)
+    green = work / "green.png"  # a background image: every sample shows it behind the head
+    Image.fromarray(np.tile(np.array([0, 255, 0], np.uint8), (90, 160, 1))).save(green)
     portraits = [sample("portraits", "sfhq_pt2_00000137.jpg"), blank]
     identities = plan_identities(portraits, (0.8, 0.1, 0.1), seed=11)
     config = SynthesisConfig(resolution=RESOLUTION, cycles_samples=2, yaw=(-30.0, 30.0))
     (planned,) = plan_shards(identities, samples_per_identity=3, samples_per_shard=6)
-    return planned, render_shard(planned, work / "work", work / "images", config, seed=11), work
+    sources = FaceSources(backgrounds=(str(green),))
+    return planned, render_shard(planned, work / "work", work / "images", config, seed=11, sources=sources), work
 
 
 def test_a_portrait_without_a_face_costs_its_own_rows_only(shard):
@@ -104,3 +107,14 @@ def test_labels_hold_the_drawn_scene(shard):
     rotation = arrays["camera/extrinsics"][:3, :, :3].astype(np.float64)
     np.testing.assert_allclose(rotation @ np.swapaxes(rotation, 1, 2), np.broadcast_to(np.eye(3), (3, 3, 3)), atol=1e-5)
     assert all(abs(row["yaw_deg"]) < 30.0 + 8.0 for row in result.rows)  # the head's range plus the camera orbit
+
+
+def test_a_background_image_fills_the_view_behind_the_head(shard):
+    _, result, work = shard
+    for k, row in enumerate(result.rows):
+        with Image.open(work / row["image"]) as image:
+            pixels = np.asarray(image).astype(int)
+        behind = result.arrays["segmentation"][k] == CLASS_ID["background"]
+        assert behind.mean() > 0.2 and not result.arrays["depth"][k][behind].any()
+        colour = pixels[behind].mean(axis=0)
+        assert colour[1] > 150 and colour[0] < 60 and colour[2] < 60, colour  # the image, not the sky

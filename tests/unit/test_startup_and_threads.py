@@ -17,7 +17,7 @@ HEAVY_MODULES = ("torch", "mediapipe", "matplotlib", "great_expectations", "mlfl
 def test_importing_the_flows_loads_no_heavy_library():
     """The `produce` command imports the flows before its first task can run; torch, MediaPipe,
     great-expectations and MLflow load later, where a task or a gate uses them."""
-    probe = (f"import sys, flows.produce, avatarflow.cli; "
+    probe = (f"import sys, flows.produce, flows.synthesize, avatarflow.cli; "
              f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "", f"importing the flows loaded {loaded.stdout.strip()}"
