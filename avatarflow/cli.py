@@ -276,9 +276,9 @@ def synthesize_command(args: argparse.Namespace) -> int:
     print(f"synthesize: {len(identities)} identities ({faces}) x {args.samples_per_identity} samples at "
           f"{args.resolution}² into {dataset_dir}", flush=True)
     summary = synthesize(data_dir=str(data_dir), name=args.name,
-                         portraits=str(Path(args.portraits).resolve()) if args.portraits else None,
+                         portraits=DataLocation(args.portraits).url if args.portraits else None,
                          identities=args.identities, samples_per_identity=args.samples_per_identity, seed=args.seed,
-                         config=settings, backgrounds=str(Path(args.backgrounds).resolve()) if args.backgrounds else None,
+                         config=settings, backgrounds=DataLocation(args.backgrounds).url if args.backgrounds else None,
                          profile=profile.name, dask_address=profile.dask_address,
                          workers=args.workers)
     print(f"\n  {summary['images']} images of {summary['identities']} identities in {summary['wall_seconds']:.0f} s "
@@ -300,12 +300,12 @@ def dataset_card_command(args: argparse.Namespace) -> int:
     """Write card.md and card_grid.png into a synthetic data set's folder."""
     from tasks.synthesize.card import write_card
 
-    folder = Path(args.folder)
-    if not (folder / "index.parquet").is_file() or not (folder / "labels.zarr").is_dir():
+    folder = DataLocation(args.folder)
+    if not folder.join("index.parquet").exists() or not folder.join("labels.zarr", "zarr.json").exists():
         print(f"error: {folder} is not a finished synthetic data set (it lacks index.parquet or labels.zarr)",
               file=sys.stderr)
         return 2
-    print(f"card: {write_card(folder)}")
+    print(f"card: {write_card(folder.url)}")
     return 0
 
 
@@ -336,8 +336,9 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _deployment_variables(args: argparse.Namespace, data_dir: str, home: Path) -> dict[str, str]:
-    """The variables prefect.yaml's deployment templates read: the data dir, the manifests (the
-    given one, else AVATARFLOW_NIGHTLY_MANIFEST, else the sample job), input roots, training data."""
+    """The variables prefect.yaml's deployment templates read: the data dir, the nightly manifest
+    (the given one, else AVATARFLOW_NIGHTLY_MANIFEST, else the sample job), input roots, training
+    data and the synthetic data set's portraits."""
     manifest = args.manifest or os.environ.get("AVATARFLOW_NIGHTLY_MANIFEST")
     if manifest:
         roots = [DataLocation(r).url for r in args.input_root] or [
@@ -352,7 +353,7 @@ def _deployment_variables(args: argparse.Namespace, data_dir: str, home: Path) -
     return {
         "AVATARFLOW_DATA_DIR": data_dir,
         "AVATARFLOW_NIGHTLY_MANIFEST": manifest,
-        "AVATARFLOW_DATASET_MANIFEST": os.environ.get("AVATARFLOW_DATASET_MANIFEST") or manifest,
+        "AVATARFLOW_SYNTHETIC_PORTRAITS": os.environ.get("AVATARFLOW_SYNTHETIC_PORTRAITS") or _default_portraits(),
         "AVATARFLOW_INPUT_ROOTS": ",".join(roots),
         "AVATARFLOW_TRAINING_DATA": ",".join(training or _default_training_data()),
     }
@@ -383,6 +384,15 @@ def deploy_command(args: argparse.Namespace) -> int:
     print(f"{len(automations)} failure automation(s): pause after {failures.threshold} failed avatars of one run "
           f"within {failures.within_seconds:g} s")
     return 0
+
+
+def _default_portraits() -> str:
+    """The dataset-generation deployment's portraits: the shared sample portraits where they exist,
+    else none (the deployment then draws faces of the production GAN)."""
+    from avatarflow.samples import SHARED_SAMPLES
+
+    folder = SHARED_SAMPLES / "portraits"
+    return str(folder) if folder.is_dir() else ""
 
 
 def _default_training_data() -> list[str]:
@@ -427,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     run_options(training, pipeline=False)
 
     synthesis = commands.add_parser("synthesize", help="render a labelled synthetic face data set")
-    synthesis.add_argument("--portraits", help="folder of portraits whose faces are the identities "
+    synthesis.add_argument("--portraits", help="folder (path or URL) of portraits whose faces are the identities "
                                                "(default: faces of the production GAN)")
     synthesis.add_argument("--identities", type=int, help="the first N portraits (default: all), or N GAN faces")
     synthesis.add_argument("--samples-per-identity", type=int, default=4, help="renders of each identity (default 4)")
@@ -441,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     run_options(synthesis, pipeline=False)
 
     card = commands.add_parser("dataset-card", help="write a synthetic data set's card: distributions, samples, provenance")
-    card.add_argument("folder", help="the data set's folder, DATA/synthetic/<name>")
+    card.add_argument("folder", help="the data set's folder, DATA/synthetic/<name> (a path or URL)")
 
     demo = commands.add_parser("demo", help="run produce on the bundled sample manifest")
     run_options(demo)

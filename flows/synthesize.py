@@ -30,6 +30,8 @@ def synthesize(data_dir: str, name: str = "faces", portraits: str | None = None,
     first `identities` faces in the `portraits` folder (all by default), or without a folder
     `identities` faces of the production GAN; behind them the sky, or images of the `backgrounds`
     folder. `config`: SynthesisConfig fields to change."""
+    portraits = portraits or None  # a deployment's template gives "" for no folder
+    backgrounds = backgrounds or None
     execution = get_profile(profile, dask_address, workers)
     settings = SynthesisConfig(**(config or {}))
     render_on = synthesize_shards.with_options(task_runner=make_task_runner(execution))
@@ -51,7 +53,7 @@ def synthesize_shards(data_dir: str, name: str, portraits: str | None, identitie
     logger.info(f"{len(faces)} identities x {samples_per_identity} samples = {n_samples} images in "
                 f"{len(shards)} shards; {len(shards) - len(pending)} already done")
     sources = FaceSources(data_dir=data_dir, backgrounds=tuple(settings["backgrounds"]))
-    futures = [synthesize_shard.submit(shard, str(store.root), config, seed, sources) for shard in pending]
+    futures = [synthesize_shard.submit(shard, store.root.url, config, seed, sources) for shard in pending]
     images = 0
     for finished, future in enumerate(as_completed(futures), start=1):
         record = future.result()
@@ -67,8 +69,8 @@ def finish_data_set(store: SyntheticStore, config: SynthesisConfig, started: flo
     records = store.shard_records()
     rows = [row for record in records.values() for row in record["rows"]]
     failures = {name: error for record in records.values() for name, error in record["failures"].items()}
-    where = {"dataset": str(store.root), "index": str(store.root / "index.parquet"),
-             "labels": str(store.root / "labels.zarr"), "failed_identities": failures,
+    where = {"dataset": store.root.url, "index": store.root.join("index.parquet").url,
+             "labels": store.root.join("labels.zarr").url, "failed_identities": failures,
              "render_seconds": round(sum(sum(r["seconds"].values()) for r in records.values()), 1),
              "stage_seconds": {stage: round(sum(r["seconds"].get(stage, 0.0) for r in records.values()), 1)
                                for stage in ("reconstruct", "render", "labels")}}

@@ -1,4 +1,4 @@
-"""A synthetic data set's store, `<data>/synthetic/<name>/`:
+"""A synthetic data set's store, `<data>/synthetic/<name>/`, local or behind an fsspec URL:
 
 - `images/<identity>_<sample>.png`, the renders;
 - `labels.zarr`, N-first label arrays, chunked along N by shard so that every shard writes whole
@@ -12,6 +12,7 @@ settings is refused instead of mixing two data sets in one store."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -20,6 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import zarr
+
+from stores.avatar_store import open_zarr_store
+from stores.location import DataLocation
 
 LABELS = "labels.zarr"
 INDEX = "index.parquet"
@@ -52,18 +56,20 @@ def label_shapes(resolution: int, n_landmarks: int, n_weights: int) -> dict[str,
 class SyntheticStore:
     """Create, fill and read one synthetic data set."""
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike | DataLocation):
+        self.root = DataLocation(root)
 
-    @property
-    def images(self) -> Path:
-        return self.root / IMAGES
+    def _labels(self, mode: str) -> zarr.Group:
+        return zarr.open_group(store=open_zarr_store(self.root.join(LABELS).url), mode=mode)
+
+    def exists(self) -> bool:
+        return self.root.join(LABELS, "zarr.json").exists()
 
     def check_settings(self, settings: dict[str, Any]) -> None:
         """Raise DataSetMismatch when the folder holds a data set made with other settings."""
-        if not (self.root / LABELS).exists():
+        if not self.exists():
             return
-        found = dict(zarr.open_group(self.root / LABELS, mode="r").attrs).get("settings")
+        found = dict(self._labels("r").attrs).get("settings")
         wanted = json.loads(json.dumps(settings))
         if found is not None and found != wanted:
             changed = sorted(key for key in set(found) | set(wanted) if found.get(key) != wanted.get(key))
@@ -75,54 +81,58 @@ class SyntheticStore:
         """The label group, made now or found with the same settings (a resumed run). `settings`
         must hold n_samples and the chunk too."""
         self.check_settings(settings)
-        self.images.mkdir(parents=True, exist_ok=True)
-        (self.root / SHARDS).mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(self.root / LABELS, mode="a")
-        wanted = json.loads(json.dumps(settings))
+        self.root.ensure_folder()
+        group = self._labels("a")
         for name, (shape, dtype) in shapes.items():
             if name not in group:
                 group.create_array(name, shape=(n_samples, *shape), chunks=(chunk, *shape), dtype=dtype,
                                    fill_value=0)
-        group.attrs["settings"] = wanted
+        group.attrs["settings"] = json.loads(json.dumps(settings))
         return group
 
-    def work_dir(self, shard: int) -> Path:
-        """Scratch space of a shard's try (Blender's job, passes), removed when the shard is written."""
-        return self.root / "work" / f"{shard:05d}"
-
     def labels(self) -> zarr.Group:
-        return zarr.open_group(self.root / LABELS, mode="r")
+        return self._labels("r")
+
+    def put_images(self, images: dict[str, Path]) -> None:
+        """Copy rendered files in: {name inside images/: local file}."""
+        for name, path in images.items():
+            self.root.join(IMAGES, name).put_file(path)
+
+    def image(self, relative: str) -> bytes:
+        """A file of the data set, by its path inside it (the index's `image` column)."""
+        return self.root.join(relative).read_bytes()
 
     def write_shard(self, shard: int, start: int, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
         """A shard's label rows [start, start + n), then its record (the shard's completion mark)."""
-        group = zarr.open_group(self.root / LABELS, mode="a")
+        group = self._labels("a")
         for name, values in arrays.items():
             group[name][start:start + len(values)] = values
-        path = self.shard_record_path(shard)
-        partial = path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        partial.replace(path)
+        self.shard_record(shard).write_text(json.dumps(record, indent=1))
 
-    def shard_record_path(self, shard: int) -> Path:
-        return self.root / SHARDS / f"{shard:05d}.json"
+    def shard_record(self, shard: int) -> DataLocation:
+        return self.root.join(SHARDS, f"{shard:05d}.json")
 
     def shard_records(self) -> dict[int, dict]:
         """The records of the shards that finished."""
+        folder = self.root.join(SHARDS)
         records = {}
-        for path in sorted((self.root / SHARDS).glob("*.json")):
-            records[int(path.stem)] = json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(folder.fs.glob(folder.fs_path + "/*.json")):
+            record = json.loads(folder.fs.cat_file(path).decode("utf-8"))
+            records[int(record["shard"])] = record
         return records
 
-    def write_index(self, rows: list[dict[str, Any]], attrs: dict[str, Any]) -> Path:
+    def write_index(self, rows: list[dict[str, Any]], attrs: dict[str, Any]) -> DataLocation:
         """index.parquet from the shards' sample rows, and the summary in the label group's attrs."""
         frame = pd.DataFrame(rows).sort_values("sample").reset_index(drop=True)
-        path = self.root / INDEX
-        partial = path.with_suffix(".parquet.partial")
-        frame.to_parquet(partial, index=False)
-        partial.replace(path)
-        group = zarr.open_group(self.root / LABELS, mode="a")
-        group.attrs.update(attrs)
-        return path
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        location = self.root.join(INDEX).write_bytes(buffer.getvalue())
+        self._labels("a").attrs.update(attrs)
+        return location
 
     def index(self) -> pd.DataFrame:
-        return pd.read_parquet(self.root / INDEX)
+        return pd.read_parquet(io.BytesIO(self.root.join(INDEX).read_bytes()))
+
+    def write_file(self, name: str, data: bytes) -> DataLocation:
+        """A file beside the data (the card)."""
+        return self.root.join(name).write_bytes(data)

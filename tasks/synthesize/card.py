@@ -3,13 +3,14 @@ and where its identities came from. Written next to the data set as card.md and 
 
 from __future__ import annotations
 
+import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from stores.location import DataLocation
 from stores.synthetic_store import SyntheticStore
 
 CARD = "card.md"
@@ -35,7 +36,7 @@ def sample_grid(store: SyntheticStore, index: pd.DataFrame, count: int = 8, tile
     chosen = index.iloc[np.linspace(0, len(index) - 1, min(count, len(index))).round().astype(int)]
     rows = []
     for sample, image in zip(chosen["sample"], chosen["image"]):
-        with Image.open(store.root / image) as picture:
+        with Image.open(io.BytesIO(store.image(image))) as picture:
             render = picture.convert("RGB")
         scale = tile / render.width
         render = render.resize((tile, tile), Image.BILINEAR)
@@ -56,27 +57,39 @@ def provenance_lines(sources: list[str]) -> list[str]:
     lines = [f"- {len(generated)} faces of avatarflow's own production GAN, refined by its diffusion model: "
              + ", ".join(generated[:12]) + (", …" if len(generated) > 12 else "")] if generated else []
     sources = [source for source in sources if not source.startswith("generate:")]
-    for folder in sorted({str(Path(source).parent) for source in sources}):
-        names = sorted(Path(source).name for source in sources if str(Path(source).parent) == folder)
+    folders: dict[str, list[str]] = {}
+    for source in sources:
+        location = DataLocation(source)
+        folders.setdefault(location.parent.url, []).append(location.name)
+    for folder, names in sorted(folders.items()):
+        names = sorted(names)
         lines.append(f"- `{folder}`: {len(names)} portraits ({', '.join(names[:12])}{', …' if len(names) > 12 else ''})")
-        for candidate in (Path(folder) / name for name in PROVENANCE_FILES):
-            parent = Path(folder).parent / candidate.name
-            for found in (candidate, parent):
-                if found.is_file():
-                    text = found.read_text(encoding="utf-8", errors="replace").strip()
-                    lines += [f"  - {found.name} (`{found}`):", "", *("    > " + line for line in text.splitlines()[:60]), ""]
-                    break
+        found = next((place.join(name) for name in PROVENANCE_FILES for place in _folder_and_parent(folder)
+                      if place.join(name).exists()), None)
+        if found is not None:
+            text = found.read_text().strip()
+            lines += [f"  - {found.name} (`{found.url}`):", "", *("    > " + line for line in text.splitlines()[:60]), ""]
     return lines
 
 
-def write_card(dataset_dir: str | Path) -> Path:
+def _folder_and_parent(folder: str) -> list[DataLocation]:
+    location = DataLocation(folder)
+    try:
+        return [location, location.parent]
+    except ValueError:  # a bucket's top level has no folder above it
+        return [location]
+
+
+def write_card(dataset_dir: str) -> DataLocation:
     """card.md and card_grid.png in the data set's folder; returns the card's path."""
     store = SyntheticStore(dataset_dir)
     index = store.index()
     attrs = dict(store.labels().attrs)
     summary, settings = attrs["summary"], attrs["settings"]
     config = settings["config"]
-    sample_grid(store, index).save(store.root / GRID)
+    grid = io.BytesIO()
+    sample_grid(store, index).save(grid, format="PNG")
+    store.write_file(GRID, grid.getvalue())
     lines = [
         f"# Synthetic face data set `{store.root.name}`", "",
         f"{summary['images']} images of {summary['identities']} identities at {config['resolution']}², "
@@ -103,9 +116,7 @@ def write_card(dataset_dir: str | Path) -> Path:
         *provenance_lines(list(index.drop_duplicates("identity")["source"])), "",
         "## Settings", "", *(f"- `{key}`: {json.dumps(value)}" for key, value in settings["config"].items()), "",
     ]
-    path = store.root / CARD
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return store.write_file(CARD, "\n".join(lines).encode("utf-8"))
 
 
 def _arrays(store: SyntheticStore):

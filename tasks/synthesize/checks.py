@@ -3,6 +3,7 @@ sample, read back from the store (so they judge what was written, not what was m
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 
 import numpy as np
@@ -28,7 +29,7 @@ def sample_measurements(store: SyntheticStore, index: pd.DataFrame, resolution: 
     for row, (sample, image) in enumerate(zip(samples, index["image"])):
         segmentation = labels["segmentation"][int(sample)]
         counts[row] = np.bincount(segmentation.ravel(), minlength=len(SEGMENTATION_CLASSES))[:len(SEGMENTATION_CLASSES)]
-        with Image.open(store.root / image) as picture:
+        with Image.open(io.BytesIO(store.image(image))) as picture:
             spread[row] = float(np.asarray(picture.convert("L"), dtype=np.float32).std())
     measurements["pixel_std"] = spread
     for k, name in enumerate(SEGMENTATION_CLASSES):
@@ -71,7 +72,7 @@ def landmark_agreement(store: SyntheticStore, index: pd.DataFrame, max_abs_yaw: 
     chosen = index[index["yaw_deg"].abs() <= max_abs_yaw]
     found, errors = [], []
     for sample, image in zip(chosen["sample"], chosen["image"]):
-        with Image.open(store.root / image) as picture:
+        with Image.open(io.BytesIO(store.image(image))) as picture:
             faces = detect_faces(np.asarray(picture.convert("RGB")), max_faces=1)
         truth = labels["landmarks_2d"][int(sample)]
         visible = labels["visible"][int(sample)]

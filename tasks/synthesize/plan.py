@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import numpy as np
 
@@ -52,12 +52,18 @@ class Shard:
         return [f"{identity.name}_{j:04d}" for j in range(self.samples_per_identity)]
 
 
-def portraits_in(folder: str | os.PathLike, count: int | None, option: str = "--portraits") -> list[Path]:
-    """The folder's image files in name order: the first `count`, or all of them."""
-    folder = Path(folder)
-    if not folder.is_dir():
+def portraits_in(folder: str | os.PathLike, count: int | None, option: str = "--portraits") -> list[str]:
+    """The image files of a folder (a path or an fsspec URL) in name order, as absolute paths or
+    URLs: the first `count`, or all of them."""
+    location = DataLocation(folder)
+    try:
+        is_folder = location.fs.isdir(location.fs_path)
+    except ValueError as error:  # an unknown protocol or a missing filesystem package
+        raise AvatarInputError(f"{option} {folder}: {error}") from None
+    if not is_folder:
         raise AvatarInputError(f"{option} {folder} is not a folder")
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    names = sorted(PurePosixPath(entry).name for entry in location.fs.ls(location.fs_path, detail=False))
+    found = [location.join(name).url for name in names if PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES]
     if not found:
         raise AvatarInputError(f"{option} {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     if count is not None and count > len(found):
@@ -76,7 +82,7 @@ def assign_splits(n_identities: int, shares: tuple[float, float, float], seed: i
     return splits
 
 
-def plan_identities(portraits: list[Path], shares: tuple[float, float, float], seed: int) -> list[Identity]:
+def plan_identities(portraits: list[str], shares: tuple[float, float, float], seed: int) -> list[Identity]:
     splits = assign_splits(len(portraits), shares, seed)
     return [Identity(index=k, name=f"id{k:05d}", portrait=str(path), split=splits[k])
             for k, path in enumerate(portraits)]
@@ -103,7 +109,7 @@ def plan_data_set(portraits: str | None, identities: int | None, samples_per_ide
     """The identities (a folder's portraits, or without one `identities` GAN faces of the production
     `models`), their shards, and the settings a resumed run must share (the background images are
     in them as `backgrounds`, full paths)."""
-    background_images = [str(p.resolve()) for p in portraits_in(backgrounds, None, "--backgrounds")] if backgrounds else []
+    background_images = portraits_in(backgrounds, None, "--backgrounds") if backgrounds else []
     if identities is not None and identities < 1:
         raise AvatarInputError("--identities must be at least 1")
     if portraits is not None:
@@ -116,17 +122,17 @@ def plan_data_set(portraits: str | None, identities: int | None, samples_per_ide
         raise AvatarInputError("--samples-per-identity must be at least 1")
     shards = plan_shards(faces, samples_per_identity, config.samples_per_shard)
     settings = {"config": config.model_dump(mode="json"), "seed": seed, "samples_per_identity": samples_per_identity,
-                "identities": [Path(face.source).name for face in faces], "models": models or {},
+                "identities": [PurePosixPath(face.source).name for face in faces], "models": models or {},
                 "backgrounds": background_images,
                 "n_samples": len(faces) * samples_per_identity, "chunk": shards[0].n_samples}
     return faces, shards, settings
 
 
-def dataset_folder(data_dir: str, name: str) -> Path:
-    location = DataLocation(data_dir)
-    if not location.is_local:
-        raise AvatarInputError("synthesize writes images and labels to a local --data-dir")
-    return location.local_path / "synthetic" / name
+def dataset_folder(data_dir: str, name: str) -> str:
+    """Where a data set named `name` lives: `<data_dir>/synthetic/<name>`, a path or a URL."""
+    if not name or "/" in name or name in (".", ".."):
+        raise AvatarInputError(f"--name {name!r} must be a plain folder name")
+    return DataLocation(data_dir).join("synthetic", name).url
 
 
 def production_generators(data_dir: str, portraits: str | None) -> dict[str, int]:

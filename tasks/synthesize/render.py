@@ -4,7 +4,6 @@ and turn what Blender reports into N-first label arrays. No Prefect here."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.animate.emotion import EMOTIONS
+from stores.location import DataLocation
 from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL
 from tasks.common.arkit import ARKIT_NAMES
 from tasks.common.errors import AvatarInputError
@@ -49,6 +49,8 @@ class ShardResult:
     rows: list[dict]
     failures: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    images: dict[str, Path] = field(default_factory=dict)
+    """{file name inside the data set's images/: the rendered file in the work folder}"""
 
 
 def _rig_file(path: Path, rig: FaceRig, draws: SceneDraws) -> dict[str, list[float]]:
@@ -139,10 +141,22 @@ def _identity_rig(identity: Identity, sources: FaceSources) -> tuple[FaceRig, st
     return reconstruct(image, TEXTURE_SIDE, sources.reconstruct), source
 
 
-def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: SynthesisConfig, seed: int,
+def local_backgrounds(sources: FaceSources, work_dir: Path) -> list[str]:
+    """The background images as local files Blender can load (URLs are fetched into `work_dir`)."""
+    paths = []
+    for k, background in enumerate(sources.backgrounds):
+        location = DataLocation(background)
+        if location.is_local:
+            paths.append(str(location.local_path))
+        else:
+            paths.append(str(location.get_file(work_dir / f"background_{k}{Path(location.name).suffix}")))
+    return paths
+
+
+def render_shard(shard: Shard, work_dir: Path, config: SynthesisConfig, seed: int,
                  sources: FaceSources = FaceSources()) -> ShardResult:
-    """Render a shard into `images_dir` and return its labels (rows of identities without a usable
-    face stay zero with `rendered` false; `failures` says why)."""
+    """Render a shard in `work_dir` and return its labels and images (rows of identities without a
+    usable face stay zero with `rendered` false; `failures` says why)."""
     seconds: dict[str, float] = {}
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -185,14 +199,14 @@ def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: Synthes
     started = time.perf_counter()
     job = {"out_dir": str(work_dir / "blender"), "resolution": res, "cycles_samples": config.cycles_samples,
            "cycles_device": config.cycles_device, "denoise": config.denoise, "seed": seed, "shape_key_names": list(ARKIT_NAMES),
-           "identities": job_identities, "backgrounds": list(sources.backgrounds)}
+           "identities": job_identities, "backgrounds": local_backgrounds(sources, work_dir)}
     job_path = work_dir / "job.json"
     job_path.write_text(json.dumps(job, indent=1), encoding="utf-8")
     result = run_one_shot(job_path, config.timeout_seconds, script=SCENES_SCRIPT)
     seconds["render"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    images_dir.mkdir(parents=True, exist_ok=True)
+    images: dict[str, Path] = {}
     for (identity, draws, source), job_identity, rendered in zip(kept, job_identities, result["identities"]):
         with np.load(rendered["scene"], allow_pickle=False) as scene:
             scene = {key: scene[key] for key in scene.files}
@@ -222,8 +236,7 @@ def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: Synthes
             behind = segmentation == CLASS_ID["background"]  # a backdrop is not the head: no depth there
             depth[behind], normals[behind] = 0.0, 0.0
             arrays["depth"][row], arrays["normals"][row], arrays["segmentation"][row] = depth, normals, segmentation
-            image = images_dir / f"{name}.png"
-            shutil.move(str(Path(job["out_dir"]) / "images" / f"{name}.png"), image)
+            images[f"{name}.png"] = Path(job["out_dir"]) / "images" / f"{name}.png"
             yaw, pitch = head_angles_to_camera(euler_xyz(*draws.head_pose[j, :3]), world_to_camera[j])
             emotion = int(draws.emotion[j])
             rows.append({
@@ -233,4 +246,4 @@ def render_shard(shard: Shard, work_dir: Path, images_dir: Path, config: Synthes
                 "visible_landmarks": int(arrays["visible"][row].sum()), "source": source,
             })
     seconds["labels"] = time.perf_counter() - started
-    return ShardResult(arrays, rows, failures, seconds)
+    return ShardResult(arrays, rows, failures, seconds, images)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -22,13 +24,15 @@ def synthesize_shard(shard: Shard, dataset_dir: str, config: SynthesisConfig, se
     A killed try leaves no record, so the shard is rendered again by the next try or a resumed run."""
     logger = get_run_logger()
     store = SyntheticStore(dataset_dir)
-    work_dir = store.work_dir(shard.index)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    result = render_shard(shard, work_dir, store.images, config, seed, sources)
+    work_dir = Path(tempfile.mkdtemp(prefix="avatarflow-synthesize-"))  # Blender's files stay on this machine
+    try:
+        result = render_shard(shard, work_dir, config, seed, sources)
+        store.put_images(result.images)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
     record = {"shard": shard.index, "start": shard.start, "n_samples": shard.n_samples, "rows": result.rows,
               "failures": result.failures, "seconds": result.seconds, **current_worker()}
     store.write_shard(shard.index, shard.start, result.arrays, record)
-    shutil.rmtree(work_dir, ignore_errors=True)
     for identity, error in result.failures.items():
         logger.warning(f"shard {shard.index}: {identity} skipped: {error}")
     logger.info(f"shard {shard.index}: {len(result.rows)} images in {sum(result.seconds.values()):.1f}s")

@@ -183,3 +183,42 @@ def test_a_run_whose_lock_is_held_in_the_bucket_is_refused(s3, bucket, tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: run 'm-") and "already being produced" in done.stderr
     assert not Path(tmp_path / "home").exists()
+
+
+def test_a_synthetic_data_set_lives_in_the_bucket(s3, bucket, tmp_path):
+    """`synthesize` with portraits and data dir in the bucket: images, labels, shard records and
+    index land there, the card is written there, and nothing is left on this machine."""
+    import pandas as pd
+    import zarr
+    import zarr.storage
+
+    from tests.conftest import sample
+
+    for name in ("sfhq_pt1_00000058.jpg", "PROVENANCE.md"):
+        source = sample("portraits", name) if name.endswith(".jpg") else None
+        data = source.read_bytes() if source else b"One portrait, for a test.\n"
+        bucket.pipe_file(f"{BUCKET}/faces/{name}", data)
+    (tmp_path / "tmp").mkdir()
+    environment = {**os.environ, **s3, "AVATARFLOW_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path / "tmp"),
+                   "AVATARFLOW_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    try:
+        done = run_cli("synthesize", "--portraits", f"s3://{BUCKET}/faces", "--samples-per-identity", "2",
+                       "--resolution", "96", "--cycles-samples", "1", "--data-dir", DATA_URL, "--name", "cloud",
+                       "--prefect-port", str(free_port()), cwd=tmp_path, env=environment)
+        card = run_cli("dataset-card", f"{DATA_URL}/synthetic/cloud", cwd=tmp_path, env=environment)
+    finally:
+        stop_server(tmp_path / "home" / "prefect")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert card.returncode == 0, card.stdout[-2000:] + card.stderr[-2000:]
+    folder = f"{BUCKET}/data/synthetic/cloud"
+    index = pd.read_parquet(io.BytesIO(bucket.cat_file(f"{folder}/index.parquet")))
+    assert list(index["image"]) == ["images/id00000_0000.png", "images/id00000_0001.png"]
+    assert all(bucket.size(f"{folder}/{image}") > 0 for image in index["image"])
+    assert index["source"].tolist() == [f"s3://{BUCKET}/faces/sfhq_pt1_00000058.jpg"] * 2
+    labels = zarr.open_group(store=zarr.storage.FsspecStore.from_url(f"s3://{folder}/labels.zarr", read_only=True),
+                             mode="r")
+    assert labels["landmarks_2d"].shape == (2, 478, 2) and labels["visible"][:].any()
+    assert bucket.glob(f"{folder}/shards/*.json") == [f"{folder}/shards/00000.json"]
+    assert "> One portrait, for a test." in bucket.cat_file(f"{folder}/card.md").decode()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("mlflow.db")) == ["home", "tmp"]
+    assert not [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("avatarflow-")]  # Blender's scratch is gone

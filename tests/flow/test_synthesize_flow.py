@@ -55,13 +55,13 @@ def data_set(tmp_path_factory):
 
 def test_the_data_set_has_every_label_and_passes_its_checks(data_set):
     store, first = data_set["store"], data_set["first"]
-    assert f"data set: {store.root}" in first.stdout
+    assert f"data set: {store.root.url}" in first.stdout
     assert "images/hour" in first.stdout + first.stderr  # progress and throughput while it runs
     index = store.index()
     assert len(index) == 20 and list(index["sample"]) == list(range(20))
     assert index.groupby("identity")["split"].nunique().max() == 1  # an identity never spans two splits
     assert set(index["split"]) <= {"train", "val", "test"}
-    labels = zarr.open_group(store.root / "labels.zarr", mode="r")
+    labels = zarr.open_group(store.root.local_path / "labels.zarr", mode="r")
     assert labels["landmarks_2d"].shape == (20, 478, 2) and labels["landmarks_3d"].shape == (20, 478, 3)
     assert labels["depth"].shape == (20, 256, 256) and labels["normals"].shape == (20, 256, 256, 3)
     assert labels["segmentation"].shape == (20, 256, 256) and labels["weights"].shape == (20, 52)
@@ -72,32 +72,32 @@ def test_the_data_set_has_every_label_and_passes_its_checks(data_set):
     assert summary["images"] == 20 and summary["failed_checks"] == [] and summary["identities"] == 5
     assert labels.attrs["segmentation_classes"][0] == "background"
     for image in index["image"]:
-        with Image.open(store.root / image) as picture:
+        with Image.open(store.root.local_path / image) as picture:
             assert picture.size == (256, 256)
 
 
 def test_a_lost_shard_is_rendered_again_and_nothing_else(data_set):
     store = data_set["store"]
     index = store.index()
-    labels = zarr.open_group(store.root / "labels.zarr", mode="r")
+    labels = zarr.open_group(store.root.local_path / "labels.zarr", mode="r")
     before = {name: np.asarray(labels[name]) for name in ("landmarks_2d", "visible", "segmentation")}
-    record = json.loads(store.shard_record_path(1).read_text())
+    record = json.loads(store.shard_record(1).read_text())
     lost = [row["image"] for row in record["rows"]]
-    store.shard_record_path(1).unlink()
-    kept = {image: (store.root / image).stat().st_mtime_ns for image in index["image"] if image not in lost}
-    pixels = {image: np.asarray(Image.open(store.root / image)) for image in lost}
+    store.shard_record(1).remove()
+    kept = {image: (store.root.local_path / image).stat().st_mtime_ns for image in index["image"] if image not in lost}
+    pixels = {image: np.asarray(Image.open(store.root.local_path / image)) for image in lost}
     for image in lost:
-        (store.root / image).unlink()
+        (store.root.local_path / image).unlink()
 
     again = synthesize(data_set["portraits"], data_set["data_dir"], *OPTIONS)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "2 already done" in again.stdout + again.stderr
-    assert all((store.root / image).stat().st_mtime_ns == mtime for image, mtime in kept.items())
-    labels = zarr.open_group(store.root / "labels.zarr", mode="r")
+    assert all((store.root.local_path / image).stat().st_mtime_ns == mtime for image, mtime in kept.items())
+    labels = zarr.open_group(store.root.local_path / "labels.zarr", mode="r")
     for name, values in before.items():
         np.testing.assert_array_equal(np.asarray(labels[name]), values)
     for image, old in pixels.items():  # the same seed draws and renders the same scene
-        assert np.abs(np.asarray(Image.open(store.root / image)).astype(int) - old).mean() < 1.0
+        assert np.abs(np.asarray(Image.open(store.root.local_path / image)).astype(int) - old).mean() < 1.0
     pd.testing.assert_frame_equal(store.index(), index)
 
 
@@ -127,15 +127,15 @@ def test_other_settings_in_the_same_folder_and_bad_folders_are_one_line_errors(d
 
 def test_the_data_set_card_shows_distributions_samples_and_provenance(data_set):
     store = data_set["store"]
-    done = subprocess.run([sys.executable, "-m", "avatarflow.cli", "dataset-card", str(store.root)], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "avatarflow.cli", "dataset-card", store.root.url], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    card = (store.root / "card.md").read_text()
+    card = (store.root.local_path / "card.md").read_text()
     assert "20 images of 5 identities at 256²" in card
     assert "> Five portraits from the shared samples, for a test." in card  # where the identities came from
     assert "sfhq_pt1_00000058.jpg" in card and "label checks: all passed" in card
-    with Image.open(store.root / "card_grid.png") as grid:
+    with Image.open(store.root.local_path / "card_grid.png") as grid:
         assert grid.width == 4 * 192 and grid.height == 4 * 192  # 8 samples: render and segmentation, 2 per row
-    refused = subprocess.run([sys.executable, "-m", "avatarflow.cli", "dataset-card", str(store.root / "images")],
+    refused = subprocess.run([sys.executable, "-m", "avatarflow.cli", "dataset-card", str(store.root.local_path / "images")],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "not a finished synthetic data set" in refused.stderr

@@ -28,7 +28,7 @@ def shard(tmp_path_factory):
     config = SynthesisConfig(resolution=RESOLUTION, cycles_samples=2, yaw=(-30.0, 30.0))
     (planned,) = plan_shards(identities, samples_per_identity=3, samples_per_shard=6)
     sources = FaceSources(backgrounds=(str(green),))
-    return planned, render_shard(planned, work / "work", work / "images", config, seed=11, sources=sources), work
+    return planned, render_shard(planned, work / "work", config, seed=11, sources=sources), work
 
 
 def test_a_portrait_without_a_face_costs_its_own_rows_only(shard):
@@ -38,8 +38,9 @@ def test_a_portrait_without_a_face_costs_its_own_rows_only(shard):
     np.testing.assert_array_equal(result.arrays["rendered"], [True] * 3 + [False] * 3)
     assert not result.arrays["landmarks_2d"][3:].any() and not result.arrays["depth"][3:].any()
     assert [row["sample"] for row in result.rows] == [0, 1, 2]
+    assert sorted(result.images) == [f"id00000_000{j}.png" for j in range(3)]
     for row in result.rows:
-        with Image.open(work / row["image"]) as image:
+        with Image.open(result.images[row["image"].removeprefix("images/")]) as image:
             assert image.size == (RESOLUTION, RESOLUTION) and image.mode == "RGB"
 
 
@@ -112,7 +113,7 @@ def test_labels_hold_the_drawn_scene(shard):
 def test_a_background_image_fills_the_view_behind_the_head(shard):
     _, result, work = shard
     for k, row in enumerate(result.rows):
-        with Image.open(work / row["image"]) as image:
+        with Image.open(result.images[row["image"].removeprefix("images/")]) as image:
             pixels = np.asarray(image).astype(int)
         behind = result.arrays["segmentation"][k] == CLASS_ID["background"]
         assert behind.mean() > 0.2 and not result.arrays["depth"][k][behind].any()
