@@ -86,7 +86,14 @@ def manifest_suite(limits: ManifestLimits):
          "resolution must be even (H.264 needs even frame sizes)"),
         (e.ExpectColumnValuesToBeUnique(column="id"), "duplicate id"),
     ]
-    suite = gx.ExpectationSuite(name="avatarflow-manifest")
+    return _suite("avatarflow-manifest", checks)
+
+
+def _suite(name: str, checks: list) -> tuple:
+    """A suite of (expectation, message) pairs, and the messages keyed by (type, column)."""
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name=name)
     messages = {}
     for expectation, message in checks:
         suite.add_expectation(expectation)
@@ -197,12 +204,7 @@ def synthetic_label_suite(needs: LabelRequirements, n_images: int):
             (e.ExpectColumnMaxToBeBetween(column=f"{angle}_deg", min_value=high - reach),
              f"no image turns the head near the high end of the {angle} range ({high:g} deg)"),
         ]
-    suite = gx.ExpectationSuite(name="avatarflow-synthetic-labels")
-    messages = {}
-    for expectation, message in checks:
-        suite.add_expectation(expectation)
-        messages[(expectation.expectation_type, expectation.column)] = message
-    return suite, messages
+    return _suite("avatarflow-synthetic-labels", checks)
 
 
 def validate_synthetic_labels(frame: pd.DataFrame, needs: LabelRequirements) -> list[str]:

@@ -350,15 +350,10 @@ def animate(bpy, face, head, rig: dict, shape_key_names: list) -> None:
         key_fcurve(pose, "location", axis, rig["pivot"][axis] + rig["head_pose"][:, 3 + axis], "head")
 
 
-def check_animation(bpy, face, rig: dict) -> float:
-    """Evaluate the frame with the most motion and compare the evaluated mesh with numpy's
-    blend + pose; returns the max vertex error (world units)."""
-    motion = np.abs(rig["weights"]).sum(axis=1) + np.abs(rig["head_pose"]).sum(axis=1)
-    frame_index = int(np.argmax(motion))
-    scene = bpy.context.scene
-    scene.frame_set(frame_index + 1)
-    depsgraph = bpy.context.evaluated_depsgraph_get()
-    evaluated = face.evaluated_get(depsgraph)
+def evaluated_world_vertices(bpy, obj) -> np.ndarray:
+    """(V, 3) float64 world positions of an object's vertices as the depsgraph evaluates them now
+    (shape keys and parents applied)."""
+    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
     mesh = evaluated.to_mesh()
     try:
         co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
@@ -366,8 +361,17 @@ def check_animation(bpy, face, rig: dict) -> float:
         matrix = np.array(evaluated.matrix_world, dtype=np.float64)
     finally:
         evaluated.to_mesh_clear()
-    local = co.reshape(-1, 3).astype(np.float64)
-    world = local @ matrix[:3, :3].T + matrix[:3, 3]
+    return co.reshape(-1, 3).astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def check_animation(bpy, face, rig: dict) -> float:
+    """Evaluate the frame with the most motion and compare the evaluated mesh with numpy's
+    blend + pose; returns the max vertex error (world units)."""
+    motion = np.abs(rig["weights"]).sum(axis=1) + np.abs(rig["head_pose"]).sum(axis=1)
+    frame_index = int(np.argmax(motion))
+    scene = bpy.context.scene
+    scene.frame_set(frame_index + 1)
+    world = evaluated_world_vertices(bpy, face)
     error = float(np.abs(world - expected_world_vertices(rig, frame_index)).max())
     LOG.info("animation check at frame %d: max vertex error %.2e", frame_index + 1, error)
     if error > ANIMATION_TOLERANCE:

@@ -230,15 +230,7 @@ def landmark_labels(bpy, scene, face, camera, face_width: float) -> tuple[np.nda
     from mathutils import Vector
 
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    evaluated = face.evaluated_get(depsgraph)
-    mesh = evaluated.to_mesh()
-    try:
-        co = np.empty(len(mesh.vertices) * 3, dtype=np.float32)
-        mesh.vertices.foreach_get("co", co)
-        matrix = np.array(evaluated.matrix_world, dtype=np.float64)
-    finally:
-        evaluated.to_mesh_clear()
-    world = (co.reshape(-1, 3)[:N_LANDMARKS].astype(np.float64) @ matrix[:3, :3].T) + matrix[:3, 3]
+    world = bj.evaluated_world_vertices(bpy, face)[:N_LANDMARKS]
     origin = np.array(camera.matrix_world.translation, dtype=np.float64)
     view = np.empty((N_LANDMARKS, 3))
     visible = np.zeros(N_LANDMARKS, dtype=bool)

@@ -96,6 +96,7 @@ def test_serve_starts_everything_and_prints_the_urls(served):
     assert f"http://127.0.0.1:{ports['mlflow']}" in startup
     assert f"tcp://127.0.0.1:{ports['scheduler']}" in startup and f"http://127.0.0.1:{ports['dashboard']}/status" in startup
     assert "produce/nightly-production" in startup
+    assert "synthesize/dataset-generation" in startup  # the synthetic data set deployment
     import json
 
     # The UI in a browser calls the API it is told here, so it must be this server, not port 4200.

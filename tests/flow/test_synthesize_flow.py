@@ -43,8 +43,8 @@ def data_set(tmp_path_factory):
     work = tmp_path_factory.mktemp("synthesize")
     portraits = work / "portraits"
     portraits.mkdir()
-    for name in PORTRAITS:
-        (portraits / name).symlink_to(sample("portraits", name))
+    for name in PORTRAITS:  # copies: a symlink's source would be the shared folder, with its own provenance
+        (portraits / name).write_bytes(sample("portraits", name).read_bytes())
     (portraits / "PROVENANCE.md").write_text("Five portraits from the shared samples, for a test.\n")
     data_dir = work / "data"
     first = synthesize(portraits, data_dir, *OPTIONS)

@@ -407,6 +407,7 @@ def test_prefect_yaml_entrypoints_are_flows_taking_their_parameters():
         module = importlib.import_module(module_name)
         flow = getattr(module, name)
         assert isinstance(flow, Flow), f"{deployment['entrypoint']} is not a @flow"
+        assert flow.name == name, f"{deployment['entrypoint']} is the flow {flow.name!r}: serve names it {name!r}"
         accepted = inspect.signature(flow.fn).parameters
         unknown = set(deployment.get("parameters") or {}) - set(accepted)
         assert not unknown, f"{deployment['name']}: {flow.name} takes no {sorted(unknown)}"
