@@ -189,6 +189,8 @@ def synthetic_label_suite(needs: LabelRequirements, n_images: int):
          "a visible landmark lies outside the image"),
         (e.ExpectColumnValuesToBeBetween(column="pixel_std", min_value=2.0),
          "an image is blank (grey-level spread under 2)"),
+        (e.ExpectColumnValuesToBeBetween(column="hidden_on_surface_excess", max_value=0),
+         "landmarks marked hidden lie on the rendered surface at their own depth (their visibility is wrong)"),
         (e.ExpectColumnValuesToBeBetween(column="pixels_background", min_value=1),
          "an image has no background pixel (the face fills or overflows the frame)"),
     ]

@@ -280,7 +280,8 @@ def render_identity(bpy, job: dict, identity: dict, k_identity: int, out_dir: Pa
     camera.data.sensor_fit = "HORIZONTAL"
     sky, background = build_world(bpy, scene)
     lights = build_lights(bpy, scene, draws["lights"].shape[1])
-    backdrop, backdrop_texture = build_backdrop(bpy, scene)
+    # only when there are images to show: scene.ray_cast sees objects hidden from the render
+    backdrop = build_backdrop(bpy, scene) if job["backgrounds"] else None
     background_images: dict[int, object] = {}
     setup_cycles(bpy, scene, job)
     scene.cycles.seed = (job["seed"] + k_identity) % 2**31
@@ -298,9 +299,10 @@ def render_identity(bpy, job: dict, identity: dict, k_identity: int, out_dir: Pa
         target, distance = place_camera(camera, rig, draws, k, face_width, centre)
         light_scene(lights, sky, background, draws, k, target, distance)
         bpy.context.view_layer.update()
-        place_backdrop(bpy, backdrop, backdrop_texture, background_images, job["backgrounds"], camera,
-                       int(draws["background"][k]), distance)
-        bpy.context.view_layer.update()
+        if backdrop is not None:
+            place_backdrop(bpy, *backdrop, background_images, job["backgrounds"], camera,
+                           int(draws["background"][k]), distance)
+            bpy.context.view_layer.update()
         landmarks[k], view[k], visible[k] = landmark_labels(bpy, scene, face, camera, face_width)
         camera_world[k] = np.array(camera.matrix_world, dtype=np.float64)
         render_sample(bpy, scene, out_dir / "images" / f"{name}.png", out_dir / "passes" / f"{name}.exr")

@@ -26,15 +26,40 @@ def sample_measurements(store: SyntheticStore, index: pd.DataFrame, resolution: 
                     "yaw_deg": index["yaw_deg"].to_numpy(), "pitch_deg": index["pitch_deg"].to_numpy()}
     counts = np.zeros((len(samples), len(SEGMENTATION_CLASSES)), dtype=np.int64)
     spread = np.zeros(len(samples))
+    hidden_on_surface = np.zeros(len(samples))
+    depth_points = labels["landmarks_3d"].get_orthogonal_selection((samples,))[..., 2]
     for row, (sample, image) in enumerate(zip(samples, index["image"])):
         segmentation = labels["segmentation"][int(sample)]
+        hidden_on_surface[row] = _hidden_on_surface_excess(labels["depth"][int(sample)], points[row], visible[row],
+                                                           depth_points[row], resolution)
         counts[row] = np.bincount(segmentation.ravel(), minlength=len(SEGMENTATION_CLASSES))[:len(SEGMENTATION_CLASSES)]
         with Image.open(io.BytesIO(store.image(image))) as picture:
             spread[row] = float(np.asarray(picture.convert("L"), dtype=np.float32).std())
     measurements["pixel_std"] = spread
+    measurements["hidden_on_surface_excess"] = hidden_on_surface
     for k, name in enumerate(SEGMENTATION_CLASSES):
         measurements[f"pixels_{name}"] = counts[:, k]
     return pd.DataFrame(measurements)
+
+
+HIDDEN_ON_SURFACE_ALLOWANCE = (10, 0.25)
+"""Hidden landmarks an image may show on the depth surface at their own depth: at a silhouette a
+pixel can; more than max(10, a quarter of the hidden ones) means the visibility is wrong."""
+ON_SURFACE_TOLERANCE = 0.0025
+"""Relative depth within which a landmark is on the surface. Visible landmarks sit a median 0.07%
+off the depth of their pixel; a lip or a lid hiding an inner-lip or lid landmark is 0.4-1% in front."""
+
+
+def _hidden_on_surface_excess(depth: np.ndarray, points: np.ndarray, visible: np.ndarray, z: np.ndarray,
+                              resolution: int) -> float:
+    """How many hidden landmarks inside the image sit on the depth pass at their own depth (within
+    ON_SURFACE_TOLERANCE), beyond HIDDEN_ON_SURFACE_ALLOWANCE (≤ 0 is consistent)."""
+    inside = ~visible & (points >= 0).all(axis=-1) & (points < resolution).all(axis=-1) & (z > 0)
+    cells = np.floor(points[inside]).astype(int)
+    there = depth[cells[:, 1], cells[:, 0]]
+    on_surface = int((np.abs(there - z[inside]) < ON_SURFACE_TOLERANCE * z[inside]).sum())
+    count, share = HIDDEN_ON_SURFACE_ALLOWANCE
+    return on_surface - max(count, share * int(inside.sum()))
 
 
 def label_summary(index: pd.DataFrame, measurements: pd.DataFrame) -> dict:

@@ -130,17 +130,21 @@ def test_the_label_suite_passes_good_labels_and_names_each_fault():
     needs = LabelRequirements(resolution=64, yaw=(-40.0, 40.0), pitch=(-20.0, 20.0), classes=SEGMENTATION_CLASSES)
     n = 20
     good = pd.DataFrame({"visible_outside": np.zeros(n, int), "pixel_std": np.full(n, 30.0),
+                         "hidden_on_surface_excess": np.full(n, -10.0),
                          "yaw_deg": np.linspace(-39, 39, n), "pitch_deg": np.linspace(-19, 19, n),
                          **{f"pixels_{name}": np.full(n, 10) for name in SEGMENTATION_CLASSES}})
     assert validate_synthetic_labels(good, needs) == []
     bad = good.copy()
     bad.loc[3, "visible_outside"] = 2
     bad.loc[5, "pixel_std"] = 0.0
+    bad.loc[6, "hidden_on_surface_excess"] = 40.0
     bad["pixels_lips"] = 0
     bad["yaw_deg"] = np.linspace(-39, 0, n)
     failed = validate_synthetic_labels(bad, needs)
     assert failed == ["a visible landmark lies outside the image (1 images)", "an image is blank (grey-level spread under 2) (1 images)",
+                      "landmarks marked hidden lie on the rendered surface at their own depth (their visibility is wrong) "
+                      "(1 images)",
                       "no image shows the segmentation class 'lips'",
                       "no image turns the head near the high end of the yaw range (40 deg)"], failed
     # too few images to judge the pose coverage: only that check is left out
-    assert validate_synthetic_labels(bad.iloc[:8], needs) == failed[:3]
+    assert validate_synthetic_labels(bad.iloc[:8], needs) == failed[:4]
