@@ -117,7 +117,8 @@ def test_every_deployment_resolves_to_a_flow_and_a_preset():
         training = deployment.get("parameters", {}).get("config")
         if training is not None:
             get_training_preset(training)
-    assert {d["entrypoint"] for d in spec["deployments"]} == {"flows.produce:produce", "flows.train:train"}
+    assert {d["entrypoint"] for d in spec["deployments"]} == {"flows.produce:produce", "flows.synthesize:synthesize",
+                                                              "flows.train:train"}
 
 
 def test_training_presets_resolve_and_overrides_apply():
