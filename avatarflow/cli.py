@@ -250,14 +250,18 @@ def synthesize_command(args: argparse.Namespace) -> int:
     from tasks.common.errors import AvatarInputError
     from tasks.synthesize.config import SynthesisConfig
     from tasks.synthesize.plan import dataset_folder, plan_data_set, production_generators
+    from tasks.synthesize.shape import shape_model_record
 
     settings = {"resolution": args.resolution, "cycles_samples": args.cycles_samples,
-                "samples_per_shard": args.samples_per_shard}
+                "samples_per_shard": args.samples_per_shard, "shape_variation": args.shape_variation,
+                "image_format": args.format}
     try:  # everything that can be checked before a server starts (and before Prefect loads), each one line
         dataset_dir = dataset_folder(args.data_dir, args.name)
         models = production_generators(DataLocation(args.data_dir).url, args.portraits)
+        config = SynthesisConfig(**settings)
         identities, _, planned = plan_data_set(args.portraits, args.identities, args.samples_per_identity,
-                                               args.seed, SynthesisConfig(**settings), models, args.backgrounds)
+                                               args.seed, config, models, args.backgrounds,
+                                               shape_model_record(DataLocation(args.data_dir).url, config.shape_variation))
         SyntheticStore(dataset_dir).check_settings(planned)
     except ValidationError as error:
         print("error: " + "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
@@ -447,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     synthesis.add_argument("--cycles-samples", type=int, default=2, help="path-tracing samples per pixel, denoised (default 2)")
     synthesis.add_argument("--samples-per-shard", type=int, default=16, help="renders per Dask task (default 16)")
     synthesis.add_argument("--seed", type=int, default=0, help="the same seed draws the same data set (default 0)")
+    synthesis.add_argument("--shape-variation", type=float, default=1.0,
+                           help="face-shape change along the training faces' main shape components, in standard "
+                                "deviations (default 1; 0 keeps each face's own shape)")
+    synthesis.add_argument("--format", choices=("png", "zarr"), default="png",
+                           help="images as PNG files under images/, or one N×H×W×3 array in images.zarr (default png)")
     synthesis.add_argument("--name", default="faces", help="data set folder under DATA/synthetic (default faces)")
     run_options(synthesis, pipeline=False)
 

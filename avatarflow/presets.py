@@ -50,8 +50,6 @@ PRESETS: dict[str, PipelineConfig] = {
     "photo": PipelineConfig(),
     # Cycles with lights and a perspective camera; CUDA/OptiX where present.
     "lit": PipelineConfig(render=RenderConfig(mode="lit"), capture=CaptureConfig(translation_gain=1.0)),
-    # Photo mode without the .blend, and keeping frames in the store, for dataset builds.
-    "dataset": PipelineConfig(render=RenderConfig(write_blend=False, keep_frames=True)),
     # Photo mode, MP4 and poster only: no GLB and no .blend, so the export task never runs.
     "preview": PipelineConfig(render=RenderConfig(write_glb=False, write_blend=False)),
 }

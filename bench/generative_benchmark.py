@@ -1,6 +1,7 @@
 """Speed of the generative stages, per training config and device: GAN training images/s, diffusion
 training images/s, sampling ms per image (GAN draw, SDEdit, 2× super-resolution) and style-transfer
-seconds per 512² texture.
+seconds per 512² texture; and the peak memory of each network's training steps (RSS on the CPU,
+allocated memory on CUDA).
 
     .venv/bin/python bench/generative_benchmark.py [--configs small base] [--devices cpu cuda]
                                                    [--seconds 20] [--threads N]
@@ -14,10 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,13 +55,39 @@ def rate(step, images_per_call: int, seconds: float, device: torch.device) -> fl
     return images / (time.perf_counter() - started)
 
 
+@contextmanager
+def peak_memory_gib(device: torch.device, into: dict, key: str):
+    """Store the peak memory while the block runs: the process's RSS polled every 20 ms on the CPU
+    (training allocates in bursts far longer than that), torch's own peak on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        yield
+        into[key] = torch.cuda.max_memory_allocated(device) / 2**30
+        return
+    process, peak, done = psutil.Process(), [psutil.Process().memory_info().rss], threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], process.memory_info().rss)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        into[key] = max(peak[0], process.memory_info().rss) / 2**30
+
+
 def bench_config(name: str, device: torch.device, seconds: float) -> dict:
     gan_config, diffusion_config = GAN_CONFIGS[name], DIFFUSION_CONFIGS[name]
     result = {"config": name, "device": str(device)}
     # GAN training: one D and one G update per step.
     trainer = GanTrainer(gan_config, device)
     real = torch.rand(gan_config.batch_size, 3, gan_config.resolution, gan_config.resolution, device=device) * 2 - 1
-    result["gan_train_images_per_s"] = rate(lambda: trainer.step(real), gan_config.batch_size, seconds, device)
+    with peak_memory_gib(device, result, "gan_train_peak_gib"):
+        result["gan_train_images_per_s"] = rate(lambda: trainer.step(real), gan_config.batch_size, seconds, device)
     latents = np.random.default_rng(0).standard_normal((64, gan_config.z_dim)).astype(np.float32)
     generator = trainer.generator_ema
     result["gan_sample_ms_per_image"] = 1000 / rate(lambda: generate_faces(generator, latents, 0.7, 0), 64,
@@ -70,8 +100,11 @@ def bench_config(name: str, device: torch.device, seconds: float) -> dict:
     crop = c.upscaler_crop or c.resolution * c.upscale
     target, cond = make_sr_pair(torch.rand(c.batch_size, 3, crop, crop, device=device) * 2 - 1, c.upscale,
                                 c.residual_scale)
-    result["denoiser_train_images_per_s"] = rate(lambda: denoiser.step(low), c.batch_size, seconds, device)
-    result["upscaler_train_images_per_s"] = rate(lambda: upscaler.step(target, cond), c.batch_size, seconds, device)
+    with peak_memory_gib(device, result, "denoiser_train_peak_gib"):
+        result["denoiser_train_images_per_s"] = rate(lambda: denoiser.step(low), c.batch_size, seconds, device)
+    with peak_memory_gib(device, result, "upscaler_train_peak_gib"):
+        result["upscaler_train_images_per_s"] = rate(lambda: upscaler.step(target, cond), c.batch_size, seconds,
+                                                     device)
     # Sampling: SDEdit at the config's strength and the 2× upscale, 8 images a call.
     bundle = DiffusionBundle(denoiser.ema, upscaler.ema, c).to(device)
     batch = low[:8]
@@ -100,7 +133,7 @@ def bench_style(device: torch.device) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # base and large are GPU configs: at their batch sizes a CPU run needs more than 24 GiB.
+    # base steps in micro-batches, so it fits in 8 GiB on the CPU too, at minutes a step.
     parser.add_argument("--configs", nargs="+", default=None, choices=sorted(GAN_CONFIGS),
                         help="default: small on the CPU, small and base on a GPU")
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], choices=["cpu", "cuda"])

@@ -19,6 +19,7 @@ from tasks.synthesize.config import SynthesisConfig
 from tasks.synthesize.labels import SEGMENTATION_CLASSES
 from tasks.synthesize.plan import dataset_folder, plan_data_set, production_generators
 from tasks.synthesize.render import FaceSources
+from tasks.synthesize.shape import load_shape_model, shape_model_record
 from tasks.synthesize.task import synthesize_shard
 
 
@@ -44,15 +45,22 @@ def synthesize_shards(data_dir: str, name: str, portraits: str | None, identitie
     logger = get_run_logger()
     started = time.perf_counter()
     faces, shards, settings = plan_data_set(portraits, identities, samples_per_identity, seed, config,
-                                            production_generators(data_dir, portraits), backgrounds)
+                                            production_generators(data_dir, portraits), backgrounds,
+                                            shape_model_record(data_dir, config.shape_variation))
     store = SyntheticStore(dataset_folder(data_dir, name))
     n_samples = settings["n_samples"]
-    store.create(n_samples, settings["chunk"], label_shapes(config.resolution, N_LANDMARKS, len(ARKIT_NAMES)), settings)
+    store.create(n_samples, settings["chunk"], label_shapes(config.resolution, N_LANDMARKS, len(ARKIT_NAMES)), settings,
+                 (config.resolution, config.resolution, 3) if config.image_format == "zarr" else None)
     done = set(store.shard_records())
     pending = [shard for shard in shards if shard.index not in done]
     logger.info(f"{len(faces)} identities x {samples_per_identity} samples = {n_samples} images in "
                 f"{len(shards)} shards; {len(shards) - len(pending)} already done")
-    sources = FaceSources(data_dir=data_dir, backgrounds=tuple(settings["backgrounds"]))
+    shape_model = load_shape_model(data_dir, settings["shape_model"], config.shape_components)
+    logger.info(f"face shapes vary along {config.shape_components} components of {settings['shape_model']['faces']} "
+                f"training faces ({', '.join(settings['shape_model']['data_sets'])})" if shape_model is not None else
+                "face shapes as reconstructed: no shape variation asked for, or too few training faces in the data "
+                "dir's datasets.zarr (`avatarflow train` builds it)")
+    sources = FaceSources(data_dir=data_dir, backgrounds=tuple(settings["backgrounds"]), shape_model=shape_model)
     futures = [synthesize_shard.submit(shard, store.root.url, config, seed, sources) for shard in pending]
     images = 0
     for finished, future in enumerate(as_completed(futures), start=1):

@@ -1,6 +1,7 @@
 """A synthetic data set's store, `<data>/synthetic/<name>/`, local or behind an fsspec URL:
 
-- `images/<identity>_<sample>.png`, the renders;
+- `images/<identity>_<sample>.png`, the renders, or with `--format zarr` `images.zarr`, one
+  N×H×W×3 uint8 array chunked like the labels;
 - `labels.zarr`, N-first label arrays, chunked along N by shard so that every shard writes whole
   chunks of its own and shards can be written by many workers at once;
 - `shards/<k>.json`, written after a shard's images and labels, so a resumed run renders only the
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import zarr
+from PIL import Image
 
 from stores.avatar_store import open_zarr_store
 from stores.location import DataLocation
@@ -28,6 +30,7 @@ from stores.location import DataLocation
 LABELS = "labels.zarr"
 INDEX = "index.parquet"
 IMAGES = "images"
+IMAGE_ARRAY = "images.zarr"
 SHARDS = "shards"
 
 
@@ -76,12 +79,18 @@ class SyntheticStore:
             raise DataSetMismatch(f"{self.root} holds a data set made with other settings ({', '.join(changed)}); "
                                   "choose another --name or remove that folder")
 
+    def _image_array(self, mode: str) -> zarr.Array:
+        return zarr.open_array(store=open_zarr_store(self.root.join(IMAGE_ARRAY).url), mode=mode)
+
     def create(self, n_samples: int, chunk: int, shapes: dict[str, tuple[tuple[int, ...], str]],
-               settings: dict[str, Any]) -> zarr.Group:
-        """The label group, made now or found with the same settings (a resumed run). `settings`
-        must hold n_samples and the chunk too."""
+               settings: dict[str, Any], image_shape: tuple[int, ...] | None = None) -> zarr.Group:
+        """The label group, made now or found with the same settings (a resumed run), and with an
+        `image_shape` (H, W, 3) the image array. `settings` must hold n_samples and the chunk too."""
         self.check_settings(settings)
         self.root.ensure_folder()
+        if image_shape is not None and not self.root.join(IMAGE_ARRAY, "zarr.json").exists():
+            zarr.create_array(store=open_zarr_store(self.root.join(IMAGE_ARRAY).url), shape=(n_samples, *image_shape),
+                              chunks=(chunk, *image_shape), dtype="uint8", fill_value=0)
         group = self._labels("a")
         for name, (shape, dtype) in shapes.items():
             if name not in group:
@@ -98,9 +107,18 @@ class SyntheticStore:
         for name, path in images.items():
             self.root.join(IMAGES, name).put_file(path)
 
-    def image(self, relative: str) -> bytes:
-        """A file of the data set, by its path inside it (the index's `image` column)."""
-        return self.root.join(relative).read_bytes()
+    def put_image_rows(self, start: int, images: np.ndarray) -> None:
+        """Rows [start, start + n) of the image array: whole chunks, one shard's."""
+        self._image_array("r+")[start:start + len(images)] = images
+
+    def read_image(self, image: str) -> np.ndarray:
+        """An H×W×3 uint8 render by the index's `image` column: a PNG's path inside the data set,
+        or `images.zarr/<sample>`."""
+        folder, _, sample = image.partition("/")
+        if folder == IMAGE_ARRAY:
+            return np.asarray(self._image_array("r")[int(sample)])
+        with Image.open(io.BytesIO(self.root.join(image).read_bytes())) as picture:
+            return np.asarray(picture.convert("RGB"))
 
     def write_shard(self, shard: int, start: int, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
         """A shard's label rows [start, start + n), then its record (the shard's completion mark)."""

@@ -30,9 +30,10 @@ def flat_params(prefix: str, config: Any) -> dict[str, str]:
     return {f"{prefix}.{key}": json.dumps(value, default=str) for key, value in dataclasses.asdict(config).items()}
 
 
-NOT_TRAINING_FIELDS = ("max_seconds",)
+NOT_TRAINING_FIELDS = ("max_seconds", "micro_batch_size")
 """Config fields that change neither the training nor its result: the wall-clock cap (a run it cut
-short resumes under a longer one) and the promotion gates (`gate_*`, judged after training)."""
+short resumes under a longer one), how a step's batch is split to bound memory, and the promotion
+gates (`gate_*`, judged after training)."""
 
 
 def checkpoint_path(data_dir: str | os.PathLike, model: str, dataset_fingerprint: str, config: Any) -> DataLocation:

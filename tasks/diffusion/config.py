@@ -55,6 +55,10 @@ class DiffusionConfig:
     batch_size: int = 8
     """Images per training step."""
 
+    micro_batch_size: int = 0
+    """Images per forward/backward pass inside a step (0 = the whole batch): gradients of the parts
+    are summed, so the step is the same (dropout aside) and peak memory falls with the part size."""
+
     learning_rate: float = 3e-3
     """AdamW learning rate after warm-up."""
 
@@ -137,6 +141,8 @@ class DiffusionConfig:
             raise ValueError(f"timesteps must be >= 2, got {self.timesteps}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.micro_batch_size < 0:
+            raise ValueError(f"micro_batch_size must be >= 0, got {self.micro_batch_size}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.warmup_steps < 0:
@@ -179,6 +185,7 @@ DIFFUSION_CONFIGS: dict[str, DiffusionConfig] = {
         res_blocks=2,
         dropout=0.1,
         batch_size=64,
+        micro_batch_size=8,
         learning_rate=2e-4,
         warmup_steps=500,
         ema_decay=0.999,

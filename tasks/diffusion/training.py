@@ -62,6 +62,7 @@ class DiffusionTrainer:
         warmup_steps: int = 0,
         weight_decay: float = 0.0,
         grad_clip: float = 1.0,
+        micro_batch_size: int = 0,
     ) -> None:
         self.model = model
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -71,6 +72,7 @@ class DiffusionTrainer:
         self.ema_decay = ema_decay
         self.warmup_steps = warmup_steps
         self.grad_clip = grad_clip
+        self.micro_batch_size = micro_batch_size
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.step_count = 0
@@ -84,6 +86,7 @@ class DiffusionTrainer:
             ema_decay=config.ema_decay,
             seed=config.seed,
             warmup_steps=config.warmup_steps,
+            micro_batch_size=config.micro_batch_size,
         )
 
     def step(self, batch_x0: torch.Tensor, cond: torch.Tensor | None = None) -> float:
@@ -92,9 +95,21 @@ class DiffusionTrainer:
         scale = min(1.0, (self.step_count + 1) / self.warmup_steps) if self.warmup_steps else 1.0
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate * scale
-        loss = diffusion_loss(self.model, batch_x0, self.alpha_bar, self.generator, cond)
+        # t and noise are drawn for the whole batch first, so its split changes nothing but memory.
+        n = batch_x0.shape[0]
+        t = torch.randint(0, self.alpha_bar.shape[0], (n,), generator=self.generator, device=self.generator.device)
+        noise = torch.randn(batch_x0.shape, generator=self.generator, device=self.generator.device)
+        part = self.micro_batch_size or n
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = torch.zeros(())
+        for start in range(0, n, part):
+            piece = slice(start, start + part)
+            piece_loss = diffusion_loss(self.model, batch_x0[piece], self.alpha_bar, self.generator,
+                                        None if cond is None else cond[piece], t=t[piece], noise=noise[piece])
+            # A part's mean, weighted by its share of the batch: the sum is the batch's mean.
+            weighted = piece_loss * (batch_x0[piece].shape[0] / n)
+            weighted.backward()
+            loss = loss + weighted.detach().cpu()
         if self.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()

@@ -9,6 +9,7 @@ uv = (px/S, 1 - py/(S+B)).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -155,8 +156,11 @@ def _photo_lid(crop: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
 
 
 def build_face_rig(crop_image: np.ndarray, landmarks_px: np.ndarray,
-                   config: ReconstructConfig = ReconstructConfig()) -> FaceRig:
-    """A face rig from an S×S×3 uint8 crop and its (478, 3) MediaPipe landmarks in crop pixels."""
+                   config: ReconstructConfig = ReconstructConfig(),
+                   shape_offset_px: np.ndarray | None = None) -> FaceRig:
+    """A face rig from an S×S×3 uint8 crop and its (478, 3) MediaPipe landmarks in crop pixels.
+    `shape_offset_px` (478, 3) moves the mesh's landmarks, not the texture's: the photo stays on
+    the features while the face takes another shape."""
     if crop_image.ndim != 3 or crop_image.shape[0] != crop_image.shape[1] or crop_image.shape[2] != 3:
         raise ValueError(f"build_face_rig needs a square S×S×3 crop, got {crop_image.shape}")
     landmarks_px = np.asarray(landmarks_px, np.float32)
@@ -166,7 +170,8 @@ def build_face_rig(crop_image: np.ndarray, landmarks_px: np.ndarray,
     band = size // config.band_fraction
     topology = face_topology()
 
-    photo_world = landmarks_to_world(landmarks_px, size)
+    shaped_px = landmarks_px if shape_offset_px is None else landmarks_px + np.asarray(shape_offset_px, np.float32)
+    photo_world = landmarks_to_world(shaped_px, size)
     # An open-mouth photo rests with its lips closed; the photo texture stays on them (UVs below).
     rest_offset = rest_closing_offset(photo_world, config)
     world = photo_world + rest_offset
@@ -217,8 +222,10 @@ def build_face_rig(crop_image: np.ndarray, landmarks_px: np.ndarray,
 
 
 def reconstruct(image_rgb: np.ndarray, resolution: int = 512,
-                config: ReconstructConfig = ReconstructConfig()) -> FaceRig:
-    """Portrait (H×W×3 uint8 RGB) → face rig on a resolution×resolution crop of its largest face.
+                config: ReconstructConfig = ReconstructConfig(),
+                shape_offset: Callable[[np.ndarray], np.ndarray] | None = None) -> FaceRig:
+    """Portrait (H×W×3 uint8 RGB) → face rig on a resolution×resolution crop of its largest face;
+    `shape_offset` maps the crop's landmarks to `build_face_rig`'s shape_offset_px.
 
     Raises AvatarInputError when the portrait holds no face or is too small.
     """
@@ -257,5 +264,5 @@ def reconstruct(image_rgb: np.ndarray, resolution: int = 512,
         landmarks = on_crop[nearest]
 
     # 4. The rig.
-    rig = build_face_rig(crop, landmarks, config)
+    rig = build_face_rig(crop, landmarks, config, None if shape_offset is None else shape_offset(landmarks))
     return replace(rig, crop_box=(int(x0), int(y0), int(side)), n_faces_found=len(faces))

@@ -36,8 +36,7 @@ def sample_grid(store: SyntheticStore, index: pd.DataFrame, count: int = 8, tile
     chosen = index.iloc[np.linspace(0, len(index) - 1, min(count, len(index))).round().astype(int)]
     rows = []
     for sample, image in zip(chosen["sample"], chosen["image"]):
-        with Image.open(io.BytesIO(store.image(image))) as picture:
-            render = picture.convert("RGB")
+        render = Image.fromarray(store.read_image(image))
         scale = tile / render.width
         render = render.resize((tile, tile), Image.BILINEAR)
         draw = ImageDraw.Draw(render)
@@ -96,8 +95,10 @@ def write_card(dataset_dir: str) -> DataLocation:
         f"rendered by avatarflow's `synthesize` (Blender Cycles, {config['cycles_samples']} samples per pixel, "
         f"{'denoised' if config.get('denoise') else 'not denoised'}), seed {settings['seed']}.", "",
         "## Files", "",
-        "- `images/*.png`: the renders; `index.parquet`: one row per image (`sample`, `image`, `identity`, `split`, "
-        "`yaw_deg`, `pitch_deg`, `emotion`, `visible_landmarks`, `source`)",
+        ("- `images/*.png`: the renders" if config.get("image_format", "png") == "png" else
+         f"- `images.zarr`: the renders, one ({summary['images']}, {config['resolution']}, {config['resolution']}, 3) "
+         "uint8 array") + "; `index.parquet`: one row per image (`sample`, `image`, `identity`, `split`, "
+        "`yaw_deg`, `pitch_deg`, `emotion`, `visible_landmarks`, `source`, `shape`)",
         "- `labels.zarr`: " + ", ".join(f"`{name}` {tuple(array.shape)}" for name, array in _arrays(store)),
         f"- segmentation classes: {', '.join(f'{k} {name}' for k, name in enumerate(attrs['segmentation_classes']))}",
         "", "## Distributions", "",
@@ -114,9 +115,22 @@ def write_card(dataset_dir: str) -> DataLocation:
         "", "## Samples", "", f"![samples]({GRID}) (render with visible landmarks green and hidden ones red; "
         "segmentation)", "", "## Provenance", "",
         *provenance_lines(list(index.drop_duplicates("identity")["source"])), "",
+        shape_line(settings), "",
         "## Settings", "", *(f"- `{key}`: {json.dumps(value)}" for key, value in settings["config"].items()), "",
     ]
     return store.write_file(CARD, "\n".join(lines).encode("utf-8"))
+
+
+def shape_line(settings: dict) -> str:
+    """Where the identities' face shapes came from."""
+    config, record = settings["config"], settings.get("shape_model") or {"faces": 0}
+    if config.get("shape_variation", 0) and record["faces"] > config.get("shape_components", 0):
+        return (f"Face shapes: each identity's reconstructed face moved along the {config['shape_components']} main "
+                f"components of {record['faces']} training faces' aligned landmark shapes (data sets "
+                f"{', '.join(record['data_sets'])} of the data dir), each coefficient drawn with a spread of "
+                f"{config['shape_variation']:g} of the training faces' own and clipped at ±2.5; the coefficients are "
+                "the index's `shape` column.")
+    return "Face shapes: as reconstructed from each portrait (no training faces to vary them along)."
 
 
 def _arrays(store: SyntheticStore):

@@ -3,7 +3,6 @@ sample, read back from the store (so they judge what was written, not what was m
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 
 import numpy as np
@@ -33,8 +32,7 @@ def sample_measurements(store: SyntheticStore, index: pd.DataFrame, resolution: 
         hidden_on_surface[row] = _hidden_on_surface_excess(labels["depth"][int(sample)], points[row], visible[row],
                                                            depth_points[row], resolution)
         counts[row] = np.bincount(segmentation.ravel(), minlength=len(SEGMENTATION_CLASSES))[:len(SEGMENTATION_CLASSES)]
-        with Image.open(io.BytesIO(store.image(image))) as picture:
-            spread[row] = float(np.asarray(picture.convert("L"), dtype=np.float32).std())
+        spread[row] = float(np.asarray(Image.fromarray(store.read_image(image)).convert("L"), dtype=np.float32).std())
     measurements["pixel_std"] = spread
     measurements["hidden_on_surface_excess"] = hidden_on_surface
     for k, name in enumerate(SEGMENTATION_CLASSES):
@@ -97,8 +95,7 @@ def landmark_agreement(store: SyntheticStore, index: pd.DataFrame, max_abs_yaw: 
     chosen = index[index["yaw_deg"].abs() <= max_abs_yaw]
     found, errors = [], []
     for sample, image in zip(chosen["sample"], chosen["image"]):
-        with Image.open(io.BytesIO(store.image(image))) as picture:
-            faces = detect_faces(np.asarray(picture.convert("RGB")), max_faces=1)
+        faces = detect_faces(store.read_image(image), max_faces=1)
         truth = labels["landmarks_2d"][int(sample)]
         visible = labels["visible"][int(sample)]
         found.append(bool(faces))

@@ -24,6 +24,8 @@ class SynthesisConfig(BaseModel):
     """OpenImageDenoise (fast mode) on the colour image; the labels do not pass through it. A 512²
     image on one core: about 2.4 s with 2 samples denoised, 3.4 s with 4 (which look the same)."""
     cycles_device: Literal["auto", "cpu", "gpu"] = "auto"
+    image_format: Literal["png", "zarr"] = "png"
+    """PNG files under images/, or one N×H×W×3 uint8 array in images.zarr chunked like the labels."""
     samples_per_shard: Annotated[int, Field(ge=1, le=10_000)] = 16
     """Samples one task renders in one Blender process. A shard holds whole identities (at least
     one), so every label array's chunk along N is one shard's samples."""
@@ -44,6 +46,11 @@ class SynthesisConfig(BaseModel):
     """Mean number of further ARKit channels switched on at random in each sample (Poisson)."""
     pair_coupling: Annotated[float, Field(ge=0.0, le=1.0)] = 0.8
     """Probability that a Left/Right channel pair moves together (else only one side moves)."""
+    shape_variation: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
+    """Scale of each identity's face-shape offset along the main components of the training faces'
+    landmark shapes, in standard deviations (0: the reconstructed shape as it is)."""
+    shape_components: Annotated[int, Field(ge=1, le=64)] = 8
+    """Components of that shape model an identity moves along."""
     area_lights: tuple[int, int] = (1, 3)
     """Fewest and most area lights per sample, on top of the sky."""
     sky_strength: Range = (0.05, 0.25)

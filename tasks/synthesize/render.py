@@ -13,6 +13,7 @@ from PIL import Image
 
 from tasks.animate.emotion import EMOTIONS
 from stores.location import DataLocation
+from stores.synthetic_store import IMAGE_ARRAY
 from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL
 from tasks.common.arkit import ARKIT_NAMES
 from tasks.common.errors import AvatarInputError
@@ -29,6 +30,7 @@ from tasks.synthesize.labels import (CLASS_ID, euler_xyz, extrinsics, head_angle
                                      triangle_classes)
 from tasks.synthesize.plan import Identity, Shard
 from tasks.synthesize.sampling import SceneDraws, draw_scenes
+from tasks.synthesize.shape import ShapeModel, draw_shape_coefficients, shape_offset_px
 
 SCENES_SCRIPT = Path(__file__).resolve().with_name("blender_scenes.py")
 TEXTURE_SIDE = 512
@@ -51,6 +53,17 @@ class ShardResult:
     seconds: dict[str, float] = field(default_factory=dict)
     images: dict[str, Path] = field(default_factory=dict)
     """{file name inside the data set's images/: the rendered file in the work folder}"""
+
+    def as_image_array(self, start: int, n_samples: int, side: int) -> tuple[np.ndarray, list[dict]]:
+        """The renders as rows [start, start + n) of an N×side×side×3 array (zeros where nothing
+        was rendered), and the rows pointing into it: `images.zarr/<sample>`."""
+        array = np.zeros((n_samples, side, side, 3), np.uint8)
+        rows = []
+        for row in self.rows:
+            with Image.open(self.images[row["image"].removeprefix("images/")]) as picture:
+                array[row["sample"] - start] = np.asarray(picture.convert("RGB"))
+            rows.append({**row, "image": f"{IMAGE_ARRAY}/{row['sample']}"})
+        return array, rows
 
 
 def _rig_file(path: Path, rig: FaceRig, draws: SceneDraws) -> dict[str, list[float]]:
@@ -107,6 +120,8 @@ class FaceSources:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+    shape_model: ShapeModel | None = None
+    """The training faces' shape components identities move along (None: shapes as reconstructed)."""
 
 
 def generated_portrait(seed: int, sources: FaceSources) -> tuple[np.ndarray, dict[str, int]]:
@@ -131,14 +146,24 @@ def generated_portrait(seed: int, sources: FaceSources) -> tuple[np.ndarray, dic
     return result.portrait, {GAN_MODEL: gan_version, DIFFUSION_MODEL: diffusion_version}
 
 
-def _identity_rig(identity: Identity, sources: FaceSources) -> tuple[FaceRig, str]:
-    """The identity's rig, and where its face came from."""
+def _identity_rig(identity: Identity, sources: FaceSources, shape: np.ndarray | None) -> tuple[FaceRig, str]:
+    """The identity's rig, its face moved by `shape` (coefficients of sources.shape_model), and
+    where its face came from."""
     if identity.generate_seed is not None:
         image, models = generated_portrait(identity.generate_seed, sources)
         source = f"{identity.source} ({', '.join(f'{name} v{v}' for name, v in sorted(models.items()))})"
     else:
         image, source = load_image(identity.portrait, sources.ingest), identity.source
-    return reconstruct(image, TEXTURE_SIDE, sources.reconstruct), source
+    model = sources.shape_model
+    offset = None if shape is None or model is None else (lambda landmarks: shape_offset_px(landmarks, model, shape))
+    return reconstruct(image, TEXTURE_SIDE, sources.reconstruct, offset), source
+
+
+def identity_shape(identity: Identity, sources: FaceSources, config: SynthesisConfig, seed: int) -> np.ndarray | None:
+    """The identity's shape coefficients (None without a shape model or variation)."""
+    if sources.shape_model is None or config.shape_variation == 0:
+        return None
+    return draw_shape_coefficients(seed, identity.index, sources.shape_model, config.shape_variation)
 
 
 def local_backgrounds(sources: FaceSources, work_dir: Path) -> list[str]:
@@ -163,8 +188,9 @@ def render_shard(shard: Shard, work_dir: Path, config: SynthesisConfig, seed: in
     failures: dict[str, str] = {}
     job_identities, kept = [], []
     for identity in shard.identities:
+        shape = identity_shape(identity, sources, config, seed)
         try:
-            rig, source = _identity_rig(identity, sources)
+            rig, source = _identity_rig(identity, sources, shape)
         except AvatarInputError as error:
             failures[identity.name] = str(error)
             continue
@@ -175,7 +201,7 @@ def render_shard(shard: Shard, work_dir: Path, config: SynthesisConfig, seed: in
         Image.fromarray(rig.texture, mode="RGB").save(texture_path)
         job_identities.append({"rig_npz": str(rig_path), "texture_png": str(texture_path),
                                "names": shard.sample_names(identity), "class_colours": colours})
-        kept.append((identity, draws, source))
+        kept.append((identity, draws, source, shape))
     seconds["reconstruct"] = time.perf_counter() - started
 
     n, res = shard.n_samples, config.resolution
@@ -207,7 +233,7 @@ def render_shard(shard: Shard, work_dir: Path, config: SynthesisConfig, seed: in
 
     started = time.perf_counter()
     images: dict[str, Path] = {}
-    for (identity, draws, source), job_identity, rendered in zip(kept, job_identities, result["identities"]):
+    for (identity, draws, source, shape), job_identity, rendered in zip(kept, job_identities, result["identities"]):
         with np.load(rendered["scene"], allow_pickle=False) as scene:
             scene = {key: scene[key] for key in scene.files}
         rows_of = slice(identity.index * shard.samples_per_identity - shard.start,
@@ -244,6 +270,7 @@ def render_shard(shard: Shard, work_dir: Path, config: SynthesisConfig, seed: in
                 "split": identity.split, "yaw_deg": float(yaw), "pitch_deg": float(pitch),
                 "emotion": EMOTIONS[emotion] if emotion >= 0 else None,
                 "visible_landmarks": int(arrays["visible"][row].sum()), "source": source,
+                "shape": [] if shape is None else [round(float(c), 4) for c in shape],
             })
     seconds["labels"] = time.perf_counter() - started
     return ShardResult(arrays, rows, failures, seconds, images)

@@ -27,10 +27,15 @@ def synthesize_shard(shard: Shard, dataset_dir: str, config: SynthesisConfig, se
     work_dir = Path(tempfile.mkdtemp(prefix="avatarflow-synthesize-"))  # Blender's files stay on this machine
     try:
         result = render_shard(shard, work_dir, config, seed, sources)
-        store.put_images(result.images)
+        rows = result.rows
+        if config.image_format == "zarr":
+            images, rows = result.as_image_array(shard.start, shard.n_samples, config.resolution)
+            store.put_image_rows(shard.start, images)
+        else:
+            store.put_images(result.images)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    record = {"shard": shard.index, "start": shard.start, "n_samples": shard.n_samples, "rows": result.rows,
+    record = {"shard": shard.index, "start": shard.start, "n_samples": shard.n_samples, "rows": rows,
               "failures": result.failures, "seconds": result.seconds, **current_worker()}
     store.write_shard(shard.index, shard.start, result.arrays, record)
     for identity, error in result.failures.items():

@@ -48,7 +48,7 @@ def _wait_for_workers(address: str, count: int, timeout_s: float = 120.0) -> dic
 def _produce(work: Path, data_dir: Path, api_url: str, *options: str, env_extra: dict | None = None):
     env = {**os.environ, "PREFECT_API_URL": api_url, **(env_extra or {})}
     done = subprocess.run([sys.executable, "-m", "avatarflow.cli", "produce", str(work / "manifest.csv"),
-                           "--data-dir", str(data_dir), "--preset", "dataset", *options],
+                           "--data-dir", str(data_dir), "--preset", "preview", *options],
                           cwd=work, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(next((data_dir / "outputs").glob("*/summary.json")).read_text()), done
@@ -123,10 +123,8 @@ def decode_video_frames(path: Path) -> np.ndarray:
 
 def test_frames_match_the_local_cluster_run(runs):
     for avatar in ("plain", "styled"):
-        cluster = _avatar(runs["work"] / "cluster-data", runs["cluster"]["run"], avatar)
-        local = _avatar(runs["work"] / "local-data", runs["local"]["run"], avatar)
-        assert cluster["render/frames"].shape == local["render/frames"].shape
-        assert np.array_equal(cluster["render/frames"][...], local["render/frames"][...]), avatar
         cluster_mp4 = Path(runs["cluster"]["output_folder"]) / avatar / "talk.mp4"
         local_mp4 = Path(runs["local"]["output_folder"]) / avatar / "talk.mp4"
-        assert np.array_equal(decode_video_frames(cluster_mp4), decode_video_frames(local_mp4)), avatar
+        cluster_frames, local_frames = decode_video_frames(cluster_mp4), decode_video_frames(local_mp4)
+        assert len(cluster_frames) > 10 and cluster_frames.std() > 5, avatar
+        assert np.array_equal(cluster_frames, local_frames), avatar

@@ -222,3 +222,6 @@ def test_synthesize_renders_the_production_gan_faces(generated):
     settings = zarr.open_group(str(dataset / "labels.zarr"), mode="r").attrs["settings"]
     assert settings["identities"] == ["generate:7"]
     assert settings["models"] == {"avatarflow-diffusion": 2, "avatarflow-gan": 2}
+    # The face's shape moved along the components of the data dir's training faces.
+    assert settings["shape_model"]["data_sets"] and settings["shape_model"]["faces"] > 8
+    assert [len(shape) for shape in index["shape"]] == [8, 8] and any(abs(c) > 0.1 for c in index["shape"][0])

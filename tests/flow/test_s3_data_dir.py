@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from infra.prefect_server import stop_server
@@ -186,8 +187,9 @@ def test_a_run_whose_lock_is_held_in_the_bucket_is_refused(s3, bucket, tmp_path)
 
 
 def test_a_synthetic_data_set_lives_in_the_bucket(s3, bucket, tmp_path):
-    """`synthesize` with portraits and data dir in the bucket: images, labels, shard records and
-    index land there, the card is written there, and nothing is left on this machine."""
+    """`synthesize` with portraits and data dir in the bucket, images as a Zarr array: images,
+    labels, shard records and index land there, the card is written there, and nothing is left on
+    this machine."""
     import pandas as pd
     import zarr
     import zarr.storage
@@ -203,7 +205,7 @@ def test_a_synthetic_data_set_lives_in_the_bucket(s3, bucket, tmp_path):
                    "AVATARFLOW_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     try:
         done = run_cli("synthesize", "--portraits", f"s3://{BUCKET}/faces", "--samples-per-identity", "2",
-                       "--resolution", "96", "--cycles-samples", "1", "--data-dir", DATA_URL, "--name", "cloud",
+                       "--resolution", "96", "--cycles-samples", "1", "--data-dir", DATA_URL, "--name", "cloud", "--format", "zarr",
                        "--prefect-port", str(free_port()), cwd=tmp_path, env=environment)
         card = run_cli("dataset-card", f"{DATA_URL}/synthetic/cloud", cwd=tmp_path, env=environment)
     finally:
@@ -212,12 +214,15 @@ def test_a_synthetic_data_set_lives_in_the_bucket(s3, bucket, tmp_path):
     assert card.returncode == 0, card.stdout[-2000:] + card.stderr[-2000:]
     folder = f"{BUCKET}/data/synthetic/cloud"
     index = pd.read_parquet(io.BytesIO(bucket.cat_file(f"{folder}/index.parquet")))
-    assert list(index["image"]) == ["images/id00000_0000.png", "images/id00000_0001.png"]
-    assert all(bucket.size(f"{folder}/{image}") > 0 for image in index["image"])
+    assert list(index["image"]) == ["images.zarr/0", "images.zarr/1"] and not bucket.exists(f"{folder}/images")
     assert index["source"].tolist() == [f"s3://{BUCKET}/faces/sfhq_pt1_00000058.jpg"] * 2
     labels = zarr.open_group(store=zarr.storage.FsspecStore.from_url(f"s3://{folder}/labels.zarr", read_only=True),
                              mode="r")
     assert labels["landmarks_2d"].shape == (2, 478, 2) and labels["visible"][:].any()
+    images = zarr.open_array(store=zarr.storage.FsspecStore.from_url(f"s3://{folder}/images.zarr", read_only=True),
+                             mode="r")
+    assert images.shape == (2, 96, 96, 3) and images.dtype == np.uint8 and images.chunks == (2, 96, 96, 3)
+    assert images[0].std() > 5 and not np.array_equal(images[0], images[1])  # two renders, not blanks
     assert bucket.glob(f"{folder}/shards/*.json") == [f"{folder}/shards/00000.json"]
     assert "> One portrait, for a test." in bucket.cat_file(f"{folder}/card.md").decode()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("mlflow.db")) == ["home", "tmp"]

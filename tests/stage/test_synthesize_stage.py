@@ -10,7 +10,9 @@ from tasks.synthesize.config import SynthesisConfig
 from tasks.synthesize.labels import CLASS_ID
 from tasks.synthesize.plan import plan_identities, plan_shards
 from tasks.synthesize.render import FaceSources, render_shard
+from tasks.synthesize.shape import fit_shape_model
 from tests.conftest import sample
+from tests.unit.test_synthesize_shape import training_faces
 
 RESOLUTION = 128
 NOSE_TIP, IRIS_CENTRES = 1, (468, 473)
@@ -27,7 +29,8 @@ def shard(tmp_path_factory):
     identities = plan_identities(portraits, (0.8, 0.1, 0.1), seed=11)
     config = SynthesisConfig(resolution=RESOLUTION, cycles_samples=2, yaw=(-30.0, 30.0))
     (planned,) = plan_shards(identities, samples_per_identity=3, samples_per_shard=6)
-    sources = FaceSources(backgrounds=(str(green),))
+    # The face takes another shape: the labels below must follow the shaped mesh.
+    sources = FaceSources(backgrounds=(str(green),), shape_model=fit_shape_model(training_faces(30)[0], components=4))
     return planned, render_shard(planned, work / "work", config, seed=11, sources=sources), work
 
 
@@ -38,6 +41,7 @@ def test_a_portrait_without_a_face_costs_its_own_rows_only(shard):
     np.testing.assert_array_equal(result.arrays["rendered"], [True] * 3 + [False] * 3)
     assert not result.arrays["landmarks_2d"][3:].any() and not result.arrays["depth"][3:].any()
     assert [row["sample"] for row in result.rows] == [0, 1, 2]
+    assert all(len(row["shape"]) == 4 and row["shape"] == result.rows[0]["shape"] for row in result.rows)
     assert sorted(result.images) == [f"id00000_000{j}.png" for j in range(3)]
     for row in result.rows:
         with Image.open(result.images[row["image"].removeprefix("images/")]) as image:

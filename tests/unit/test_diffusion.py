@@ -226,6 +226,22 @@ def test_trainer_state_dict_round_trip_restores_outputs_and_resumes_identically(
         assert torch.equal(copy.model(x0, t), trainer.model(x0, t))
 
 
+def test_a_step_split_into_micro_batches_is_the_whole_batch_step():
+    alpha_bar = cosine_alpha_bar(TIMESTEPS)
+    x0, cond, t = images(6), images(6, seed=1), torch.tensor([5, 60])
+    whole = DiffusionTrainer(randomise_output(tiny_unet(in_channels=6)), alpha_bar, learning_rate=1e-3,
+                             ema_decay=0.9, seed=2)
+    split = DiffusionTrainer(randomise_output(tiny_unet(in_channels=6)), alpha_bar, learning_rate=1e-3,
+                             ema_decay=0.9, seed=2, micro_batch_size=4)  # parts of 4 and 2
+    for _ in range(2):
+        assert abs(split.step(x0, cond) - whole.step(x0, cond)) < 1e-6
+    with torch.no_grad():
+        moved = (whole.model(x0[:2], t, cond[:2]) - whole.ema(x0[:2], t, cond[:2])).abs().max()
+        assert moved > 1e-4  # the steps changed the weights, so agreeing below means something
+        assert torch.allclose(split.model(x0[:2], t, cond[:2]), whole.model(x0[:2], t, cond[:2]), atol=1e-5)
+        assert torch.allclose(split.ema(x0[:2], t, cond[:2]), whole.ema(x0[:2], t, cond[:2]), atol=1e-5)
+
+
 def test_fit_stops_at_the_step_budget_or_the_time_cap():
     alpha_bar = cosine_alpha_bar(TIMESTEPS)
     trainer = DiffusionTrainer(tiny_unet(), alpha_bar, learning_rate=1e-3, ema_decay=0.9, seed=0)

@@ -1,9 +1,10 @@
-"""Sampling, planning and camera labels of `avatarflow synthesize` (pure numpy; no Blender)."""
+"""Sampling, planning, camera labels and the store of `avatarflow synthesize` (no Blender)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydantic import ValidationError
 
 from tasks.common.arkit import ARKIT_NAMES, INDEX
@@ -148,3 +149,24 @@ def test_the_label_suite_passes_good_labels_and_names_each_fault():
                       "no image turns the head near the high end of the yaw range (40 deg)"], failed
     # too few images to judge the pose coverage: only that check is left out
     assert validate_synthetic_labels(bad.iloc[:8], needs) == failed[:4]
+
+
+def test_images_read_back_alike_from_files_and_from_the_image_array(tmp_path):
+    from stores.synthetic_store import DataSetMismatch, SyntheticStore
+
+    renders = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    settings = {"n_samples": 4, "chunk": 2}
+    in_array = SyntheticStore(tmp_path / "array")
+    in_array.create(4, 2, {"rendered": ((), "bool")}, settings, image_shape=(8, 8, 3))
+    in_array.put_image_rows(2, renders[2:])  # the second shard's chunk only
+    np.testing.assert_array_equal(in_array.read_image("images.zarr/3"), renders[3])
+    assert not in_array.read_image("images.zarr/0").any()  # not rendered yet: zeros
+    in_array.create(4, 2, {"rendered": ((), "bool")}, settings, image_shape=(8, 8, 3))  # a resumed run keeps them
+    np.testing.assert_array_equal(in_array.read_image("images.zarr/2"), renders[2])
+    in_files = SyntheticStore(tmp_path / "files")
+    in_files.create(4, 2, {"rendered": ((), "bool")}, settings)
+    Image.fromarray(renders[1]).save(tmp_path / "one.png")
+    in_files.put_images({"one.png": tmp_path / "one.png"})
+    np.testing.assert_array_equal(in_files.read_image("images/one.png"), renders[1])
+    with pytest.raises(DataSetMismatch, match="other settings \\(chunk\\)"):
+        in_files.check_settings({"n_samples": 4, "chunk": 4})

@@ -1,0 +1,133 @@
+"""The face-shape model of synthetic identities: symmetric PCA of aligned landmark shapes, offsets at
+each face's own scale and rotation, and a rig whose mesh takes them while its texture stays put."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tasks.reconstruct.canonical_shape import load_canonical_shape
+from tasks.reconstruct.eyes import EYEBALL_PARTS
+from tasks.reconstruct.rig import build_face_rig, landmarks_to_world
+from tasks.reconstruct.topology import N_LANDMARKS
+from tasks.synthesize.shape import (ShapeModel, draw_shape_coefficients, fit_shape_model, mirror_index,
+                                    load_shape_model, shape_model_record, shape_offset_px,
+                                    symmetric_part)
+from tests.unit.test_reconstruct_rig import SIZE, crop_image, synthetic_landmarks
+
+NOSE_TIP, IRIS_CENTRES = 1, (468, 473)
+
+
+def test_every_landmark_has_one_mirror_partner():
+    partner = mirror_index()
+    np.testing.assert_array_equal(partner[partner], np.arange(N_LANDMARKS))
+    assert partner[NOSE_TIP] == NOSE_TIP and partner[IRIS_CENTRES[0]] == IRIS_CENTRES[1]
+    canonical = load_canonical_shape()  # unit inter-ocular distance
+    np.testing.assert_allclose(canonical[partner] * [-1, 1, 1], canonical, atol=0.02)
+
+
+def training_faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical faces made wider or narrower (symmetric) and skewed by depth as a turned head is
+    (antisymmetric), each under a random similarity; returns landmarks and both amounts."""
+    rng = np.random.default_rng(seed)
+    canonical = load_canonical_shape()
+    widen, turn = rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+    faces = []
+    for a, b in zip(widen, turn):
+        xy = canonical[:, :2].copy()
+        xy[:, 0] = xy[:, 0] * (1 + 0.15 * a) + 0.3 * b * canonical[:, 2]
+        angle, scale = rng.uniform(-0.3, 0.3), rng.uniform(20, 60)
+        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        faces.append(xy @ rotation.T * scale + rng.uniform(50, 150, 2))
+    return np.stack(faces), widen, turn
+
+
+def test_the_model_keeps_proportions_and_drops_the_turn_of_the_head():
+    faces, widen, turn = training_faces(40)
+    model = fit_shape_model(faces, components=4)
+    assert model.components.shape == (4, N_LANDMARKS, 2) and model.n_faces == 40
+    basis = model.components.reshape(4, -1)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(4), atol=1e-9)
+    assert model.deviations[1] < 0.06 * model.deviations[0]  # one real mode: the width
+    from tasks.quality.metrics import normalised_shape
+
+    shapes = symmetric_part(np.stack([normalised_shape(face).reshape(N_LANDMARKS, 2) for face in faces]))
+    scores = (shapes - model.mean).reshape(40, -1) @ basis[0]
+    assert abs(np.corrcoef(scores, widen)[0, 1]) > 0.99
+    # How much of the first component each amount explains (they are drawn apart, not orthogonal).
+    (by_width, by_turn, _), *_ = np.linalg.lstsq(np.stack([widen, turn, np.ones(40)], axis=1), scores, rcond=None)
+    assert abs(by_turn) < 0.01 * abs(by_width)
+    # Without symmetrising, the turn is a mode of its own: the symmetric part is what removes it.
+    raw = np.stack([normalised_shape(face).reshape(N_LANDMARKS, 2) for face in faces])
+    singular = np.linalg.svd((raw - raw.mean(axis=0)).reshape(40, -1), compute_uv=False)
+    assert singular[1] / np.sqrt(39) > 3 * model.deviations[1]
+
+
+def test_offsets_follow_the_face_size_and_rotation_and_stay_symmetric():
+    faces, _, _ = training_faces(30, seed=1)
+    model = fit_shape_model(faces, components=3)
+    face = synthetic_landmarks(scale=24.0)
+    assert not shape_offset_px(face, model, np.zeros(3)).any()
+    coefficients = np.array([1.5, -0.5, 0.0])
+    offset = shape_offset_px(face, model, coefficients)
+    assert offset.shape == (N_LANDMARKS, 3) and not offset[:, 2].any()
+    assert 0.2 < np.abs(offset[:, :2]).max() < 10  # pixels on a face 24 pixels between the eyes
+    bigger = shape_offset_px(synthetic_landmarks(scale=48.0, angle_degrees=30.0), model, coefficients)
+    angle = np.radians(-30.0)  # image y points down, so a roll of +30° turns pixel vectors by −30°
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    np.testing.assert_allclose(bigger[:, :2], 2 * offset[:, :2] @ rotation.T, atol=0.05)
+    partner = mirror_index()  # a symmetric model moves both sides alike (the canonical face is symmetric to 1%)
+    tolerance = 0.05 * np.abs(offset).max()
+    np.testing.assert_allclose(offset[partner, 0], -offset[:, 0], atol=tolerance)
+    np.testing.assert_allclose(offset[partner, 1], offset[:, 1], atol=tolerance)
+
+
+def test_coefficients_are_seeded_per_identity_clipped_and_scaled():
+    model = ShapeModel(mean=np.zeros((N_LANDMARKS, 2)), components=np.zeros((5, N_LANDMARKS, 2)),
+                       deviations=np.ones(5), n_faces=10)
+    first = draw_shape_coefficients(3, 7, model, 1.0)
+    np.testing.assert_array_equal(first, draw_shape_coefficients(3, 7, model, 1.0))
+    assert not np.array_equal(first, draw_shape_coefficients(3, 8, model, 1.0))
+    draws = np.stack([draw_shape_coefficients(0, k, model, 2.0) for k in range(400)])
+    assert np.abs(draws).max() <= 2.5 and (np.abs(draws) == 2.5).any()
+    assert 0.45 < np.std(np.stack([draw_shape_coefficients(0, k, model, 0.5) for k in range(400)])) < 0.55
+
+
+def test_a_shaped_rig_moves_its_mesh_and_keeps_its_texture_on_the_features():
+    crop, landmarks = crop_image(), synthetic_landmarks()
+    faces, _, _ = training_faces(30, seed=2)
+    offset = shape_offset_px(landmarks, fit_shape_model(faces, components=2), np.array([2.0, 0.0]))
+    plain = build_face_rig(crop, landmarks)
+    shaped = build_face_rig(crop, landmarks, shape_offset_px=offset)
+    moved = (shaped.vertices[:N_LANDMARKS] - shaped.rest_offset) - (plain.vertices[:N_LANDMARKS] - plain.rest_offset)
+    expected = landmarks_to_world(landmarks + offset, SIZE) - landmarks_to_world(landmarks, SIZE)
+    np.testing.assert_allclose(moved, expected, atol=1e-5)
+    assert np.abs(moved).max() > 1e-3
+    np.testing.assert_array_equal(shaped.uv_photo[:N_LANDMARKS], plain.uv_photo[:N_LANDMARKS])
+    np.testing.assert_array_equal(shaped.texture, plain.texture)
+    np.testing.assert_array_equal(shaped.landmarks_px, plain.landmarks_px)
+    # The eyeballs follow the eyes they sit in.
+    eyes = np.isin(shaped.parts, list(EYEBALL_PARTS.values()))
+    assert eyes.any() and not np.allclose(shaped.vertices[eyes], plain.vertices[eyes])
+
+
+def test_no_training_faces_means_no_shape_model(tmp_path):
+    record = shape_model_record(str(tmp_path), 1.0)
+    assert record == {"data_sets": [], "faces": 0} and load_shape_model(str(tmp_path), record, 8) is None
+    assert not (tmp_path / "datasets.zarr").exists()  # looking did not create the store
+
+
+def test_the_model_is_fitted_to_the_data_dirs_training_faces(tmp_path):
+    from stores.dataset_store import DatasetStore
+    from tasks.dataset.build import FaceDataset
+
+    faces, _, _ = training_faces(12, seed=3)
+    dataset = FaceDataset(crops={32: np.zeros((12, 32, 32, 3), np.uint8)}, uv_textures=np.zeros((12, 8, 8, 3), np.uint8),
+                          landmarks=faces.astype(np.float32), labels=["sample"] * 12, sources=[f"f{k}" for k in range(12)])
+    DatasetStore(str(tmp_path / "datasets.zarr")).write("faces", dataset)
+    record = shape_model_record(str(tmp_path), 1.0)
+    assert record == {"data_sets": ["faces"], "faces": 12}
+    assert shape_model_record(str(tmp_path), 0.0) == {"data_sets": [], "faces": 0}
+    model = load_shape_model(str(tmp_path), record, 4)
+    assert model is not None and model.n_faces == 12 and len(model.deviations) == 4
+    np.testing.assert_allclose(model.deviations, fit_shape_model(faces, 4).deviations, rtol=1e-4)  # stored as float32
+    assert load_shape_model(str(tmp_path), record, 12) is None  # as many components as faces: too few
