@@ -8,7 +8,10 @@ landmark, and its lower half has its own radius so the jaw closes under the chin
 sweep is the oval itself (shared vertices: the seam is closed); ring r follows each oval point's
 direction from the centre, turned toward the back pole, while the oval's offset from the ellipsoid
 fades out. Head vertices follow their oval vertex's blendshapes, fading the same way, so the
-seam stays closed when the jaw opens."""
+seam stays closed when the jaw opens.
+
+A neck, a closed elliptic tube, rises from below the image into the underside of the skull behind
+the jaw, so a face seen from below or from the side has skin under its chin, not background."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from tasks.reconstruct.face_frame import face_frame
 from tasks.reconstruct.topology import CHIN_BOTTOM, FOREHEAD_TOP, N_LANDMARKS, face_topology
 
 RINGS = 10
-WIDTH_SCALE = 1.1
+WIDTH_SCALE = 1.25
 """Skull half-width over the face oval's half-width."""
 CROWN_RISE = 0.3
 """Crown above the forehead-top landmark, in face heights."""
@@ -28,8 +31,19 @@ DEPTH_SCALE = 2.3
 """Skull depth (front of the oval to the back of the head) over the oval's half-width."""
 CENTRE_BEHIND = 0.45
 """Where the ellipsoid's centre sits behind the oval plane, as a share of the skull depth."""
+FEATHER = 0.06
+"""Width of the fade from the photo to the head's skin colour inside the face oval, in face heights."""
 HAIRLINE = 0.25
 """Head triangles above this height (share of the crown's rise over the centre) are hair."""
+NECK_WIDTH = 0.85
+"""Neck half-width over the oval's half-width."""
+NECK_DEPTH = 0.85
+"""Neck half-depth (front to back) over the oval's half-width."""
+NECK_BEHIND_CHIN = 0.12
+"""Throat behind the chin landmark, in face heights."""
+NECK_LENGTH = 1.2
+"""Neck below the chin landmark, in face heights."""
+NECK_SIDES, NECK_RINGS = 24, 5
 CHEEK_LANDMARKS = (205, 425, 50, 280)
 FOREHEAD_SAMPLE = 0.3
 """Hair colour is sampled this far (in face heights) above the forehead-top landmark."""
@@ -43,6 +57,8 @@ class Head:
     """(F, 3) triangles into the rig's vertices followed by these (outward normals)."""
     hair: np.ndarray
     """(F,) bool: the triangle is hair (else head skin)."""
+    neck: np.ndarray
+    """(F,) bool: the triangle is the neck's (a closed surface of its own)."""
     owner: np.ndarray
     """(H,) the oval vertex each new vertex follows."""
     follow: np.ndarray
@@ -110,13 +126,47 @@ def build_head(vertices: np.ndarray) -> Head:
     faces[~outward] = faces[~outward][:, ::-1]
     centroids = corners.mean(axis=1)
     hair = centroids[:, 1] > centre[1] + HAIRLINE * radius_up
-    return Head(vertices=frame.to_world(new_local).astype(np.float32), faces=faces, hair=hair,
-                owner=np.concatenate([oval] * (RINGS - 1) + [oval[:1]]),
-                follow=np.concatenate(follow + [np.zeros(1)]).astype(np.float32))
+
+    throat = chin[2] - NECK_BEHIND_CHIN * frame.face_height
+    neck_centre = np.array([centre[0], throat - NECK_DEPTH * half_width])
+    neck_local, neck_faces = _neck(neck_centre, NECK_WIDTH * half_width, NECK_DEPTH * half_width,
+                                   top=centre[1], bottom=chin[1] - NECK_LENGTH * frame.face_height,
+                                   first_index=n_old + len(new_local))
+    return Head(vertices=frame.to_world(np.concatenate([new_local, neck_local])).astype(np.float32),
+                faces=np.concatenate([faces, neck_faces]).astype(np.int32),
+                hair=np.concatenate([hair, np.zeros(len(neck_faces), bool)]),
+                neck=np.concatenate([np.zeros(len(faces), bool), np.ones(len(neck_faces), bool)]),
+                owner=np.concatenate([oval] * (RINGS - 1) + [oval[:1]] + [oval[:1]] * len(neck_local)),
+                follow=np.concatenate(follow + [np.zeros(1 + len(neck_local))]).astype(np.float32))
+
+
+def _neck(centre_xz: np.ndarray, radius_x: float, radius_z: float, top: float, bottom: float,
+          first_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A closed elliptic tube along the face frame's y axis, capped at both ends: its vertices
+    (local) and outward triangles indexed from `first_index`."""
+    angles = np.linspace(0.0, 2 * np.pi, NECK_SIDES, endpoint=False)
+    ring = np.stack([centre_xz[0] + radius_x * np.cos(angles), np.zeros(NECK_SIDES),
+                     centre_xz[1] + radius_z * np.sin(angles)], axis=1)
+    heights = np.linspace(top, bottom, NECK_RINGS)
+    rings = [ring + np.array([0.0, y, 0.0]) for y in heights]
+    caps = np.array([[centre_xz[0], top, centre_xz[1]], [centre_xz[0], bottom, centre_xz[1]]])
+    vertices = np.concatenate(rings + [caps])
+
+    def at(r: int) -> np.ndarray:
+        return first_index + r * NECK_SIDES + np.arange(NECK_SIDES)
+
+    top_cap, bottom_cap = first_index + NECK_RINGS * NECK_SIDES, first_index + NECK_RINGS * NECK_SIDES + 1
+    faces = []
+    for r in range(NECK_RINGS - 1):  # going down the tube, angles counter-clockwise seen from above (+y)
+        a, b = at(r), at(r + 1)
+        faces += [np.stack([a, np.roll(a, -1), b], 1), np.stack([np.roll(a, -1), np.roll(b, -1), b], 1)]
+    faces += [np.stack([np.full(NECK_SIDES, top_cap), np.roll(at(0), -1), at(0)], 1),
+              np.stack([np.full(NECK_SIDES, bottom_cap), at(NECK_RINGS - 1), np.roll(at(NECK_RINGS - 1), -1)], 1)]
+    return vertices, np.concatenate(faces)
 
 
 def head_colours(texture: np.ndarray, landmarks_px: np.ndarray, face_height_px: float) -> dict[str, np.ndarray]:
-    """Linear RGB colours of the head's skin (median of cheek patches) and hair (a patch above the
+    """sRGB colours (0–255) of the head's skin (median of cheek patches) and hair (a patch above the
     forehead) from the rig's crop photo."""
     side = texture.shape[1]
 
@@ -128,9 +178,27 @@ def head_colours(texture: np.ndarray, landmarks_px: np.ndarray, face_height_px: 
     skin = np.median(np.concatenate([patch(*landmarks_px[k, :2], half) for k in CHEEK_LANDMARKS]), axis=0)
     top = landmarks_px[FOREHEAD_TOP, :2]
     hair = np.median(patch(top[0], top[1] - FOREHEAD_SAMPLE * face_height_px, 2 * half), axis=0)
+    return {"skin": skin.astype(np.float64), "hair": hair.astype(np.float64)}
 
-    def linear(srgb: np.ndarray) -> np.ndarray:
-        c = srgb / 255.0
-        return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
-    return {"skin": linear(skin), "hair": linear(hair)}
+def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
+    c = np.asarray(srgb, np.float64) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def feather_face_edge(texture: np.ndarray, landmarks_px: np.ndarray, skin: np.ndarray,
+                      width_px: float) -> np.ndarray:
+    """The rig texture with its photo part faded to the head's skin colour over `width_px` inside
+    the face oval, so the photo's edge (hair, ears, background at the mask's rim) meets the head
+    without a seam. The texture's band below the photo (mouth and eye patches) is left as it is."""
+    from PIL import Image, ImageDraw
+    from scipy import ndimage
+
+    side = texture.shape[1]
+    outline = Image.new("L", (side, side), 0)
+    ImageDraw.Draw(outline).polygon([tuple(point) for point in landmarks_px[face_topology().face_oval, :2]], fill=1)
+    inside = np.asarray(outline, bool)
+    keep = np.clip(ndimage.distance_transform_edt(inside) / max(width_px, 1.0), 0.0, 1.0)[..., None]
+    feathered = texture.copy()
+    feathered[:side] = np.rint(keep * texture[:side] + (1.0 - keep) * skin).astype(np.uint8)
+    return feathered

@@ -25,7 +25,7 @@ from tasks.reconstruct.rig import FaceRig, reconstruct
 from tasks.reconstruct.topology import CHIN_BOTTOM, FOREHEAD_TOP, N_LANDMARKS
 from tasks.render.blender_worker import run_one_shot
 from tasks.synthesize.config import SynthesisConfig
-from tasks.synthesize.head import build_head, head_colours
+from tasks.synthesize.head import FEATHER, build_head, feather_face_edge, head_colours, srgb_to_linear
 from tasks.synthesize.labels import (CLASS_ID, euler_xyz, extrinsics, head_angles_to_camera, intrinsics, project, to_camera,
                                      triangle_classes)
 from tasks.synthesize.plan import Identity, Shard
@@ -66,9 +66,10 @@ class ShardResult:
         return array, rows
 
 
-def _rig_file(path: Path, rig: FaceRig, draws: SceneDraws) -> dict[str, list[float]]:
-    """The rig with its head, and the scene draws, as the Blender script reads them; returns the
-    linear RGB colour of each plain-coloured class (head skin, hair)."""
+def _rig_file(path: Path, texture_path: Path, rig: FaceRig, draws: SceneDraws) -> dict[str, list[float]]:
+    """The rig with its head, its texture feathered into the head's skin, and the scene draws, as
+    the Blender script reads them; returns the linear RGB colour of each plain-coloured class (head
+    skin, hair)."""
     head = build_head(rig.vertices)
     unused_uv = np.zeros((len(head.vertices), 2), np.float32)
     head_deltas = rig.deltas[:, head.owner] * head.follow[None, :, None]
@@ -83,9 +84,12 @@ def _rig_file(path: Path, rig: FaceRig, draws: SceneDraws) -> dict[str, list[flo
              camera=draws.camera, lights=draws.lights, sky=draws.sky, background=draws.background,
              face_class=classes)
     landmarks = rig.landmarks_px
-    colours = head_colours(rig.texture, landmarks, float(np.linalg.norm(landmarks[FOREHEAD_TOP, :2]
-                                                                         - landmarks[CHIN_BOTTOM, :2])))
-    return {str(CLASS_ID["head"]): colours["skin"].tolist(), str(CLASS_ID["hair"]): colours["hair"].tolist()}
+    face_height = float(np.linalg.norm(landmarks[FOREHEAD_TOP, :2] - landmarks[CHIN_BOTTOM, :2]))
+    colours = head_colours(rig.texture, landmarks, face_height)
+    texture = feather_face_edge(rig.texture, landmarks, colours["skin"], FEATHER * face_height)
+    Image.fromarray(texture, mode="RGB").save(texture_path)
+    return {str(CLASS_ID["head"]): srgb_to_linear(colours["skin"]).tolist(),
+            str(CLASS_ID["hair"]): srgb_to_linear(colours["hair"]).tolist()}
 
 
 def read_passes(exr_path: Path, world_to_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -197,8 +201,7 @@ def render_shard(shard: Shard, work_dir: Path, config: SynthesisConfig, seed: in
         draws = draw_scenes(seed, identity.index, shard.samples_per_identity, config, len(sources.backgrounds))
         rig_path = work_dir / f"{identity.name}.npz"
         texture_path = work_dir / f"{identity.name}.png"
-        colours = _rig_file(rig_path, rig, draws)
-        Image.fromarray(rig.texture, mode="RGB").save(texture_path)
+        colours = _rig_file(rig_path, texture_path, rig, draws)
         job_identities.append({"rig_npz": str(rig_path), "texture_png": str(texture_path),
                                "names": shard.sample_names(identity), "class_colours": colours})
         kept.append((identity, draws, source, shape))

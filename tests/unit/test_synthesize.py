@@ -111,10 +111,15 @@ def test_the_head_closes_the_face_mask_and_reaches_behind_it():
         holes |= {tuple(sorted((loop[i], loop[i - 1]))) for i in range(len(loop))}
     assert {edge for edge, count in edges.items() if count == 1} == holes
     everything = np.concatenate([shape, head.vertices])
-    corners = everything[head.faces]
-    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    centre = head.vertices.mean(axis=0)
-    assert ((normals * (corners.mean(axis=1) - centre)).sum(axis=1) > 0).mean() > 0.97  # outward
+    for part in (~head.neck, head.neck):  # the skull and the neck, each closed, each facing out
+        corners = everything[head.faces[part]]
+        normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        centre = everything[np.unique(head.faces[part])].mean(axis=0)
+        assert ((normals * (corners.mean(axis=1) - centre)).sum(axis=1) > 0).mean() > 0.97
+    neck = everything[np.unique(head.faces[head.neck])]
+    chin, face_height = shape[152], shape[10, 1] - shape[152, 1]
+    assert neck[:, 1].min() < chin[1] - face_height and neck[:, 1].max() > chin[1]  # from below the chin into the skull
+    assert neck[:, 2].max() < chin[2]  # behind the chin
     face_depth = shape[:, 2].max() - shape[:, 2].min()
     assert head.vertices[:, 2].min() < shape[:, 2].min() - face_depth  # the skull goes well behind the face
     assert head.vertices[:, 1].max() > shape[10, 1]  # the crown rises above the forehead-top landmark
