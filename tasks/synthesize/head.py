@@ -11,7 +11,8 @@ fades out. Head vertices follow their oval vertex's blendshapes, fading the same
 seam stays closed when the jaw opens.
 
 A neck, a closed elliptic tube, rises from below the image into the underside of the skull behind
-the jaw, so a face seen from below or from the side has skin under its chin, not background."""
+the jaw, so a face seen from below or from the side has skin under its chin, not background. Two
+ears, closed lens-shaped plates, stand out from the sides of the skull, tilted back."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ NECK_BEHIND_CHIN = 0.12
 NECK_LENGTH = 1.2
 """Neck below the chin landmark, in face heights."""
 NECK_SIDES, NECK_RINGS = 24, 5
+EAR_HEIGHT, EAR_WIDTH, EAR_THICKNESS = 0.32, 0.17, 0.025
+"""Ear size in face heights."""
+EAR_DROP = 0.08
+"""Ear centre below the skull centre, in face heights."""
+EAR_ROOT = 0.93
+"""Where the ear leaves the skull, as a share of the skull's half-width (inside it, so no gap)."""
+EAR_FLARE_DEG = 20.0
+"""Angle between an ear and the side of the head."""
+EAR_POINTS = 16
 CHEEK_LANDMARKS = (205, 425, 50, 280)
 FOREHEAD_SAMPLE = 0.3
 """Hair colour is sampled this far (in face heights) above the forehead-top landmark."""
@@ -58,7 +68,7 @@ class Head:
     hair: np.ndarray
     """(F,) bool: the triangle is hair (else head skin)."""
     neck: np.ndarray
-    """(F,) bool: the triangle is the neck's (a closed surface of its own)."""
+    """(F,) bool: the triangle is the neck's or an ear's (each a closed surface of its own)."""
     owner: np.ndarray
     """(H,) the oval vertex each new vertex follows."""
     follow: np.ndarray
@@ -132,12 +142,44 @@ def build_head(vertices: np.ndarray) -> Head:
     neck_local, neck_faces = _neck(neck_centre, NECK_WIDTH * half_width, NECK_DEPTH * half_width,
                                    top=centre[1], bottom=chin[1] - NECK_LENGTH * frame.face_height,
                                    first_index=n_old + len(new_local))
-    return Head(vertices=frame.to_world(np.concatenate([new_local, neck_local])).astype(np.float32),
-                faces=np.concatenate([faces, neck_faces]).astype(np.int32),
-                hair=np.concatenate([hair, np.zeros(len(neck_faces), bool)]),
-                neck=np.concatenate([np.zeros(len(faces), bool), np.ones(len(neck_faces), bool)]),
-                owner=np.concatenate([oval] * (RINGS - 1) + [oval[:1]] + [oval[:1]] * len(neck_local)),
-                follow=np.concatenate(follow + [np.zeros(1 + len(neck_local))]).astype(np.float32))
+    parts_local, parts_faces = [neck_local], [neck_faces]
+    for side in (1.0, -1.0):
+        root = np.array([centre[0] + side * EAR_ROOT * radius_x, centre[1] - EAR_DROP * frame.face_height, centre[2]])
+        ear_local, ear_faces = _ear(root, side, frame.face_height,
+                                    first_index=n_old + len(new_local) + sum(len(v) for v in parts_local))
+        parts_local.append(ear_local)
+        parts_faces.append(ear_faces)
+    extra_local, extra_faces = np.concatenate(parts_local), np.concatenate(parts_faces)
+    return Head(vertices=frame.to_world(np.concatenate([new_local, extra_local])).astype(np.float32),
+                faces=np.concatenate([faces, extra_faces]).astype(np.int32),
+                hair=np.concatenate([hair, np.zeros(len(extra_faces), bool)]),
+                neck=np.concatenate([np.zeros(len(faces), bool), np.ones(len(extra_faces), bool)]),
+                owner=np.concatenate([oval] * (RINGS - 1) + [oval[:1]] + [oval[:1]] * len(extra_local)),
+                follow=np.concatenate(follow + [np.zeros(1 + len(extra_local))]).astype(np.float32))
+
+
+def _ear(root: np.ndarray, side: float, face_height: float, first_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A closed lens-shaped ear from `root` on the skull, reaching back and out (`side` +1: +x), its
+    vertices (local) and outward triangles indexed from `first_index`."""
+    flare = np.radians(EAR_FLARE_DEG)
+    back = np.array([side * np.sin(flare), 0.0, -np.cos(flare)])  # along the ear, away from the face
+    up = np.array([0.0, 1.0, 0.0])
+    normal = np.cross(up, back)
+    half_width, half_height = EAR_WIDTH * face_height / 2, EAR_HEIGHT * face_height / 2
+    middle = root + back * half_width
+    angles = np.linspace(0.0, 2 * np.pi, EAR_POINTS, endpoint=False)
+    ring = middle + np.outer(np.cos(angles), back) * half_width + np.outer(np.sin(angles), up) * half_height
+    thickness = EAR_THICKNESS * face_height
+    vertices = np.concatenate([ring, [middle + normal * thickness, middle - normal * thickness]])
+    around = first_index + np.arange(EAR_POINTS)
+    apexes = first_index + EAR_POINTS + np.arange(2)
+    faces = np.concatenate([np.stack([np.full(EAR_POINTS, apexes[0]), around, np.roll(around, -1)], 1),
+                            np.stack([np.full(EAR_POINTS, apexes[1]), np.roll(around, -1), around], 1)])
+    corners = vertices[faces - first_index]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    inward = (normals * (corners.mean(axis=1) - middle)).sum(axis=1) < 0
+    faces[inward] = faces[inward][:, ::-1]
+    return vertices, faces
 
 
 def _neck(centre_xz: np.ndarray, radius_x: float, radius_z: float, top: float, bottom: float,

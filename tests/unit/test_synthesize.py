@@ -111,12 +111,27 @@ def test_the_head_closes_the_face_mask_and_reaches_behind_it():
         holes |= {tuple(sorted((loop[i], loop[i - 1]))) for i in range(len(loop))}
     assert {edge for edge, count in edges.items() if count == 1} == holes
     everything = np.concatenate([shape, head.vertices])
-    for part in (~head.neck, head.neck):  # the skull and the neck, each closed, each facing out
-        corners = everything[head.faces[part]]
+    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse import coo_matrix
+
+    attached = head.faces[head.neck]  # the neck and the ears, closed surfaces of their own
+    graph = coo_matrix((np.ones(len(attached) * 3), (attached.ravel(), np.roll(attached, 1, axis=1).ravel())),
+                       shape=(len(everything), len(everything)))
+    _, component = connected_components(graph, directed=False)
+    pieces = [np.isin(component[attached[:, 0]], [c]) for c in np.unique(component[attached[:, 0]])]
+    assert len(pieces) == 3
+    skull = ~head.neck
+    for part in [skull] + pieces:  # each closed surface faces out
+        faces_of = head.faces[skull] if part is skull else attached[part]
+        corners = everything[faces_of]
         normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        centre = everything[np.unique(head.faces[part])].mean(axis=0)
+        centre = everything[np.unique(faces_of)].mean(axis=0)
         assert ((normals * (corners.mean(axis=1) - centre)).sum(axis=1) > 0).mean() > 0.97
-    neck = everything[np.unique(head.faces[head.neck])]
+    neck = everything[np.unique(max((attached[part] for part in pieces), key=len))]
+    skull_x = everything[np.unique(head.faces[skull])][:, 0]
+    ears = [everything[np.unique(attached[part])] for part in pieces if attached[part].size < neck.size]
+    assert sorted(np.sign(ear[:, 0].mean()) for ear in ears) == [-1, 1]  # one each side, standing out
+    assert all(np.abs(ear[:, 0]).max() > np.abs(skull_x).max() for ear in ears)
     chin, face_height = shape[152], shape[10, 1] - shape[152, 1]
     assert neck[:, 1].min() < chin[1] - face_height and neck[:, 1].max() > chin[1]  # from below the chin into the skull
     assert neck[:, 2].max() < chin[2]  # behind the chin
