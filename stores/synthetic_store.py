@@ -61,6 +61,7 @@ class SyntheticStore:
 
     def __init__(self, root: str | os.PathLike | DataLocation):
         self.root = DataLocation(root)
+        self._images_read: zarr.Array | None = None  # opened once: each open is a request on an object store
 
     def _labels(self, mode: str) -> zarr.Group:
         return zarr.open_group(store=open_zarr_store(self.root.join(LABELS).url), mode=mode)
@@ -116,7 +117,9 @@ class SyntheticStore:
         or `images.zarr/<sample>`."""
         folder, _, sample = image.partition("/")
         if folder == IMAGE_ARRAY:
-            return np.asarray(self._image_array("r")[int(sample)])
+            if self._images_read is None:
+                self._images_read = self._image_array("r")
+            return np.asarray(self._images_read[int(sample)])
         with Image.open(io.BytesIO(self.root.join(image).read_bytes())) as picture:
             return np.asarray(picture.convert("RGB"))
 

@@ -56,8 +56,9 @@ class DiffusionConfig:
     """Images per training step."""
 
     micro_batch_size: int = 0
-    """Images per forward/backward pass inside a step (0 = the whole batch): gradients of the parts
-    are summed, so the step is the same (dropout aside) and peak memory falls with the part size."""
+    """Images per forward/backward pass inside a step on a CPU (0 = the whole batch; a GPU always
+    takes whole batches): gradients of the parts are summed, so the step is the same (dropout's
+    draws aside) and peak memory falls with the part size."""
 
     learning_rate: float = 3e-3
     """AdamW learning rate after warm-up."""

@@ -72,7 +72,8 @@ class DiffusionTrainer:
         self.ema_decay = ema_decay
         self.warmup_steps = warmup_steps
         self.grad_clip = grad_clip
-        self.micro_batch_size = micro_batch_size
+        # Splitting bounds a CPU box's memory; on a GPU it would only cost throughput.
+        self.micro_batch_size = micro_batch_size if device.type == "cpu" else 0
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.step_count = 0
@@ -101,7 +102,7 @@ class DiffusionTrainer:
         noise = torch.randn(batch_x0.shape, generator=self.generator, device=self.generator.device)
         part = self.micro_batch_size or n
         self.optimizer.zero_grad(set_to_none=True)
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=batch_x0.device)
         for start in range(0, n, part):
             piece = slice(start, start + part)
             piece_loss = diffusion_loss(self.model, batch_x0[piece], self.alpha_bar, self.generator,
@@ -109,7 +110,7 @@ class DiffusionTrainer:
             # A part's mean, weighted by its share of the batch: the sum is the batch's mean.
             weighted = piece_loss * (batch_x0[piece].shape[0] / n)
             weighted.backward()
-            loss = loss + weighted.detach().cpu()
+            loss = loss + weighted.detach()
         if self.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()

@@ -96,8 +96,8 @@ def write_card(dataset_dir: str) -> DataLocation:
         f"{'denoised' if config.get('denoise') else 'not denoised'}), seed {settings['seed']}.", "",
         "## Files", "",
         ("- `images/*.png`: the renders" if config.get("image_format", "png") == "png" else
-         f"- `images.zarr`: the renders, one ({summary['images']}, {config['resolution']}, {config['resolution']}, 3) "
-         "uint8 array") + "; `index.parquet`: one row per image (`sample`, `image`, `identity`, `split`, "
+         f"- `images.zarr`: the renders, one ({settings['n_samples']}, {config['resolution']}, {config['resolution']}, 3) "
+         "uint8 array (rows not rendered are zeros)") + "; `index.parquet`: one row per image (`sample`, `image`, `identity`, `split`, "
         "`yaw_deg`, `pitch_deg`, `emotion`, `visible_landmarks`, `source`, `shape`)",
         "- `labels.zarr`: " + ", ".join(f"`{name}` {tuple(array.shape)}" for name, array in _arrays(store)),
         f"- segmentation classes: {', '.join(f'{k} {name}' for k, name in enumerate(attrs['segmentation_classes']))}",

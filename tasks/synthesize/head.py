@@ -232,7 +232,8 @@ def feather_face_edge(texture: np.ndarray, landmarks_px: np.ndarray, skin: np.nd
                       width_px: float) -> np.ndarray:
     """The rig texture with its photo part faded to the head's skin colour over `width_px` inside
     the face oval, so the photo's edge (hair, ears, background at the mask's rim) meets the head
-    without a seam. The texture's band below the photo (mouth and eye patches) is left as it is."""
+    without a seam; outside the oval, which only texture filtering reaches, it is skin. The
+    texture's band below the photo (mouth and eye patches) is left as it is."""
     from PIL import Image, ImageDraw
     from scipy import ndimage
 

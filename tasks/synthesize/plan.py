@@ -108,7 +108,8 @@ def plan_data_set(portraits: str | None, identities: int | None, samples_per_ide
                   shape_model: dict | None = None) -> tuple[list[Identity], list[Shard], dict]:
     """The identities (a folder's portraits, or without one `identities` GAN faces of the production
     `models`), their shards, and the settings a resumed run must share (the background images are
-    in them as `backgrounds`, full paths; the training faces shapes come from as `shape_model`)."""
+    in them as `backgrounds`, full paths, and the training faces the shape model is fitted to as
+    `shape_model`)."""
     background_images = portraits_in(backgrounds, None, "--backgrounds") if backgrounds else []
     if identities is not None and identities < 1:
         raise AvatarInputError("--identities must be at least 1")
@@ -123,7 +124,8 @@ def plan_data_set(portraits: str | None, identities: int | None, samples_per_ide
     shards = plan_shards(faces, samples_per_identity, config.samples_per_shard)
     settings = {"config": config.model_dump(mode="json"), "seed": seed, "samples_per_identity": samples_per_identity,
                 "identities": [PurePosixPath(face.source).name for face in faces], "models": models or {},
-                "backgrounds": background_images, "shape_model": shape_model or {"data_sets": [], "faces": 0},
+                "backgrounds": background_images,
+                "shape_model": shape_model or {"data_sets": [], "faces": 0, "fingerprints": []},
                 "n_samples": len(faces) * samples_per_identity, "chunk": shards[0].n_samples}
     return faces, shards, settings
 

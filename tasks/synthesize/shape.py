@@ -2,8 +2,11 @@
 shapes, and the per-identity offsets a rig's landmarks get along its main components.
 
 Shapes are similarity-aligned 2D landmarks, so their raw variation also holds head yaw and
-one-sided expressions. The model is fitted to each shape's left/right-symmetric part, which keeps
-proportions (face width and length, jaw, eye spacing, nose and mouth size) and drops those."""
+one-sided expressions. The model is fitted to each shape's left/right-symmetric part, which drops
+those. Symmetric expressions (an open mouth, closed eyes) and head pitch stay in it, so an offset
+moves the inner lips and each eye's contour and iris as rigid groups: a face never opens its
+mouth or shuts its eyes by changing shape. Proportions remain: face width and length, jaw, eye
+spacing, nose, mouth position."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from scipy.spatial import cKDTree
 from tasks.dataset.align import apply_affine, fit_similarity
 from tasks.quality.metrics import normalised_shape
 from tasks.reconstruct.canonical_shape import load_canonical_shape
-from tasks.reconstruct.topology import N_LANDMARKS
+from tasks.reconstruct.topology import N_LANDMARKS, face_topology
 
 COEFFICIENT_LIMIT = 2.5
 """Drawn coefficients are clipped to this many standard deviations: no caricatures."""
@@ -44,6 +47,15 @@ def mirror_index() -> np.ndarray:
     return partner
 
 
+@lru_cache(maxsize=1)
+def rigid_groups() -> tuple[np.ndarray, ...]:
+    """Landmarks that move together: the inner lips (so the mouth's opening is kept) and each eye's
+    contour with its iris (so its opening is kept)."""
+    topology = face_topology()
+    lips = np.unique(np.concatenate([topology.lips_inner_upper, topology.lips_inner_lower]))
+    return (lips, *(np.unique(np.concatenate([eye.loop, eye.iris])) for eye in (topology.eye_left, topology.eye_right)))
+
+
 def symmetric_part(shapes: np.ndarray) -> np.ndarray:
     """(N, 478, 2) shapes averaged with their own mirror images (mirrored about their mean x)."""
     shapes = np.asarray(shapes, np.float64)
@@ -64,7 +76,11 @@ def fit_shape_model(landmarks: np.ndarray, components: int = 8) -> ShapeModel:
     _, singular, directions = np.linalg.svd(centred, full_matrices=False)
     k = min(components, len(singular))
     deviations = singular[:k] / np.sqrt(max(len(shapes) - 1, 1))
-    return ShapeModel(mean=mean, components=directions[:k].reshape(k, N_LANDMARKS, 2), deviations=deviations,
+    # SVD signs are arbitrary: fix each so its largest entry is positive, and a seed moves a face
+    # the same way on every machine.
+    directions = directions[:k]
+    directions = directions * np.sign(directions[np.arange(k), np.abs(directions).argmax(axis=1)])[:, None]
+    return ShapeModel(mean=mean, components=directions.reshape(k, N_LANDMARKS, 2), deviations=deviations,
                       n_faces=len(shapes))
 
 
@@ -82,6 +98,8 @@ def shape_offset_px(landmarks_px: np.ndarray, model: ShapeModel, coefficients: n
     points = np.asarray(landmarks_px, np.float64)[:, :2]
     to_face = fit_similarity(model.mean, points)  # template → this face, so only its linear part matters
     moved = apply_affine(to_face, model.mean + offset) - apply_affine(to_face, model.mean)
+    for group in rigid_groups():
+        moved[group] = moved[group].mean(axis=0)
     return np.concatenate([moved, np.zeros((N_LANDMARKS, 1))], axis=1).astype(np.float32)
 
 
@@ -99,7 +117,10 @@ def shape_model_record(data_dir: str, variation: float) -> dict:
     `data_dir` and their face count (none when variation is 0)."""
     store = None if variation == 0 else _dataset_store(data_dir)
     names = [] if store is None else [name for name in store.names() if store.exists(name)]
-    return {"data_sets": names, "faces": sum(int(store.attrs(name)["n_images"]) for name in names)}
+    attrs = [store.attrs(name) for name in names]
+    # The fingerprint changes when a data set is rebuilt from other inputs under the same name.
+    return {"data_sets": names, "faces": sum(int(a["n_images"]) for a in attrs),
+            "fingerprints": [str(a.get("fingerprint", "")) for a in attrs]}
 
 
 def load_shape_model(data_dir: str, record: dict, components: int) -> ShapeModel | None:

@@ -10,7 +10,8 @@ from tasks.reconstruct.eyes import EYEBALL_PARTS
 from tasks.reconstruct.rig import build_face_rig, landmarks_to_world
 from tasks.reconstruct.topology import N_LANDMARKS
 from tasks.synthesize.shape import (ShapeModel, draw_shape_coefficients, fit_shape_model, mirror_index,
-                                    load_shape_model, shape_model_record, shape_offset_px,
+                                    load_shape_model, rigid_groups, shape_model_record,
+                                    shape_offset_px,
                                     symmetric_part)
 from tests.unit.test_reconstruct_rig import SIZE, crop_image, synthetic_landmarks
 
@@ -45,6 +46,8 @@ def test_the_model_keeps_proportions_and_drops_the_turn_of_the_head():
     faces, widen, turn = training_faces(40)
     model = fit_shape_model(faces, components=4)
     assert model.components.shape == (4, N_LANDMARKS, 2) and model.n_faces == 40
+    flat = model.components.reshape(4, -1)  # signs fixed: each component's largest entry is positive
+    assert (flat[np.arange(4), np.abs(flat).argmax(axis=1)] > 0).all()
     basis = model.components.reshape(4, -1)
     np.testing.assert_allclose(basis @ basis.T, np.eye(4), atol=1e-9)
     assert model.deviations[1] < 0.06 * model.deviations[0]  # one real mode: the width
@@ -75,6 +78,9 @@ def test_offsets_follow_the_face_size_and_rotation_and_stay_symmetric():
     angle = np.radians(-30.0)  # image y points down, so a roll of +30° turns pixel vectors by −30°
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     np.testing.assert_allclose(bigger[:, :2], 2 * offset[:, :2] @ rotation.T, atol=0.05)
+    # The mouth's and the eyes' openings are kept: their groups move rigidly.
+    for group in rigid_groups():
+        np.testing.assert_allclose(offset[group], offset[group][:1].repeat(len(group), axis=0), atol=1e-5)
     partner = mirror_index()  # a symmetric model moves both sides alike (the canonical face is symmetric to 1%)
     tolerance = 0.05 * np.abs(offset).max()
     np.testing.assert_allclose(offset[partner, 0], -offset[:, 0], atol=tolerance)
@@ -112,7 +118,8 @@ def test_a_shaped_rig_moves_its_mesh_and_keeps_its_texture_on_the_features():
 
 def test_no_training_faces_means_no_shape_model(tmp_path):
     record = shape_model_record(str(tmp_path), 1.0)
-    assert record == {"data_sets": [], "faces": 0} and load_shape_model(str(tmp_path), record, 8) is None
+    assert record == {"data_sets": [], "faces": 0, "fingerprints": []}
+    assert load_shape_model(str(tmp_path), record, 8) is None
     assert not (tmp_path / "datasets.zarr").exists()  # looking did not create the store
 
 
@@ -123,11 +130,29 @@ def test_the_model_is_fitted_to_the_data_dirs_training_faces(tmp_path):
     faces, _, _ = training_faces(12, seed=3)
     dataset = FaceDataset(crops={32: np.zeros((12, 32, 32, 3), np.uint8)}, uv_textures=np.zeros((12, 8, 8, 3), np.uint8),
                           landmarks=faces.astype(np.float32), labels=["sample"] * 12, sources=[f"f{k}" for k in range(12)])
-    DatasetStore(str(tmp_path / "datasets.zarr")).write("faces", dataset)
+    DatasetStore(str(tmp_path / "datasets.zarr")).write("faces", dataset, {"fingerprint": "f1"})
     record = shape_model_record(str(tmp_path), 1.0)
-    assert record == {"data_sets": ["faces"], "faces": 12}
-    assert shape_model_record(str(tmp_path), 0.0) == {"data_sets": [], "faces": 0}
+    assert record == {"data_sets": ["faces"], "faces": 12, "fingerprints": ["f1"]}
+    assert shape_model_record(str(tmp_path), 0.0) == {"data_sets": [], "faces": 0, "fingerprints": []}
     model = load_shape_model(str(tmp_path), record, 4)
     assert model is not None and model.n_faces == 12 and len(model.deviations) == 4
     np.testing.assert_allclose(model.deviations, fit_shape_model(faces, 4).deviations, rtol=1e-4)  # stored as float32
     assert load_shape_model(str(tmp_path), record, 12) is None  # as many components as faces: too few
+
+
+def test_the_photo_fades_into_the_head_skin_at_the_face_edge():
+    from tasks.reconstruct.topology import face_topology
+    from tasks.synthesize.head import feather_face_edge, srgb_to_linear
+
+    landmarks = synthetic_landmarks(scale=24.0)
+    texture = np.zeros((SIZE + SIZE // 8, SIZE, 3), np.uint8)
+    texture[:] = (200, 40, 40)
+    skin = np.array([90.0, 160.0, 60.0])
+    feathered = feather_face_edge(texture, landmarks, skin, width_px=6.0)
+    np.testing.assert_array_equal(feathered[SIZE:], texture[SIZE:])  # the patch band is left alone
+    edge = np.rint(landmarks[face_topology().face_oval[0], :2]).astype(int)  # on the oval: skin
+    np.testing.assert_allclose(feathered[edge[1], edge[0]], skin, atol=40)
+    nose = np.rint(landmarks[1, :2]).astype(int)  # well inside: the photo
+    np.testing.assert_array_equal(feathered[nose[1], nose[0]], texture[nose[1], nose[0]])
+    np.testing.assert_array_equal(feathered[0, 0], skin)  # outside the oval (texture filtering reaches it): skin
+    np.testing.assert_allclose(srgb_to_linear(np.array([0.0, 255.0, 188.0])), [0.0, 1.0, 0.5], atol=0.01)
