@@ -77,12 +77,6 @@ def _priority(priority: int):
     return dask.annotate(priority=priority)
 
 
-def _has_finished(future: PrefectFuture) -> bool:
-    """Whether a stage's run is over, asked of its own future: the API's copy of its state lags."""
-    wrapped = getattr(future, "wrapped_future", None)
-    return wrapped.done() if wrapped is not None else future.state.is_final()
-
-
 class _RowRun:
     """A row in flight: its submitted futures and which of them have settled."""
 
@@ -114,12 +108,6 @@ class _RowRun:
     @property
     def finished(self) -> bool:
         return len(self.settled) == len(self.futures)
-
-    @property
-    def ended(self) -> bool:
-        """Nothing more will run: every stage settled, or a stage failed and stopped the rest."""
-        failed = len(self.completed) < len(self.settled)
-        return self.finished and (failed or len(self.futures) == len(self.stages.stages))
 
     def outcome(self) -> dict:
         chain = {s.name: self.futures[s.name] for s in self.stages.stages if s.name in self.futures}
@@ -167,19 +155,7 @@ class RowWindows:
 
     def _check_stop(self) -> None:
         if self._stop is not None:
-            self._settle_finished_stages()
             raise RunInterrupted(self._stop)
-
-    def _settle_finished_stages(self) -> None:
-        """On a stop, stages that had already finished still count (their done events may not have
-        been read yet), so a row they end is reported as settled, not interrupted."""
-        for key, row in list(self._active.items()):
-            for name, future in row.futures.items():
-                if name not in row.settled and _has_finished(future):
-                    row.settle(name)
-            if row.ended:
-                del self._active[key]
-                self.outcomes.append(self.record(row.outcome()))
 
     @contextmanager
     def _stop_requests(self):
