@@ -115,16 +115,16 @@ def write_card(dataset_dir: str) -> DataLocation:
         "", "## Samples", "", f"![samples]({GRID}) (render with visible landmarks green and hidden ones red; "
         "segmentation)", "", "## Provenance", "",
         *provenance_lines(list(index.drop_duplicates("identity")["source"])), "",
-        shape_line(settings), "",
+        shape_line(settings, index), "",
         "## Settings", "", *(f"- `{key}`: {json.dumps(value)}" for key, value in settings["config"].items()), "",
     ]
     return store.write_file(CARD, "\n".join(lines).encode("utf-8"))
 
 
-def shape_line(settings: dict) -> str:
-    """Where the identities' face shapes came from."""
+def shape_line(settings: dict, index: pd.DataFrame) -> str:
+    """Where the identities' face shapes came from (the index's coefficients say whether they moved)."""
     config, record = settings["config"], settings.get("shape_model") or {"faces": 0}
-    if config.get("shape_variation", 0) and record["faces"] > config.get("shape_components", 0):
+    if "shape" in index and index["shape"].map(len).gt(0).any():
         return (f"Face shapes: each identity's reconstructed face moved along the {config['shape_components']} main "
                 f"components of {record['faces']} training faces' aligned landmark shapes (data sets "
                 f"{', '.join(record['data_sets'])} of the data dir), each coefficient drawn with a spread of "

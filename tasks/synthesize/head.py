@@ -69,8 +69,9 @@ class Head:
     """(F, 3) triangles into the rig's vertices followed by these (outward normals)."""
     hair: np.ndarray
     """(F,) bool: the triangle is hair (else head skin)."""
-    neck: np.ndarray
-    """(F,) bool: the triangle is the neck's or an ear's (each a closed surface of its own)."""
+    attached: np.ndarray
+    """(F,) bool: the triangle is the neck's or an ear's (each a closed surface of its own, not
+    stitched to the skull)."""
     owner: np.ndarray
     """(H,) the oval vertex each new vertex follows."""
     follow: np.ndarray
@@ -155,7 +156,7 @@ def build_head(vertices: np.ndarray) -> Head:
     return Head(vertices=frame.to_world(np.concatenate([new_local, extra_local])).astype(np.float32),
                 faces=np.concatenate([faces, extra_faces]).astype(np.int32),
                 hair=np.concatenate([hair, np.zeros(len(extra_faces), bool)]),
-                neck=np.concatenate([np.zeros(len(faces), bool), np.ones(len(extra_faces), bool)]),
+                attached=np.concatenate([np.zeros(len(faces), bool), np.ones(len(extra_faces), bool)]),
                 owner=np.concatenate([oval] * (RINGS - 1) + [oval[:1]] + [oval[:1]] * len(extra_local)),
                 follow=np.concatenate(follow + [np.zeros(1 + len(extra_local))]).astype(np.float32))
 

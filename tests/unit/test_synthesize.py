@@ -114,13 +114,13 @@ def test_the_head_closes_the_face_mask_and_reaches_behind_it():
     from scipy.sparse.csgraph import connected_components
     from scipy.sparse import coo_matrix
 
-    attached = head.faces[head.neck]  # the neck and the ears, closed surfaces of their own
+    attached = head.faces[head.attached]  # the neck and the ears, closed surfaces of their own
     graph = coo_matrix((np.ones(len(attached) * 3), (attached.ravel(), np.roll(attached, 1, axis=1).ravel())),
                        shape=(len(everything), len(everything)))
     _, component = connected_components(graph, directed=False)
     pieces = [np.isin(component[attached[:, 0]], [c]) for c in np.unique(component[attached[:, 0]])]
     assert len(pieces) == 3
-    skull = ~head.neck
+    skull = ~head.attached
     for part in [skull] + pieces:  # each closed surface faces out
         faces_of = head.faces[skull] if part is skull else attached[part]
         corners = everything[faces_of]
