@@ -5,6 +5,7 @@ identity spread beside the training faces' own, and the promotion gates' baselin
 face's distance, nearest-training-face distances).
 
     .venv/bin/python bench/generation_quality.py --data-dir avatarflow-data [--seeds 200] [--device auto]
+        [--gan-version N]   # a registered version the gates did not promote
 
 Asserts nothing.
 """
@@ -24,7 +25,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stores.dataset_store import DatasetStore  # noqa: E402
-from stores.model_registry import DIFFUSION_MODEL, GAN_MODEL, load_production_model  # noqa: E402
+from stores.model_registry import (DIFFUSION_MODEL, GAN_MODEL, load_model_version,  # noqa: E402
+                                   load_production_model)
 from tasks.common.torch_utils import resolve_device, to_uint8_images  # noqa: E402
 from tasks.gan.sampling import generate_faces, latent_for_seed  # noqa: E402
 from tasks.dataset.task import reference_shapes  # noqa: E402
@@ -42,10 +44,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--generate-strength", type=float, help="SDEdit strength (default: the pipeline's)")
+    parser.add_argument("--gan-version", type=int, help="score this registered GAN version (default: production)")
     parser.add_argument("--upscale-strength", type=float, help="upscaler strength (default: the model's)")
     args = parser.parse_args()
     device = str(resolve_device(args.device))
-    generator, gan_version = load_production_model(args.data_dir, GAN_MODEL, device)
+    if args.gan_version is None:
+        generator, gan_version = load_production_model(args.data_dir, GAN_MODEL, device)
+    else:
+        generator, gan_version = load_model_version(args.data_dir, GAN_MODEL, args.gan_version, device), args.gan_version
     diffusion, diffusion_version = load_production_model(args.data_dir, DIFFUSION_MODEL, device)
     config = IdentityConfig(generate_strength=IdentityConfig().generate_strength if args.generate_strength is None
                             else args.generate_strength, upscale_strength=args.upscale_strength)

@@ -19,7 +19,7 @@ from tasks.synthesize.config import SynthesisConfig
 from tasks.synthesize.labels import SEGMENTATION_CLASSES
 from tasks.synthesize.plan import dataset_folder, plan_data_set, production_generators
 from tasks.synthesize.render import FaceSources
-from tasks.synthesize.shape import load_shape_model, shape_model_record
+from tasks.synthesize.shape import load_shape_model, shape_model_record, store_shape_model
 from tasks.synthesize.task import synthesize_shard
 
 
@@ -56,6 +56,8 @@ def synthesize_shards(data_dir: str, name: str, portraits: str | None, identitie
     logger.info(f"{len(faces)} identities x {samples_per_identity} samples = {n_samples} images in "
                 f"{len(shards)} shards; {len(shards) - len(pending)} already done")
     shape_model = load_shape_model(data_dir, settings["shape_model"], config.shape_components)
+    if shape_model is not None:
+        store_shape_model(store, shape_model, settings["shape_model"])
     logger.info(f"face shapes vary along {config.shape_components} components of {settings['shape_model']['faces']} "
                 f"training faces ({', '.join(settings['shape_model']['data_sets'])})" if shape_model is not None else
                 "face shapes as reconstructed: no shape variation asked for, or too few training faces in the data "

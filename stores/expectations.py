@@ -191,6 +191,8 @@ def synthetic_label_suite(needs: LabelRequirements, n_images: int):
          "an image is blank (grey-level spread under 2)"),
         (e.ExpectColumnValuesToBeBetween(column="hidden_on_surface_excess", max_value=0),
          "landmarks marked hidden lie on the rendered surface at their own depth (their visibility is wrong)"),
+        (e.ExpectColumnValuesToBeBetween(column="enclosed_background", min_value=0, max_value=0),
+         "background shows through the head (a hole between the face and the head, or under the chin)"),
         (e.ExpectColumnValuesToBeBetween(column="pixels_background", min_value=1),
          "an image has no background pixel (the face fills or overflows the frame)"),
     ]
@@ -211,7 +213,8 @@ def synthetic_label_suite(needs: LabelRequirements, n_images: int):
 
 def validate_synthetic_labels(frame: pd.DataFrame, needs: LabelRequirements) -> list[str]:
     """Messages of the failed expectations on a per-sample frame (columns `visible_outside`,
-    `pixel_std`, `pixels_<class>`, `yaw_deg`, `pitch_deg`); empty when the labels pass."""
+    `pixel_std`, `hidden_on_surface_excess`, `enclosed_background`, `pixels_<class>`, `yaw_deg`,
+    `pitch_deg`); empty when the labels pass."""
     context = _context()
     source = context.data_sources.add_pandas("synthetic")
     batch = (source.add_dataframe_asset("samples").add_batch_definition_whole_dataframe("all")

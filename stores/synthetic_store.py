@@ -6,7 +6,9 @@
   chunks of its own and shards can be written by many workers at once;
 - `shards/<k>.json`, written after a shard's images and labels, so a resumed run renders only the
   shards that lack one;
-- `index.parquet`, one row per rendered sample, written when every shard is done.
+- `index.parquet`, one row per rendered sample, written when every shard is done;
+- `shape_model.zarr`, the face-shape model the identities were moved along (when they were), so
+  the index's `shape` coefficients can be read without the training data.
 
 The group's attrs hold the settings the arrays were made for; opening a data set again with other
 settings is refused instead of mixing two data sets in one store."""
@@ -32,6 +34,7 @@ INDEX = "index.parquet"
 IMAGES = "images"
 IMAGE_ARRAY = "images.zarr"
 SHARDS = "shards"
+SHAPE_MODEL = "shape_model.zarr"
 
 
 class DataSetMismatch(ValueError):
@@ -153,6 +156,20 @@ class SyntheticStore:
 
     def index(self) -> pd.DataFrame:
         return pd.read_parquet(io.BytesIO(self.root.join(INDEX).read_bytes()))
+
+    def write_shape_model(self, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+        """The shape model's arrays and attrs, replacing any stored one (a resumed run writes the same)."""
+        group = zarr.open_group(store=open_zarr_store(self.root.join(SHAPE_MODEL).url), mode="w")
+        for name, values in arrays.items():
+            group.create_array(name, data=np.asarray(values))
+        group.attrs.update(json.loads(json.dumps(attrs)))
+
+    def read_shape_model(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """The stored shape model's arrays and attrs, or None when the faces were not moved."""
+        if not self.root.join(SHAPE_MODEL, "zarr.json").exists():
+            return None
+        group = zarr.open_group(store=open_zarr_store(self.root.join(SHAPE_MODEL).url), mode="r")
+        return {name: np.asarray(array[...]) for name, array in group.arrays()}, dict(group.attrs)
 
     def write_file(self, name: str, data: bytes) -> DataLocation:
         """A file beside the data (the card)."""

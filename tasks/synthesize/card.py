@@ -106,6 +106,8 @@ def write_card(dataset_dir: str) -> DataLocation:
         f"- emotions the expressions started from: {summary['emotions']}",
         f"- visible landmarks per image: {summary['visible_landmarks']}",
         f"- class share of all pixels: {summary['class_share']}",
+        *([f"- share of the face's outline that meets head or hair (the rest is the face's own silhouette "
+           f"against the background): {summary['head_border_share']}"] if "head_border_share" in summary else []),
         f"- head yaw against the line of sight (requested {config['yaw']}):", "",
         *histogram_lines(index["yaw_deg"], -90.0, 90.0, 15.0), "",
         f"- head pitch (requested {config['pitch']}):", "",
@@ -129,7 +131,8 @@ def shape_line(settings: dict, index: pd.DataFrame) -> str:
                 f"components of {record['faces']} training faces' aligned landmark shapes (data sets "
                 f"{', '.join(record['data_sets'])} of the data dir), each coefficient drawn with a spread of "
                 f"{config['shape_variation']:g} of the training faces' own and clipped at ±2.5; the coefficients are "
-                "the index's `shape` column.")
+                "the index's `shape` column, in standard deviations of `shape_model.zarr` (`mean` and `components` "
+                "in 128² template pixels, `deviations`).")
     return "Face shapes: as reconstructed from each portrait (no training faces to vary them along)."
 
 

@@ -10,12 +10,13 @@ import pandas as pd
 from PIL import Image
 
 from stores.synthetic_store import SyntheticStore
-from tasks.synthesize.labels import SEGMENTATION_CLASSES
+from tasks.synthesize.labels import CLASS_ID, SEGMENTATION_CLASSES
 
 
 def sample_measurements(store: SyntheticStore, index: pd.DataFrame, resolution: int) -> pd.DataFrame:
     """Per indexed sample: visible landmarks outside the image, the image's grey-level spread,
-    pixels of each segmentation class, and the head angles against the camera."""
+    pixels of each segmentation class, how the head surrounds the face, and the head angles
+    against the camera."""
     labels = store.labels()
     samples = index["sample"].to_numpy()
     points = labels["landmarks_2d"].get_orthogonal_selection((samples,))
@@ -26,18 +27,39 @@ def sample_measurements(store: SyntheticStore, index: pd.DataFrame, resolution: 
     counts = np.zeros((len(samples), len(SEGMENTATION_CLASSES)), dtype=np.int64)
     spread = np.zeros(len(samples))
     hidden_on_surface = np.zeros(len(samples))
+    enclosed, head_border = np.zeros(len(samples), dtype=np.int64), np.zeros(len(samples))
     depth_points = labels["landmarks_3d"].get_orthogonal_selection((samples,))[..., 2]
     for row, (sample, image) in enumerate(zip(samples, index["image"])):
         segmentation = labels["segmentation"][int(sample)]
         hidden_on_surface[row] = _hidden_on_surface_excess(labels["depth"][int(sample)], points[row], visible[row],
                                                            depth_points[row], resolution)
+        enclosed[row], head_border[row] = figure_measures(segmentation)
         counts[row] = np.bincount(segmentation.ravel(), minlength=len(SEGMENTATION_CLASSES))[:len(SEGMENTATION_CLASSES)]
         spread[row] = float(np.asarray(Image.fromarray(store.read_image(image)).convert("L"), dtype=np.float32).std())
     measurements["pixel_std"] = spread
     measurements["hidden_on_surface_excess"] = hidden_on_surface
+    measurements["enclosed_background"] = enclosed
+    measurements["head_border_share"] = head_border
     for k, name in enumerate(SEGMENTATION_CLASSES):
         measurements[f"pixels_{name}"] = counts[:, k]
     return pd.DataFrame(measurements)
+
+
+FACE_CLASSES = [CLASS_ID[name] for name in ("skin", "brows", "eyes", "lips", "mouth_interior")]
+
+
+def figure_measures(segmentation: np.ndarray) -> tuple[int, float]:
+    """Background pixels the figure encloses (a hole between mask and head, or under the chin: 0
+    on a whole head), and the share of the face's outline that meets head or hair rather than
+    background (the rest is the face's own silhouette: a profile, a turned cheek)."""
+    from scipy import ndimage
+
+    figure = segmentation != CLASS_ID["background"]
+    enclosed = int((ndimage.binary_fill_holes(figure) & ~figure).sum())
+    face = np.isin(segmentation, FACE_CLASSES)
+    outline = ndimage.binary_dilation(face) & ~face
+    head = np.isin(segmentation[outline], [CLASS_ID["head"], CLASS_ID["hair"]])
+    return enclosed, float(head.mean()) if head.size else 0.0
 
 
 HIDDEN_ON_SURFACE_ALLOWANCE = (10, 0.25)
@@ -76,6 +98,7 @@ def label_summary(index: pd.DataFrame, measurements: pd.DataFrame) -> dict:
         "yaw_deg": spread(index["yaw_deg"]),
         "pitch_deg": spread(index["pitch_deg"]),
         "visible_landmarks": spread(index["visible_landmarks"]),
+        "head_border_share": spread(measurements["head_border_share"]),
         "class_share": {name: round(float(total[k] / max(total.sum(), 1)), 4)
                         for k, name in enumerate(SEGMENTATION_CLASSES)},
     }

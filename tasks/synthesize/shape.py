@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -20,6 +21,9 @@ from tasks.dataset.align import apply_affine, fit_similarity
 from tasks.quality.metrics import normalised_shape
 from tasks.reconstruct.canonical_shape import load_canonical_shape
 from tasks.reconstruct.topology import N_LANDMARKS, face_topology
+
+if TYPE_CHECKING:
+    from stores.synthetic_store import SyntheticStore
 
 COEFFICIENT_LIMIT = 2.5
 """Drawn coefficients are clipped to this many standard deviations: no caricatures."""
@@ -131,3 +135,19 @@ def load_shape_model(data_dir: str, record: dict, components: int) -> ShapeModel
     store = _dataset_store(data_dir)
     landmarks = np.concatenate([store.read_landmarks(name)[..., :2] for name in record["data_sets"]])
     return fit_shape_model(landmarks, components)
+
+
+def store_shape_model(store: "SyntheticStore", model: ShapeModel, record: dict) -> None:
+    """Keep the model beside the data set it moved, with the training faces it was fitted to."""
+    store.write_shape_model({"mean": model.mean, "components": model.components, "deviations": model.deviations},
+                            {**record, "n_faces": model.n_faces, "coefficient_limit": COEFFICIENT_LIMIT})
+
+
+def stored_shape_model(store: "SyntheticStore") -> ShapeModel | None:
+    """The model a data set's `shape` coefficients refer to (None when its faces were not moved)."""
+    found = store.read_shape_model()
+    if found is None:
+        return None
+    arrays, attrs = found
+    return ShapeModel(mean=arrays["mean"], components=arrays["components"], deviations=arrays["deviations"],
+                      n_faces=int(attrs["n_faces"]))

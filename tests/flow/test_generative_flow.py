@@ -213,6 +213,8 @@ def test_store_records_latents_draws_models_and_style_metrics(generated):
 def test_synthesize_renders_the_production_gan_faces(generated):
     import pandas as pd
 
+    from stores.synthetic_store import SyntheticStore
+
     done = generated["synthesized"]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     dataset = generated["data_dir"] / "synthetic" / "faces"
@@ -225,3 +227,6 @@ def test_synthesize_renders_the_production_gan_faces(generated):
     # The face's shape moved along the components of the data dir's training faces.
     assert settings["shape_model"]["data_sets"] and settings["shape_model"]["faces"] > 8
     assert [len(shape) for shape in index["shape"]] == [8, 8] and any(abs(c) > 0.1 for c in index["shape"][0])
+    stored = SyntheticStore(dataset).read_shape_model()  # the coefficients can be read without the training data
+    assert stored is not None and stored[0]["components"].shape == (8, 478, 2) and (stored[0]["deviations"] > 0).all()
+    assert stored[1]["n_faces"] == settings["shape_model"]["faces"]

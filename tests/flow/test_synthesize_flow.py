@@ -71,6 +71,9 @@ def test_the_data_set_has_every_label_and_passes_its_checks(data_set):
     summary = labels.attrs["summary"]
     assert summary["images"] == 20 and summary["failed_checks"] == [] and summary["identities"] == 5
     assert labels.attrs["segmentation_classes"][0] == "background"
+    # head or hair meets most of every face's outline (the rest is its silhouette: a profile, a far cheek)
+    assert summary["head_border_share"]["min"] > 0.45, summary["head_border_share"]
+    assert store.read_shape_model() is None  # no training faces in this data dir: shapes as reconstructed
     for image in index["image"]:
         with Image.open(store.root.local_path / image) as picture:
             assert picture.size == (256, 256)
@@ -134,6 +137,7 @@ def test_the_data_set_card_shows_distributions_samples_and_provenance(data_set):
     assert "20 images of 5 identities at 256²" in card
     assert "> Five portraits from the shared samples, for a test." in card  # where the identities came from
     assert "sfhq_pt1_00000058.jpg" in card and "label checks: all passed" in card
+    assert "share of the face's outline that meets head or hair" in card
     with Image.open(store.root.local_path / "card_grid.png") as grid:
         assert grid.width == 4 * 192 and grid.height == 4 * 192  # 8 samples: render and segmentation, 2 per row
     refused = subprocess.run([sys.executable, "-m", "avatarflow.cli", "dataset-card", str(store.root.local_path / "images")],

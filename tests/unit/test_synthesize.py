@@ -142,6 +142,23 @@ def test_the_head_closes_the_face_mask_and_reaches_behind_it():
     assert head.follow.max() < 1.0 and head.follow[-1] == 0.0 and (head.owner < 468).all()
 
 
+def test_figure_measures_find_background_enclosed_by_the_head_and_the_faces_outline():
+    from tasks.synthesize.checks import figure_measures
+    from tasks.synthesize.labels import CLASS_ID
+
+    segmentation = np.zeros((40, 40), np.uint8)
+    segmentation[5:35, 5:35] = CLASS_ID["head"]
+    segmentation[12:28, 12:28] = CLASS_ID["skin"]
+    segmentation[18:20, 14:18] = CLASS_ID["lips"]
+    assert figure_measures(segmentation) == (0, 1.0)  # the head all round: nothing enclosed
+    segmentation[8:10, 8:11] = CLASS_ID["background"]  # a gap between mask and skull
+    assert figure_measures(segmentation)[0] == 6
+    segmentation[12:28, 28:35] = CLASS_ID["background"]  # the right cheek against the background: open to the edge
+    enclosed, share = figure_measures(segmentation)
+    assert enclosed == 6 and 0.6 < share < 0.9, share
+    assert figure_measures(np.zeros((8, 8), np.uint8)) == (0, 0.0)  # no face at all
+
+
 def test_the_label_suite_passes_good_labels_and_names_each_fault():
     import pandas as pd
 
@@ -151,7 +168,7 @@ def test_the_label_suite_passes_good_labels_and_names_each_fault():
     needs = LabelRequirements(resolution=64, yaw=(-40.0, 40.0), pitch=(-20.0, 20.0), classes=SEGMENTATION_CLASSES)
     n = 20
     good = pd.DataFrame({"visible_outside": np.zeros(n, int), "pixel_std": np.full(n, 30.0),
-                         "hidden_on_surface_excess": np.full(n, -10.0),
+                         "hidden_on_surface_excess": np.full(n, -10.0), "enclosed_background": np.zeros(n, int),
                          "yaw_deg": np.linspace(-39, 39, n), "pitch_deg": np.linspace(-19, 19, n),
                          **{f"pixels_{name}": np.full(n, 10) for name in SEGMENTATION_CLASSES}})
     assert validate_synthetic_labels(good, needs) == []
@@ -159,16 +176,19 @@ def test_the_label_suite_passes_good_labels_and_names_each_fault():
     bad.loc[3, "visible_outside"] = 2
     bad.loc[5, "pixel_std"] = 0.0
     bad.loc[6, "hidden_on_surface_excess"] = 40.0
+    bad.loc[7, "enclosed_background"] = 12
     bad["pixels_lips"] = 0
     bad["yaw_deg"] = np.linspace(-39, 0, n)
     failed = validate_synthetic_labels(bad, needs)
     assert failed == ["a visible landmark lies outside the image (1 images)", "an image is blank (grey-level spread under 2) (1 images)",
                       "landmarks marked hidden lie on the rendered surface at their own depth (their visibility is wrong) "
                       "(1 images)",
+                      "background shows through the head (a hole between the face and the head, or under the chin) "
+                      "(1 images)",
                       "no image shows the segmentation class 'lips'",
                       "no image turns the head near the high end of the yaw range (40 deg)"], failed
     # too few images to judge the pose coverage: only that check is left out
-    assert validate_synthetic_labels(bad.iloc[:8], needs) == failed[:4]
+    assert validate_synthetic_labels(bad.iloc[:8], needs) == failed[:5]
 
 
 def test_images_read_back_alike_from_files_and_from_the_image_array(tmp_path):

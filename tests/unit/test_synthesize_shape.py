@@ -140,6 +140,28 @@ def test_the_model_is_fitted_to_the_data_dirs_training_faces(tmp_path):
     assert load_shape_model(str(tmp_path), record, 12) is None  # as many components as faces: too few
 
 
+def test_a_data_set_keeps_the_shape_model_its_coefficients_refer_to(tmp_path):
+    from stores.synthetic_store import SyntheticStore
+    from tasks.synthesize.shape import store_shape_model, stored_shape_model
+
+    store = SyntheticStore(tmp_path / "set")
+    assert stored_shape_model(store) is None  # faces not moved: nothing stored
+    faces, _, _ = training_faces(12, seed=3)
+    model = fit_shape_model(faces, components=4)
+    record = {"data_sets": ["faces"], "faces": 12, "fingerprints": ["f1"]}
+    store_shape_model(store, model, record)
+    store_shape_model(store, model, record)  # a resumed run writes it again
+    kept = stored_shape_model(store)
+    assert kept is not None and kept.n_faces == 12
+    for field in ("mean", "components", "deviations"):
+        np.testing.assert_array_equal(getattr(kept, field), getattr(model, field))
+    landmarks = faces[0][:, :2] * 3.0  # a face at its own size: the offsets follow from the stored model alone
+    coefficients = np.array([1.5, -1.0, 0.0, 0.5])
+    np.testing.assert_array_equal(shape_offset_px(landmarks, kept, coefficients),
+                                  shape_offset_px(landmarks, model, coefficients))
+    assert store.read_shape_model()[1]["data_sets"] == ["faces"]
+
+
 def test_the_photo_fades_into_the_head_skin_at_the_face_edge():
     from tasks.reconstruct.topology import face_topology
     from tasks.synthesize.head import feather_face_edge, srgb_to_linear
