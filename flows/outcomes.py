@@ -8,12 +8,12 @@ from tasks.common.rows import AvatarRow
 
 
 def row_outcome(row: AvatarRow, chain: dict[str, PrefectFuture]) -> dict:
-    """Wait for a row's submitted stages (in pipeline order); report its outputs, or the first failed
-    stage and its message. Stages after a failed one were never submitted, so they are not in `chain`."""
+    """Read a row's settled stages (in pipeline order); report its outputs, or the first failed stage
+    and its message. Stages after a failed one were never submitted, so they are not in `chain`.
+    Settling kept each state, so nothing here waits on a worker (which a stop may have killed)."""
     seconds: dict[str, float] = {}
     warnings: list[str] = []
     for stage, future in chain.items():
-        future.wait()
         state = future.state
         if state.is_completed():
             ref = future.result()

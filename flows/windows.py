@@ -4,13 +4,16 @@ one settles. So a failed stage ends its row without submitting the rest, and the
 holds task futures for the window only, however long the manifest.
 
 Ctrl-C and SIGTERM only ask the loop to stop; it stops between two steps with RunInterrupted, so a
-signal never lands inside a task submission, and the flow can report what settled."""
+signal never lands inside a task submission, and the flow can report what settled. Stages that had
+finished when the stop came still count, so a row they ended is reported settled, not
+interrupted."""
 
 from __future__ import annotations
 
 import queue
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -29,6 +32,10 @@ of highest priority first, and every other stage keeps the default 0. This order
 ready tasks only where the scheduler sends every ready task to a worker at once
 (distributed.scheduler.worker-saturation: inf); its default queue of root-like tasks would hand
 an ingest out only after the exports a worker already holds."""
+STOP_SETTLE_SECONDS = 3.0
+"""On a stop, how long in all the loop waits for the states of stages that had finished. A Ctrl-C
+reaches the whole process group, so a worker may die holding a state, and then it never comes: such
+a stage counts as not settled."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -105,9 +112,29 @@ class _RowRun:
         if future.state.is_completed():
             self.completed.add(name)
 
+    def settle_if_held(self, name: str, timeout: float) -> None:
+        """Settle a stage whose run is over if its final state comes within `timeout` seconds."""
+        future = self.futures[name]
+        wrapped = getattr(future, "wrapped_future", None)
+        if wrapped is None or not wrapped.done():
+            return
+        try:
+            future.result(timeout=max(timeout, 0.01), raise_on_failure=False)  # keeps the state for the outcome
+        except Exception:  # the worker holding it is gone: its state would only come from a rerun
+            return
+        self.settled.add(name)
+        if future.state.is_completed():
+            self.completed.add(name)
+
     @property
     def finished(self) -> bool:
         return len(self.settled) == len(self.futures)
+
+    @property
+    def ended(self) -> bool:
+        """Nothing more will run: every stage settled, or a stage failed and stopped the rest."""
+        failed = len(self.completed) < len(self.settled)
+        return self.finished and (failed or len(self.futures) == len(self.stages.stages))
 
     def outcome(self) -> dict:
         chain = {s.name: self.futures[s.name] for s in self.stages.stages if s.name in self.futures}
@@ -155,7 +182,20 @@ class RowWindows:
 
     def _check_stop(self) -> None:
         if self._stop is not None:
+            self._settle_finished_stages()
             raise RunInterrupted(self._stop)
+
+    def _settle_finished_stages(self) -> None:
+        """On a stop: stages that had finished count even when the loop has not read their done
+        events yet, and a row they end is recorded."""
+        deadline = time.monotonic() + STOP_SETTLE_SECONDS
+        for key, row in list(self._active.items()):
+            for name in list(row.futures):
+                if name not in row.settled:
+                    row.settle_if_held(name, deadline - time.monotonic())
+            if row.ended:
+                del self._active[key]
+                self.outcomes.append(self.record(row.outcome()))
 
     @contextmanager
     def _stop_requests(self):

@@ -219,3 +219,50 @@ def test_windows_bound_rows_in_flight_and_end_a_row_at_its_failed_stage(prefect_
         ran = sorted(name for r, name in EVENTS if r == row)
         assert ran == (["ingest"] if row in failed else ["animate", "ingest", "reconstruct", "render"]), row
     assert max(IN_FLIGHT) <= 3 and max(IN_FLIGHT) >= 2
+
+
+def test_a_stop_as_a_row_finishes_still_counts_the_row(prefect_api):
+    """The stop request lands as a row's last stage finishes, before the loop reads its done event
+    (what a Ctrl-C a moment after an export looks like): the row is reported settled, not
+    interrupted, and nothing after it starts."""
+    import queue
+    import signal as signals
+
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.windows import AvatarStages, RowWindows, RunInterrupted
+    from tasks.common.rows import AvatarRow
+
+    for record in (EVENTS, SETTLED, IN_FLIGHT):
+        record.clear()
+    stage = task(_stage, name="stage", cache_policy=NO_CACHE, persist_result=False)
+    windows = RowWindows(1, lambda outcome: outcome)
+
+    class StopWithTheRender(queue.Queue):  # the signal arrives with the render's done event
+        def put(self, event, *args, **kwargs) -> None:
+            if event[1] == "render":
+                windows._stop = signals.SIGINT
+            super().put(event, *args, **kwargs)
+
+    windows._done = StopWithTheRender()
+
+    def stages_of(i: int) -> AvatarStages:
+        stages = AvatarStages(AvatarRow(id=f"r{i}", line=i, portrait="p.png", text="Hi."))
+        stages.add("render", stage, "render", i, stages.add("ingest", stage, "ingest", i))
+        return stages
+
+    @flow(name="stopped-rows", task_runner=ThreadPoolTaskRunner(max_workers=2))
+    def stopped() -> str:
+        try:
+            windows.run(stages_of(i) for i in (1, 2))
+        except RunInterrupted as stop:
+            return str(stop)
+        return "not stopped"
+
+    assert stopped() == "interrupted by SIGINT"
+    assert [(o["line"], o["status"]) for o in windows.outcomes] == [(1, "complete")]
+    assert [row["id"] for row in windows.unfinished([AvatarRow(id=f"r{i}", line=i, portrait="p.png", text="Hi.")
+                                                     for i in (1, 2)])] == ["r2"]
+    assert not [event for event in EVENTS if event[0] == 2]  # the next row never started
