@@ -6,7 +6,7 @@ training faces shrunk to the GAN's side (the best a generator of that side can s
 nearest-training-face distances.
 
     .venv/bin/python bench/generation_quality.py --data-dir avatarflow-data [--seeds 200] [--device auto]
-        [--gan-version N]   # a registered version the gates did not promote
+        [--gan-version N] [--diffusion-version N]   # registered versions the gates did not promote
 
 Asserts nothing.
 """
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--generate-strength", type=float, help="SDEdit strength (default: the pipeline's)")
     parser.add_argument("--gan-version", type=int, help="score this registered GAN version (default: production)")
+    parser.add_argument("--diffusion-version", type=int, help="this registered diffusion version (default: production)")
     parser.add_argument("--upscale-strength", type=float, help="upscaler strength (default: the model's)")
     args = parser.parse_args()
     device = str(resolve_device(args.device))
@@ -53,7 +54,11 @@ def main() -> None:
         generator, gan_version = load_production_model(args.data_dir, GAN_MODEL, device)
     else:
         generator, gan_version = load_model_version(args.data_dir, GAN_MODEL, args.gan_version, device), args.gan_version
-    diffusion, diffusion_version = load_production_model(args.data_dir, DIFFUSION_MODEL, device)
+    if args.diffusion_version is None:
+        diffusion, diffusion_version = load_production_model(args.data_dir, DIFFUSION_MODEL, device)
+    else:
+        diffusion = load_model_version(args.data_dir, DIFFUSION_MODEL, args.diffusion_version, device)
+        diffusion_version = args.diffusion_version
     config = IdentityConfig(generate_strength=IdentityConfig().generate_strength if args.generate_strength is None
                             else args.generate_strength, upscale_strength=args.upscale_strength)
     truncation = config.truncation or generator.config.truncation
