@@ -50,15 +50,14 @@ def main() -> None:
     parser.add_argument("--upscale-strength", type=float, help="upscaler strength (default: the model's)")
     args = parser.parse_args()
     device = str(resolve_device(args.device))
-    if args.gan_version is None:
-        generator, gan_version = load_production_model(args.data_dir, GAN_MODEL, device)
-    else:
-        generator, gan_version = load_model_version(args.data_dir, GAN_MODEL, args.gan_version, device), args.gan_version
-    if args.diffusion_version is None:
-        diffusion, diffusion_version = load_production_model(args.data_dir, DIFFUSION_MODEL, device)
-    else:
-        diffusion = load_model_version(args.data_dir, DIFFUSION_MODEL, args.diffusion_version, device)
-        diffusion_version = args.diffusion_version
+
+    def load(name: str, version: int | None):
+        if version is None:
+            return load_production_model(args.data_dir, name, device)
+        return load_model_version(args.data_dir, name, version, device), version
+
+    generator, gan_version = load(GAN_MODEL, args.gan_version)
+    diffusion, diffusion_version = load(DIFFUSION_MODEL, args.diffusion_version)
     config = IdentityConfig(generate_strength=IdentityConfig().generate_strength if args.generate_strength is None
                             else args.generate_strength, upscale_strength=args.upscale_strength)
     truncation = config.truncation or generator.config.truncation

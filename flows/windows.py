@@ -106,11 +106,8 @@ class _RowRun:
             future.add_done_callback(lambda _, name=stage.name: on_done(name))
 
     def settle(self, name: str) -> None:
-        future = self.futures[name]
-        future.wait()
-        self.settled.add(name)
-        if future.state.is_completed():
-            self.completed.add(name)
+        self.futures[name].wait()
+        self._mark_settled(name)
 
     def settle_if_held(self, name: str, timeout: float) -> None:
         """Settle a stage whose run is over if its final state comes within `timeout` seconds."""
@@ -122,8 +119,11 @@ class _RowRun:
             future.result(timeout=max(timeout, 0.01), raise_on_failure=False)  # keeps the state for the outcome
         except Exception:  # the worker holding it is gone: its state would only come from a rerun
             return
+        self._mark_settled(name)
+
+    def _mark_settled(self, name: str) -> None:
         self.settled.add(name)
-        if future.state.is_completed():
+        if self.futures[name].state.is_completed():
             self.completed.add(name)
 
     @property
