@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import maximum_filter1d
+from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
 from tasks.animate.config import AnimationConfig
 from tasks.animate.visemes import MOUTH_INDICES, coarticulate, frame_times
@@ -30,6 +30,10 @@ _LOUDNESS_RANGE_DB = 30.0
 _SPEECH_LEVEL_PERCENTILE = 95.0
 # Energy dip (dB below both neighbouring peaks within _DIP_REACH_S) where a lip closure starts and is complete.
 _DIP_START_DB, _DIP_FULL_DB, _DIP_REACH_S = 6.0, 14.0, 0.12
+# Smoothing (s) of the loudness gain, so the mouth does not flicker with the level's 10 ms ripple.
+_GAIN_SMOOTHING_S = 0.02
+# The loudest moments open the mouth this much more (before squaring) than the headroom level does.
+_GAIN_OVERSHOOT = 1.1
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,27 @@ def speech_energy(audio: np.ndarray, sample_rate: int, n_frames: int, fps: float
     loud = loudness(features)
     grid = np.arange(loud.size) * HOP_S
     return np.interp(frame_times(max(1, int(n_frames)), fps), grid, loud, left=0.0, right=0.0)
+
+
+def opening_gain(audio: np.ndarray, sample_rate: int, n_frames: int, fps: float,
+                 config: AnimationConfig) -> np.ndarray:
+    """(T,) factor on the phoneme path's mouth opening from the recording's loudness: 0 at
+    config.loudness_range_db below the clip's speech level, 1 at config.loudness_headroom_db below it, up to
+    about 1.2 above. It rises with the square of the level in range, as a jaw widens with vocal effort.
+
+    Sampled at the times the mouth shapes are (frame time plus anticipation). All ones when the range is 0 or
+    the clip has no speech level.
+    """
+    n_frames = max(1, int(n_frames))
+    span = config.loudness_range_db - config.loudness_headroom_db
+    features = analyse(audio, sample_rate, config)
+    if config.loudness_range_db <= 0 or span <= 0 or not np.isfinite(features.speech_level_db):
+        return np.ones(n_frames)
+    floor_db = features.speech_level_db - config.loudness_range_db
+    gain = np.clip((features.level_db - floor_db) / span, 0.0, _GAIN_OVERSHOOT) ** 2
+    gain = gaussian_filter1d(gain, _GAIN_SMOOTHING_S / HOP_S, mode="nearest")
+    grid = np.arange(gain.size) * HOP_S
+    return np.interp(frame_times(n_frames, fps) + config.anticipation_s, grid, gain, left=0.0, right=0.0)
 
 
 def plosive_closures(features: AudioFeatures, config: AnimationConfig) -> np.ndarray:

@@ -12,11 +12,12 @@ from typing import Sequence
 
 import numpy as np
 
-from tasks.animate.audio_features import speech_energy, weights_from_audio
+from tasks.animate.audio_features import opening_gain, speech_energy, weights_from_audio
 from tasks.animate.config import AnimationConfig
 from tasks.animate.emotion import EmotionTimeline, apply_emotion, idle_mood
 from tasks.animate.idle import IdleMood, idle_motion
 from tasks.animate.visemes import MOUTH_INDICES, mouth_open_series, weights_from_phonemes
+from tasks.common.arkit import INDEX
 
 __all__ = ["frame_count", "animate_from_phonemes", "animate_from_audio", "animate_idle", "merge_layers",
            "mouth_open_series"]
@@ -34,6 +35,18 @@ def merge_layers(speech_weights: np.ndarray, idle_weights: np.ndarray) -> np.nda
     return np.clip(merged, 0.0, 1.0).astype(np.float32)
 
 
+# Lip presses seal a closure; they stay whole however quiet the closure is.
+_LOUDNESS_SCALED = np.array([i for i in MOUTH_INDICES if i not in (INDEX["mouthPressLeft"], INDEX["mouthPressRight"])])
+
+
+def follow_loudness(speech_weights: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """Scale the speech layer's mouth channels by a per-frame gain (T,). jawOpen and mouthClose scale together,
+    so a sealed frame stays sealed."""
+    out = np.asarray(speech_weights, np.float64).copy()
+    out[:, _LOUDNESS_SCALED] *= np.asarray(gain, np.float64)[:, None]
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
 def _mood(emotion: EmotionTimeline | None, n_frames: int, config: AnimationConfig) -> IdleMood | None:
     return None if emotion is None or emotion.is_neutral else idle_mood(emotion, n_frames, config.fps, config.emotion)
 
@@ -48,14 +61,19 @@ def _with_emotion(weights: np.ndarray, head_pose: np.ndarray, emotion: EmotionTi
 def animate_from_phonemes(phonemes: Sequence[tuple[str, float, float]], duration_seconds: float,
                           config: AnimationConfig, seed: int, audio: np.ndarray | None = None,
                           sample_rate: int = 16000,
-                          emotion: EmotionTimeline | None = None) -> tuple[np.ndarray, np.ndarray]:
+                          emotion: EmotionTimeline | None = None,
+                          loudness_opens: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Animation for timed espeak-ng phonemes (symbol, start_s, end_s) over a clip of duration_seconds.
 
     When the spoken audio is given, its loudness drives nods and brow accents; otherwise the phoneme-driven
-    mouth opening does. An emotion timeline (None: neutral) is layered over the result.
+    mouth opening does. With loudness_opens (aligned recordings), the audio's loudness also sets how wide the
+    phonemes open the mouth (see audio_features.opening_gain). An emotion timeline (None: neutral) is layered
+    over the result.
     """
     n_frames = frame_count(duration_seconds, config.fps)
     speech = weights_from_phonemes(phonemes, n_frames, config.fps, config)
+    if audio is not None and loudness_opens:
+        speech = follow_loudness(speech, opening_gain(audio, sample_rate, n_frames, config.fps, config))
     if audio is not None:
         energy = speech_energy(audio, sample_rate, n_frames, config.fps, config)
     else:

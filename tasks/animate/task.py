@@ -33,10 +33,12 @@ def animate_avatar(ingested: StageRef, row: AvatarRow, config: AnimationConfig):
         sample_rate = int(audio_attrs["sample_rate"])
         phonemes = [(symbol, float(start), float(end)) for symbol, start, end in audio_attrs.get("phonemes", [])]
         if phonemes:
-            weights, head_pose = animate_from_phonemes(phonemes, audio.size / sample_rate, settings, row.seed,
-                                                       audio=audio, sample_rate=sample_rate, emotion=emotion)
             # Stores written before `method` existed: phonemes came from TTS for text rows.
             source = audio_attrs.get("method") or ("tts" if audio_attrs.get("source") == "text" else "aligned")
+            # TTS timings are exact; a recording's loudness corrects an aligner's timing and sets the effort.
+            weights, head_pose = animate_from_phonemes(phonemes, audio.size / sample_rate, settings, row.seed,
+                                                       audio=audio, sample_rate=sample_rate, emotion=emotion,
+                                                       loudness_opens=source == "aligned")
         else:
             weights, head_pose = animate_from_audio(audio, sample_rate, settings, row.seed, emotion=emotion)
             source = "audio"

@@ -47,3 +47,32 @@ def test_idle_animation_keeps_mouth_closed():
     assert weights.shape == (100, 52)
     assert np.all(weights[:, MOUTH_INDICES] == 0.0)
     assert np.abs(pose).max() > 0.0
+
+
+def _vowel(seconds: float, level: float, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (level * (np.sin(2 * np.pi * 140 * t) + 0.5 * np.sin(2 * np.pi * 700 * t))).astype(np.float32)
+
+
+def test_an_aligned_recording_opens_the_mouth_with_its_loudness_and_keeps_closures_sealed():
+    # The same syllables, said loudly, then 20 dB softer, then with the voice gone (the aligner's timing
+    # runs on into a pause): ma-ma-ma...
+    syllables = [("m", 0.4 * k, 0.4 * k + 0.1) for k in range(15)] + \
+        [("a", 0.4 * k + 0.1, 0.4 * k + 0.4) for k in range(15)]
+    phonemes = sorted(syllables, key=lambda p: p[1])
+    audio = np.concatenate([_vowel(2.0, 0.3), _vowel(2.0, 0.03), np.zeros(2 * 16000, np.float32)])
+    plain, _ = animate_from_phonemes(phonemes, 6.0, CONFIG, seed=4, audio=audio)
+    loud, _ = animate_from_phonemes(phonemes, 6.0, CONFIG, seed=4, audio=audio, loudness_opens=True)
+    open_plain, open_loud = mouth_open_series(plain), mouth_open_series(loud)
+    vowels = [int((0.4 * k + 0.25) * 25) for k in range(15)]
+    strong, soft, mute = vowels[1:4], vowels[6:9], vowels[11:14]
+    # Without the loudness, the three parts open alike; with it, the soft part opens less and the mute one not.
+    assert np.ptp(open_plain[strong + soft + mute]) < 0.05
+    assert open_loud[strong].min() > 0.8 * open_plain[strong].min()
+    assert open_loud[soft].max() < 0.5 * open_loud[strong].min()
+    assert open_loud[mute].max() < 0.02
+    # /m/ stays sealed wherever the vowels around it are open, and nothing but the mouth moves.
+    closures = [int((0.4 * k + 0.05) * 25) for k in range(1, 5)]
+    assert open_loud[closures].max() < 0.02
+    non_mouth = np.setdiff1d(np.arange(52), MOUTH_INDICES)
+    np.testing.assert_array_equal(loud[:, non_mouth], plain[:, non_mouth])
