@@ -19,7 +19,7 @@ from tasks.animate.idle import IdleMood, idle_motion
 from tasks.animate.visemes import MOUTH_INDICES, mouth_open_series, weights_from_phonemes
 from tasks.common.arkit import INDEX
 
-__all__ = ["frame_count", "animate_from_phonemes", "animate_from_audio", "animate_idle", "merge_layers",
+__all__ = ["frame_count", "phoneme_mouth", "animate_from_phonemes", "animate_from_audio", "animate_idle", "merge_layers",
            "mouth_open_series"]
 
 
@@ -47,6 +47,15 @@ def follow_loudness(speech_weights: np.ndarray, gain: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def phoneme_mouth(phonemes: Sequence[tuple[str, float, float]], n_frames: int, config: AnimationConfig,
+                  audio: np.ndarray | None = None, sample_rate: int = 16000) -> np.ndarray:
+    """(T, 52) mouth weights for timed phonemes; with their audio, opened as wide as its loudness says."""
+    speech = weights_from_phonemes(phonemes, n_frames, config.fps, config)
+    if audio is None:
+        return speech
+    return follow_loudness(speech, opening_gain(audio, sample_rate, n_frames, config.fps, config))
+
+
 def _mood(emotion: EmotionTimeline | None, n_frames: int, config: AnimationConfig) -> IdleMood | None:
     return None if emotion is None or emotion.is_neutral else idle_mood(emotion, n_frames, config.fps, config.emotion)
 
@@ -61,19 +70,15 @@ def _with_emotion(weights: np.ndarray, head_pose: np.ndarray, emotion: EmotionTi
 def animate_from_phonemes(phonemes: Sequence[tuple[str, float, float]], duration_seconds: float,
                           config: AnimationConfig, seed: int, audio: np.ndarray | None = None,
                           sample_rate: int = 16000,
-                          emotion: EmotionTimeline | None = None,
-                          loudness_opens: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                          emotion: EmotionTimeline | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Animation for timed espeak-ng phonemes (symbol, start_s, end_s) over a clip of duration_seconds.
 
-    When the spoken audio is given, its loudness drives nods and brow accents; otherwise the phoneme-driven
-    mouth opening does. With loudness_opens (aligned recordings), the audio's loudness also sets how wide the
-    phonemes open the mouth (see audio_features.opening_gain). An emotion timeline (None: neutral) is layered
-    over the result.
+    When the spoken audio is given, its loudness sets how wide the phonemes open the mouth (see
+    audio_features.opening_gain) and drives nods and brow accents; otherwise the phoneme-driven mouth opening
+    drives them. An emotion timeline (None: neutral) is layered over the result.
     """
     n_frames = frame_count(duration_seconds, config.fps)
-    speech = weights_from_phonemes(phonemes, n_frames, config.fps, config)
-    if audio is not None and loudness_opens:
-        speech = follow_loudness(speech, opening_gain(audio, sample_rate, n_frames, config.fps, config))
+    speech = phoneme_mouth(phonemes, n_frames, config, audio, sample_rate)
     if audio is not None:
         energy = speech_energy(audio, sample_rate, n_frames, config.fps, config)
     else:

@@ -45,11 +45,12 @@ class AnimationConfig:
     """Multiplier on every mouth weight (articulation strength); results are clipped to [0, 1]."""
 
     loudness_range_db: float = 20.0
-    """Aligned recordings: the mouth opens with the recording's loudness over this many dB below the clip's speech
-    level (closed at the bottom of the range); the phonemes give the shape, the loudness how wide (0 turns it off)."""
+    """Phoneme timings with their audio (TTS and aligned recordings): the mouth opens with the audio's loudness over
+    this many dB below the clip's speech level (closed at the bottom of the range); the phonemes give the shape,
+    the loudness how wide (0 turns it off)."""
 
     loudness_headroom_db: float = 6.0
-    """Aligned recordings: the level (dB below the speech level) at which the phonemes' own opening is kept as is;
+    """Phoneme timings with their audio: the level (dB below the speech level) at which the phonemes' own opening is kept as is;
     louder moments open up to 1.2 times wider."""
 
     vad_relative_db: float = 30.0

@@ -35,10 +35,8 @@ def animate_avatar(ingested: StageRef, row: AvatarRow, config: AnimationConfig):
         if phonemes:
             # Stores written before `method` existed: phonemes came from TTS for text rows.
             source = audio_attrs.get("method") or ("tts" if audio_attrs.get("source") == "text" else "aligned")
-            # TTS timings are exact; a recording's loudness corrects an aligner's timing and sets the effort.
             weights, head_pose = animate_from_phonemes(phonemes, audio.size / sample_rate, settings, row.seed,
-                                                       audio=audio, sample_rate=sample_rate, emotion=emotion,
-                                                       loudness_opens=source == "aligned")
+                                                       audio=audio, sample_rate=sample_rate, emotion=emotion)
         else:
             weights, head_pose = animate_from_audio(audio, sample_rate, settings, row.seed, emotion=emotion)
             source = "audio"

@@ -14,10 +14,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stores.avatar_store import StageRef
-from tasks.animate.compose import frame_count
+from tasks.animate.compose import frame_count, phoneme_mouth
 from tasks.animate.config import AnimationConfig
 from tasks.animate.emotion import apply_emotion
-from tasks.animate.visemes import weights_from_phonemes
 from tasks.capture.config import CaptureConfig
 from tasks.capture.solve import bridge, solve_capture, with_speech_mouth
 from tasks.capture.tracking import portrait_scores, track_frames, usable_frames
@@ -105,8 +104,8 @@ def capture_motion(rig: StageRef, tracked: StageRef, row: AvatarRow, config: Cap
         weights, mouth = motion.weights, "capture"
         if audio_attrs.get("source") == "text":  # a spoken script owns the mouth; the video the rest
             phonemes = [(s, float(a), float(b)) for s, a, b in audio_attrs.get("phonemes", [])]
-            speech = weights_from_phonemes(phonemes, n_frames, float(row.fps),
-                                           dataclasses.replace(animate, fps=float(row.fps)))
+            speech = phoneme_mouth(phonemes, n_frames, dataclasses.replace(animate, fps=float(row.fps)),
+                                   read("input/audio"), int(audio_attrs["sample_rate"]))
             weights, mouth = with_speech_mouth(weights, speech, ARKIT_NAMES), "tts"
         # The row's emotion is layered over the performance under the same ownership rules as speech.
         weights, head_pose = apply_emotion(weights, motion.head_pose, row.emotion, float(row.fps), animate.emotion)

@@ -1,6 +1,6 @@
 """The render stage's side of the process boundary: write a Blender job, run it in a Blender
-process (the worker's long-lived one, see blender_worker), mux the sound in with ffmpeg, and
-probe the result with ffprobe. No bpy here."""
+process (the worker's long-lived one, see blender_worker), mux the sound in (in process, with
+PyAV), and probe the result with ffprobe. No bpy here."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -235,31 +236,99 @@ def write_wav(path: Path | str, audio: np.ndarray, sample_rate: int) -> Path:
     return path
 
 
+# Audio samples encoded at a time while muxing: a long clip is never converted whole.
+MUX_AUDIO_BLOCK = 16384
+# Audio is muxed this far (s) ahead of each video packet, so the two streams interleave in the file.
+MUX_AUDIO_LEAD_S = 0.5
+AUDIO_BIT_RATE = 128_000
+
+
+def _silent_video_facts(path: Path) -> tuple[float, int, bool]:
+    """(fps, frame count, whether its stream can be copied: H.264 in yuv420p) of a rendered video."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            copyable = stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+            return fps, int(stream.frames or 0), copyable
+    except (av.error.FFmpegError, IndexError) as error:
+        raise RenderError(f"{path} is not a readable video: {error}") from None
+
+
+def _mux_copied_video(video_path: Path, audio: np.ndarray, sample_rate: int, out_path: Path) -> None:
+    """The video's packets copied and the audio encoded as AAC, in one process: no ffmpeg to start,
+    no WAV to write. Packets interleave by time; the moov atom goes first (+faststart)."""
+    with av.open(str(video_path)) as source, \
+            av.open(str(out_path), "w", format="mp4", options={"movflags": "+faststart"}) as sink:
+        video_in = source.streams.video[0]
+        video_out = sink.add_stream_from_template(video_in)
+        audio_out = sink.add_stream("aac", rate=sample_rate, layout="mono")
+        audio_out.bit_rate = AUDIO_BIT_RATE
+        samples = audio if audio.ndim == 1 else audio.mean(axis=1)  # the store's speech is mono already
+        written = 0
+
+        def audio_until(seconds: float) -> None:
+            nonlocal written
+            end = min(samples.size, int(np.ceil(seconds * sample_rate)))
+            while written < end:
+                block = np.asarray(samples[written:min(end, written + MUX_AUDIO_BLOCK)], np.float32)
+                if not np.all(np.isfinite(block)):
+                    raise ValueError("audio holds NaN or infinite samples")
+                block = np.ascontiguousarray(np.clip(block, -1.0, 1.0))
+                frame = av.AudioFrame.from_ndarray(block[None, :], format="flt", layout="mono")
+                frame.sample_rate, frame.pts, frame.time_base = sample_rate, written, Fraction(1, sample_rate)
+                for packet in audio_out.encode(frame):
+                    sink.mux(packet)
+                written += block.size
+
+        for packet in source.demux(video_in):
+            if packet.dts is None:  # the demuxer's end-of-stream marker
+                continue
+            audio_until(float(packet.dts * packet.time_base) + MUX_AUDIO_LEAD_S)
+            packet.stream = video_out
+            sink.mux(packet)
+        audio_until(samples.size / sample_rate)
+        for packet in audio_out.encode(None):
+            sink.mux(packet)
+
+
+def _mux_reencoded_video(video_path: Path, audio: np.ndarray, sample_rate: int, out_path: Path) -> None:
+    """A video that is not H.264 yuv420p is re-encoded by ffmpeg, the audio going in as a WAV."""
+    wav_path = out_path.with_suffix(".wav")
+    write_wav(wav_path, audio, sample_rate)
+    try:
+        _run_tool(
+            ["ffmpeg", "-y", "-v", "error", "-i", str(video_path), "-i", str(wav_path),
+             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18",
+             "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(out_path)],
+            f"mux audio into {out_path}")
+    finally:
+        wav_path.unlink(missing_ok=True)
+
+
 def mux_audio(video_path: Path | str, audio_f32: np.ndarray, sample_rate: int, out_path: Path | str) -> Path:
     """MP4 with the video's H.264 stream copied (re-encoded to yuv420p only if it is not) and
     the audio as AAC, moov atom first. The audio is trimmed or padded to exactly
     n_frames / fps seconds, so the streams end together; the duration is checked."""
     video_path, out_path = Path(video_path), Path(out_path)
-    video = probe_video(video_path)
-    if not video["fps"] or not video["n_frames"]:
+    if not video_path.is_file():
+        raise RenderError(f"no video at {video_path}")
+    fps, n_frames, copyable = _silent_video_facts(video_path)
+    if not fps or not n_frames:
         raise RenderError(f"{video_path} has no frame rate or no frames")
-    video_seconds = video["n_frames"] / video["fps"]
+    video_seconds = n_frames / fps
     audio = fit_audio_length(audio_f32, int(round(video_seconds * sample_rate)))
-    wav_path = out_path.with_suffix(".wav")
-    write_wav(wav_path, audio, sample_rate)
-    if video["codec"] == "h264" and video["pix_fmt"] == "yuv420p":
-        video_codec = ["-c:v", "copy"]
-    else:
-        video_codec = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"]
     try:
-        _run_tool(
-            ["ffmpeg", "-y", "-v", "error", "-i", str(video_path), "-i", str(wav_path),
-             "-map", "0:v:0", "-map", "1:a:0", *video_codec, "-c:a", "aac", "-b:a", "128k",
-             "-movflags", "+faststart", str(out_path)],
-            f"mux audio into {out_path}")
-    finally:
-        wav_path.unlink(missing_ok=True)
-    muxed = probe_video(out_path)
-    if muxed["duration"] is None or abs(muxed["duration"] - video_seconds) > 1.0 / video["fps"]:
-        raise RenderError(f"{out_path} lasts {muxed['duration']}s, the video {video_seconds:.3f}s")
+        if copyable:
+            _mux_copied_video(video_path, audio, sample_rate, out_path)
+        else:
+            _mux_reencoded_video(video_path, audio, sample_rate, out_path)
+    except ValueError:  # bad samples: no half-written file left behind
+        out_path.unlink(missing_ok=True)
+        raise
+    with av.open(str(out_path)) as muxed:
+        duration = muxed.duration / av.time_base if muxed.duration is not None else None
+    if duration is None or abs(duration - video_seconds) > 1.0 / fps:
+        out_path.unlink(missing_ok=True)
+        raise RenderError(f"{out_path} lasts {duration}s, the video {video_seconds:.3f}s")
     return out_path

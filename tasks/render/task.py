@@ -1,5 +1,5 @@
 """Render tasks. `render` (the deliverable that is waited for): one Blender job renders the MP4
-frames and the poster, ffmpeg muxes the speech in, and both are published under
+frames and the poster, PyAV muxes the speech in (in this process), and both are published under
 outputs/<run>/<avatar>/. `export` (off the critical path, submitted at low priority): a second
 Blender job writes the GLB and the .blend. The avatar is marked complete by the last of them that
 runs: export when the settings ask for a GLB or a .blend, else render. Blender works in a scratch

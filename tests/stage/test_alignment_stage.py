@@ -40,9 +40,9 @@ def test_english_clip_with_transcript_is_aligned_and_closes_the_lips():
     assert bilabials[0][0] < 0.4 * duration and bilabials[-1][0] > 0.7 * duration
 
     settings = AnimationConfig()
-    # As the animate task does for aligned recordings: the phonemes shape the mouth, the loudness opens it.
+    # The phonemes shape the mouth, the recording's loudness opens it.
     weights, _ = animate_from_phonemes(timing.phonemes, duration, settings, seed=1, audio=audio,
-                                       sample_rate=CONFIG.sample_rate, loudness_opens=True)
+                                       sample_rate=CONFIG.sample_rate)
     opening = mouth_open_series(weights)
     # Voiced frames (RMS above a quarter of the loud end) open wider than the rest: a Mann-Whitney AUC. The
     # phoneme timing alone scores 0.62 on this clip; a mouth that ignored the voice would score 0.5.

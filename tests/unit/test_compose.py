@@ -1,5 +1,7 @@
 """Combined animation: frame count, layering of speech over idle motion, output types."""
 
+import dataclasses
+
 import numpy as np
 
 from tasks.animate.compose import animate_from_audio, animate_from_phonemes, animate_idle, frame_count
@@ -54,15 +56,16 @@ def _vowel(seconds: float, level: float, rate: int = 16000) -> np.ndarray:
     return (level * (np.sin(2 * np.pi * 140 * t) + 0.5 * np.sin(2 * np.pi * 700 * t))).astype(np.float32)
 
 
-def test_an_aligned_recording_opens_the_mouth_with_its_loudness_and_keeps_closures_sealed():
+def test_the_loudness_of_the_speech_opens_the_mouth_and_closures_stay_sealed():
     # The same syllables, said loudly, then 20 dB softer, then with the voice gone (the aligner's timing
     # runs on into a pause): ma-ma-ma...
     syllables = [("m", 0.4 * k, 0.4 * k + 0.1) for k in range(15)] + \
         [("a", 0.4 * k + 0.1, 0.4 * k + 0.4) for k in range(15)]
     phonemes = sorted(syllables, key=lambda p: p[1])
     audio = np.concatenate([_vowel(2.0, 0.3), _vowel(2.0, 0.03), np.zeros(2 * 16000, np.float32)])
-    plain, _ = animate_from_phonemes(phonemes, 6.0, CONFIG, seed=4, audio=audio)
-    loud, _ = animate_from_phonemes(phonemes, 6.0, CONFIG, seed=4, audio=audio, loudness_opens=True)
+    plain, _ = animate_from_phonemes(phonemes, 6.0, dataclasses.replace(CONFIG, loudness_range_db=0.0), seed=4,
+                                     audio=audio)
+    loud, _ = animate_from_phonemes(phonemes, 6.0, CONFIG, seed=4, audio=audio)
     open_plain, open_loud = mouth_open_series(plain), mouth_open_series(loud)
     vowels = [int((0.4 * k + 0.25) * 25) for k in range(15)]
     strong, soft, mute = vowels[1:4], vowels[6:9], vowels[11:14]

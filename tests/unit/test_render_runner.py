@@ -204,6 +204,46 @@ def test_mux_audio_matches_the_video_length(tmp_path, audio_seconds):
     assert head.find(b"moov") != -1 and (head.find(b"mdat") == -1 or head.find(b"moov") < head.find(b"mdat"))
 
 
+def test_mux_audio_keeps_the_sound_and_interleaves_it_with_the_picture(tmp_path):
+    import av
+
+    video = make_test_video(tmp_path / "silent.mp4", n_frames=150)  # 6 s
+    rate = 16000
+    t = np.arange(6 * rate) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    out = mux_audio(video, tone, rate, tmp_path / "talk.mp4")
+    with av.open(str(out)) as container:
+        decoded = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
+    with av.open(str(out)) as container:
+        positions = {"video": [], "audio": []}
+        for packet in container.demux():
+            if packet.pos is not None and packet.pos >= 0:
+                positions[packet.stream.type].append(packet.pos)
+    # The tone comes back: its level and its pitch (zero crossings over the middle 4 s).
+    middle = decoded[rate:5 * rate]
+    assert abs(np.sqrt(np.mean(middle ** 2)) - 0.3 / np.sqrt(2)) < 0.02
+    crossings = np.count_nonzero(np.signbit(middle[1:]) != np.signbit(middle[:-1]))
+    assert abs(crossings / 2 / 4.0 - 440) < 5
+    # Sound and picture alternate through the file: a player streaming it never waits on one of them.
+    assert min(positions["audio"]) < np.median(positions["video"]) < max(positions["audio"])
+
+
+def test_mux_audio_refuses_bad_samples_and_leaves_no_file(tmp_path):
+    video = make_test_video(tmp_path / "silent.mp4", n_frames=10)
+    audio = np.zeros(6400, np.float32)
+    audio[3000] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        mux_audio(video, audio, 16000, tmp_path / "talk.mp4")
+    assert not (tmp_path / "talk.mp4").exists()
+
+
+def test_mux_audio_names_an_unreadable_video(tmp_path):
+    broken = tmp_path / "frames.mp4"
+    broken.write_bytes(b"not a video at all")
+    with pytest.raises(RenderError, match="not a readable video"):
+        mux_audio(broken, np.zeros(1600, np.float32), 16000, tmp_path / "talk.mp4")
+
+
 def test_mux_audio_re_encodes_non_yuv420p_video(tmp_path):
     video = make_test_video(tmp_path / "silent.mp4", n_frames=10, pix_fmt="yuv444p")
     out = mux_audio(video, np.zeros(8000, np.float32), 16000, tmp_path / "talk.mp4")
