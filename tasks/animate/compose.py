@@ -19,8 +19,8 @@ from tasks.animate.idle import IdleMood, idle_motion
 from tasks.animate.visemes import MOUTH_INDICES, mouth_open_series, weights_from_phonemes
 from tasks.common.arkit import INDEX
 
-__all__ = ["frame_count", "phoneme_mouth", "animate_from_phonemes", "animate_from_audio", "animate_idle", "merge_layers",
-           "mouth_open_series"]
+__all__ = ["frame_count", "phoneme_mouth", "animate_from_phonemes", "animate_from_audio", "animate_idle",
+           "merge_layers", "mouth_open_series"]
 
 
 def frame_count(duration_seconds: float, fps: float) -> int:

@@ -50,8 +50,8 @@ class AnimationConfig:
     the loudness how wide (0 turns it off)."""
 
     loudness_headroom_db: float = 6.0
-    """Phoneme timings with their audio: the level (dB below the speech level) at which the phonemes' own opening is kept as is;
-    louder moments open up to 1.2 times wider."""
+    """Phoneme timings with their audio: the level (dB below the speech level) at which the phonemes' own opening
+    is kept as is; louder moments open up to 1.2 times wider."""
 
     vad_relative_db: float = 30.0
     """Audio path: a moment quieter than the clip's speech level by more than this (dB) is silence."""

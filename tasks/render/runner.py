@@ -244,13 +244,18 @@ AUDIO_BIT_RATE = 128_000
 
 
 def _silent_video_facts(path: Path) -> tuple[float, int, bool]:
-    """(fps, frame count, whether its stream can be copied: H.264 in yuv420p) of a rendered video."""
+    """(fps, frame count, whether its packets can be copied as they are: H.264 in yuv420p, in a container
+    that counts its frames, such as Blender's MP4) of a rendered video."""
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0)
-            copyable = stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
-            return fps, int(stream.frames or 0), copyable
+            frames = int(stream.frames or 0)
+            copyable = bool(frames) and stream.codec_context.name == "h264" and \
+                stream.codec_context.pix_fmt == "yuv420p"
+            if not frames:  # Matroska and others keep no count: count the packets (nothing decoded)
+                frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
+            return fps, frames, copyable
     except (av.error.FFmpegError, IndexError) as error:
         raise RenderError(f"{path} is not a readable video: {error}") from None
 
@@ -293,7 +298,7 @@ def _mux_copied_video(video_path: Path, audio: np.ndarray, sample_rate: int, out
 
 
 def _mux_reencoded_video(video_path: Path, audio: np.ndarray, sample_rate: int, out_path: Path) -> None:
-    """A video that is not H.264 yuv420p is re-encoded by ffmpeg, the audio going in as a WAV."""
+    """Any other video is re-encoded by ffmpeg, the audio going in as a WAV."""
     wav_path = out_path.with_suffix(".wav")
     write_wav(wav_path, audio, sample_rate)
     try:

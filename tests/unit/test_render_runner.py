@@ -228,6 +228,13 @@ def test_mux_audio_keeps_the_sound_and_interleaves_it_with_the_picture(tmp_path)
     assert min(positions["audio"]) < np.median(positions["video"]) < max(positions["audio"])
 
 
+def test_mux_audio_counts_frames_of_a_container_without_a_count(tmp_path):
+    video = make_test_video(tmp_path / "silent.mkv", n_frames=30)  # Matroska stores no frame count
+    out = mux_audio(video, np.zeros(4000, np.float32), 16000, tmp_path / "talk.mp4")
+    info = probe_video(out)
+    assert info["n_frames"] == 30 and abs(info["duration"] - 30 / 25) <= 1 / 25
+
+
 def test_mux_audio_refuses_bad_samples_and_leaves_no_file(tmp_path):
     video = make_test_video(tmp_path / "silent.mp4", n_frames=10)
     audio = np.zeros(6400, np.float32)
