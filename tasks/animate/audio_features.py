@@ -154,14 +154,17 @@ def loudness(features: AudioFeatures) -> np.ndarray:
 def speech_energy(audio: np.ndarray, sample_rate: int, n_frames: int, fps: float,
                   config: AnimationConfig) -> np.ndarray:
     """(T,) speech loudness in [0, 1] at the frame times (drives nods and brow accents)."""
-    features = analyse(audio, sample_rate, config)
+    return frame_loudness(analyse(audio, sample_rate, config), n_frames, fps)
+
+
+def frame_loudness(features: AudioFeatures, n_frames: int, fps: float) -> np.ndarray:
+    """(T,) speech loudness in [0, 1] of analysed features at the frame times."""
     loud = loudness(features)
     grid = np.arange(loud.size) * HOP_S
     return np.interp(frame_times(max(1, int(n_frames)), fps), grid, loud, left=0.0, right=0.0)
 
 
-def opening_gain(audio: np.ndarray, sample_rate: int, n_frames: int, fps: float,
-                 config: AnimationConfig) -> np.ndarray:
+def opening_gain(features: AudioFeatures, n_frames: int, fps: float, config: AnimationConfig) -> np.ndarray:
     """(T,) factor on the phoneme path's mouth opening from the recording's loudness: 0 at
     config.loudness_range_db below the clip's speech level, 1 at config.loudness_headroom_db below it, up to
     about 1.2 above. It rises with the square of the level in range, as a jaw widens with vocal effort.
@@ -171,7 +174,6 @@ def opening_gain(audio: np.ndarray, sample_rate: int, n_frames: int, fps: float,
     """
     n_frames = max(1, int(n_frames))
     span = config.loudness_range_db - config.loudness_headroom_db
-    features = analyse(audio, sample_rate, config)
     if config.loudness_range_db <= 0 or span <= 0 or not np.isfinite(features.speech_level_db):
         return np.ones(n_frames)
     floor_db = features.speech_level_db - config.loudness_range_db

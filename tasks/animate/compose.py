@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tasks.animate.audio_features import opening_gain, speech_energy, weights_from_audio
+from tasks.animate.audio_features import (AudioFeatures, analyse, frame_loudness, opening_gain, speech_energy,
+                                          weights_from_audio)
 from tasks.animate.config import AnimationConfig
 from tasks.animate.emotion import EmotionTimeline, apply_emotion, idle_mood
 from tasks.animate.idle import IdleMood, idle_motion
@@ -48,12 +49,13 @@ def follow_loudness(speech_weights: np.ndarray, gain: np.ndarray) -> np.ndarray:
 
 
 def phoneme_mouth(phonemes: Sequence[tuple[str, float, float]], n_frames: int, config: AnimationConfig,
-                  audio: np.ndarray | None = None, sample_rate: int = 16000) -> np.ndarray:
-    """(T, 52) mouth weights for timed phonemes; with their audio, opened as wide as its loudness says."""
+                  features: AudioFeatures | None = None) -> np.ndarray:
+    """(T, 52) mouth weights for timed phonemes; given their audio's features (audio_features.analyse), opened
+    as wide as its loudness says."""
     speech = weights_from_phonemes(phonemes, n_frames, config.fps, config)
-    if audio is None:
+    if features is None:
         return speech
-    return follow_loudness(speech, opening_gain(audio, sample_rate, n_frames, config.fps, config))
+    return follow_loudness(speech, opening_gain(features, n_frames, config.fps, config))
 
 
 def _mood(emotion: EmotionTimeline | None, n_frames: int, config: AnimationConfig) -> IdleMood | None:
@@ -78,9 +80,10 @@ def animate_from_phonemes(phonemes: Sequence[tuple[str, float, float]], duration
     drives them. An emotion timeline (None: neutral) is layered over the result.
     """
     n_frames = frame_count(duration_seconds, config.fps)
-    speech = phoneme_mouth(phonemes, n_frames, config, audio, sample_rate)
-    if audio is not None:
-        energy = speech_energy(audio, sample_rate, n_frames, config.fps, config)
+    features = None if audio is None else analyse(audio, sample_rate, config)
+    speech = phoneme_mouth(phonemes, n_frames, config, features)
+    if features is not None:
+        energy = frame_loudness(features, n_frames, config.fps)
     else:
         opening = mouth_open_series(speech)
         energy = opening / opening.max() if opening.max() > 0 else opening

@@ -14,6 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stores.avatar_store import StageRef
+from tasks.animate.audio_features import analyse
 from tasks.animate.compose import frame_count, phoneme_mouth
 from tasks.animate.config import AnimationConfig
 from tasks.animate.emotion import apply_emotion
@@ -104,8 +105,9 @@ def capture_motion(rig: StageRef, tracked: StageRef, row: AvatarRow, config: Cap
         weights, mouth = motion.weights, "capture"
         if audio_attrs.get("source") == "text":  # a spoken script owns the mouth; the video the rest
             phonemes = [(s, float(a), float(b)) for s, a, b in audio_attrs.get("phonemes", [])]
-            speech = phoneme_mouth(phonemes, n_frames, dataclasses.replace(animate, fps=float(row.fps)),
-                                   read("input/audio"), int(audio_attrs["sample_rate"]))
+            settings = dataclasses.replace(animate, fps=float(row.fps))
+            features = analyse(read("input/audio"), int(audio_attrs["sample_rate"]), settings)
+            speech = phoneme_mouth(phonemes, n_frames, settings, features)
             weights, mouth = with_speech_mouth(weights, speech, ARKIT_NAMES), "tts"
         # The row's emotion is layered over the performance under the same ownership rules as speech.
         weights, head_pose = apply_emotion(weights, motion.head_pose, row.emotion, float(row.fps), animate.emotion)

@@ -1,6 +1,6 @@
 """The render stage's side of the process boundary: write a Blender job, run it in a Blender
 process (the worker's long-lived one, see blender_worker), mux the sound in (in process, with
-PyAV), and probe the result with ffprobe. No bpy here."""
+PyAV), and describe a video with ffprobe (`probe_video`, an independent reader). No bpy here."""
 
 from __future__ import annotations
 
@@ -214,6 +214,13 @@ def fit_audio_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
 WAV_BLOCK_SAMPLES = 1 << 20
 
 
+def _checked_block(block: np.ndarray) -> np.ndarray:
+    """A block of float samples clipped to [-1, 1]; ValueError when it holds NaN or Inf."""
+    if not np.all(np.isfinite(block)):
+        raise ValueError("audio holds NaN or infinite samples")
+    return np.clip(block, -1.0, 1.0)
+
+
 def write_wav(path: Path | str, audio: np.ndarray, sample_rate: int) -> Path:
     """16-bit PCM WAV from float audio in [-1, 1] (clipped), mono (N,) or (N, C)."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -227,12 +234,13 @@ def write_wav(path: Path | str, audio: np.ndarray, sample_rate: int) -> Path:
         out.setsampwidth(2)
         out.setframerate(int(sample_rate))
         for first in range(0, len(audio), WAV_BLOCK_SAMPLES):  # blocks: a long clip is never copied whole
-            block = audio[first:first + WAV_BLOCK_SAMPLES]
-            if not np.all(np.isfinite(block)):
+            try:
+                block = _checked_block(audio[first:first + WAV_BLOCK_SAMPLES])
+            except ValueError:
                 out.close()
                 path.unlink(missing_ok=True)  # no half-written file left behind
-                raise ValueError("audio holds NaN or infinite samples")
-            out.writeframes(np.round(np.clip(block, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
+                raise
+            out.writeframes(np.round(block * 32767.0).astype("<i2").tobytes())
     return path
 
 
@@ -276,10 +284,7 @@ def _mux_copied_video(video_path: Path, audio: np.ndarray, sample_rate: int, out
             nonlocal written
             end = min(samples.size, int(np.ceil(seconds * sample_rate)))
             while written < end:
-                block = np.asarray(samples[written:min(end, written + MUX_AUDIO_BLOCK)], np.float32)
-                if not np.all(np.isfinite(block)):
-                    raise ValueError("audio holds NaN or infinite samples")
-                block = np.ascontiguousarray(np.clip(block, -1.0, 1.0))
+                block = _checked_block(np.asarray(samples[written:min(end, written + MUX_AUDIO_BLOCK)], np.float32))
                 frame = av.AudioFrame.from_ndarray(block[None, :], format="flt", layout="mono")
                 frame.sample_rate, frame.pts, frame.time_base = sample_rate, written, Fraction(1, sample_rate)
                 for packet in audio_out.encode(frame):
