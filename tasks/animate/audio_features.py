@@ -11,12 +11,13 @@ exactly closed mouth. The poses then go through the same coarticulation smoothin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
 from tasks.animate.config import AnimationConfig
-from tasks.animate.visemes import MOUTH_INDICES, coarticulate, frame_times
+from tasks.animate.visemes import MOUTH_INDICES, coarticulate, frame_times, is_pause
 from tasks.common.arkit import ARKIT_NAMES, INDEX
 
 HOP_S = 0.01
@@ -34,6 +35,11 @@ _DIP_START_DB, _DIP_FULL_DB, _DIP_REACH_S = 6.0, 14.0, 0.12
 _GAIN_SMOOTHING_S = 0.02
 # The loudest moments open the mouth this much more (before squaring) than the headroom level does.
 _GAIN_OVERSHOOT = 1.1
+# Voice that no aligned phoneme covers, for at least this long (s), is mouthed from the audio alone; phonemes
+# count this far (s) beyond their bounds, so an aligner's boundary error is not taken for a missed word.
+_UNALIGNED_MIN_S, _UNALIGNED_MARGIN_S = 0.12, 0.04
+# Time (s) over which the mouth passes from the phonemes to the audio and back.
+_UNALIGNED_EASE_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -267,8 +273,12 @@ def mouth_targets(features: AudioFeatures, config: AnimationConfig | None = None
 def weights_from_audio(audio: np.ndarray, sample_rate: int, n_frames: int, fps: float,
                        config: AnimationConfig) -> np.ndarray:
     """(T, 52) float32 ARKit mouth weights in [0, 1] driven by the audio signal; exactly 0 in silent frames."""
+    return mouth_from_features(analyse(audio, sample_rate, config), n_frames, fps, config)
+
+
+def mouth_from_features(features: AudioFeatures, n_frames: int, fps: float, config: AnimationConfig) -> np.ndarray:
+    """weights_from_audio on a clip already analysed."""
     n_frames = max(1, int(n_frames))
-    features = analyse(audio, sample_rate, config)
     targets, closure = mouth_targets(features, config)
     # Extend the grid past the end so smoothing and anticipation see silence after the clip.
     tail = int(np.ceil(1.0 / HOP_S))
@@ -282,3 +292,19 @@ def weights_from_audio(audio: np.ndarray, sample_rate: int, n_frames: int, fps: 
         np.roll(speaking, -1) * (np.arange(n_frames) < n_frames - 1)
     frames[np.ix_(~speaking, MOUTH_INDICES)] = 0.0
     return np.clip(frames, 0.0, 1.0).astype(np.float32)
+
+
+def unaligned_voice(features: AudioFeatures, phonemes: Sequence[tuple[str, float, float]], n_frames: int,
+                    fps: float) -> np.ndarray:
+    """(T,) in [0, 1]: 1 on frames inside a stretch of voice, at least _UNALIGNED_MIN_S long, that no phoneme
+    covers (words a recogniser missed, or a transcript left out), easing to 0 over _UNALIGNED_EASE_S."""
+    n_frames = max(1, int(n_frames))
+    grid = np.arange(features.active.size) * HOP_S
+    covered = np.zeros(features.active.size, bool)
+    for symbol, start, end in phonemes:
+        if end > start and not is_pause(symbol):
+            covered[(grid >= start - _UNALIGNED_MARGIN_S) & (grid < end + _UNALIGNED_MARGIN_S)] = True
+    missed = _fill_short_runs(features.active & ~covered, True, int(round(_UNALIGNED_MIN_S / HOP_S)))
+    ease = gaussian_filter1d(missed.astype(np.float64), _UNALIGNED_EASE_S / HOP_S, mode="constant")
+    return np.clip(np.interp(frame_times(n_frames, fps), grid, np.clip(2.0 * ease, 0.0, 1.0),
+                             left=0.0, right=0.0), 0.0, 1.0)

@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tasks.animate.audio_features import (AudioFeatures, analyse, frame_loudness, opening_gain, speech_energy,
-                                          weights_from_audio)
+from tasks.animate.audio_features import (AudioFeatures, analyse, frame_loudness, mouth_from_features,
+                                          opening_gain, unaligned_voice)
 from tasks.animate.config import AnimationConfig
 from tasks.animate.emotion import EmotionTimeline, apply_emotion, idle_mood
 from tasks.animate.idle import IdleMood, idle_motion
@@ -50,12 +50,18 @@ def follow_loudness(speech_weights: np.ndarray, gain: np.ndarray) -> np.ndarray:
 
 def phoneme_mouth(phonemes: Sequence[tuple[str, float, float]], n_frames: int, config: AnimationConfig,
                   features: AudioFeatures | None = None) -> np.ndarray:
-    """(T, 52) mouth weights for timed phonemes; given their audio's features (audio_features.analyse), opened
-    as wide as its loudness says."""
+    """(T, 52) mouth weights for timed phonemes. Given their audio's features (audio_features.analyse), they open
+    as wide as its loudness says, and voice that no phoneme covers is mouthed from the audio alone."""
     speech = weights_from_phonemes(phonemes, n_frames, config.fps, config)
     if features is None:
         return speech
-    return follow_loudness(speech, opening_gain(features, n_frames, config.fps, config))
+    speech = follow_loudness(speech, opening_gain(features, n_frames, config.fps, config))
+    missed = unaligned_voice(features, phonemes, n_frames, config.fps)
+    if not missed.any():
+        return speech
+    from_audio = mouth_from_features(features, n_frames, config.fps, config)
+    blended = speech * (1.0 - missed[:, None]) + from_audio * missed[:, None]
+    return np.clip(blended, 0.0, 1.0).astype(np.float32)
 
 
 def _mood(emotion: EmotionTimeline | None, n_frames: int, config: AnimationConfig) -> IdleMood | None:
@@ -98,8 +104,9 @@ def animate_from_audio(audio: np.ndarray, sample_rate: int, config: AnimationCon
     the emotion timeline (None: neutral)."""
     samples = np.asarray(audio, dtype=np.float32).reshape(-1)
     n_frames = frame_count(samples.size / sample_rate, config.fps)
-    speech = weights_from_audio(samples, sample_rate, n_frames, config.fps, config)
-    energy = speech_energy(samples, sample_rate, n_frames, config.fps, config)
+    features = analyse(samples, sample_rate, config)
+    speech = mouth_from_features(features, n_frames, config.fps, config)
+    energy = frame_loudness(features, n_frames, config.fps)
     idle_weights, head_pose = idle_motion(n_frames, config.fps, seed, config, speech_energy=energy,
                                           mood=_mood(emotion, n_frames, config))
     return _with_emotion(merge_layers(speech, idle_weights), head_pose, emotion, config)

@@ -184,10 +184,12 @@ def frame_times(n_frames: int, fps: float) -> np.ndarray:
 
 
 def coarticulate(targets: np.ndarray, closure: np.ndarray, step: float, n_frames: int, fps: float,
-                 config: AnimationConfig) -> np.ndarray:
+                 config: AnimationConfig, seal_times: np.ndarray | None = None) -> np.ndarray:
     """Blend per-sample target poses over time and sample them at the frame times.
 
     targets: (N, 52) poses on a grid of `step` seconds; closure: (N,) in [0, 1], 1 where the lips must be sealed.
+    seal_times: the midpoints (s) of the closures, whose frames are sealed whole however brief the closure
+    (default: the midpoints of the runs where closure >= 0.5).
     The result (T, 52) is float64, mouth weights scaled by the viseme gain, not yet clipped.
     """
     sigma = max(config.coarticulation_sigma_s / step, 1e-6)
@@ -205,14 +207,23 @@ def coarticulate(targets: np.ndarray, closure: np.ndarray, step: float, n_frames
         smooth = gaussian_filter1d(np.asarray(targets[:, channel], np.float64), sigma, mode="constant",
                                    truncate=KERNEL_TRUNCATE)
         frames[:, channel] = np.interp(times, grid, smooth, left=0.0, right=0.0)
-    # A closure anywhere within a frame's time span seals that frame, so brief p/b/m are never skipped.
-    half = 0.5 / fps
-    lo = np.searchsorted(grid, times - half, side="left")
-    hi = np.searchsorted(grid, times + half, side="right")
-    sealed = np.array([seal[a:b].max() if b > a else 0.0 for a, b in zip(lo, hi)])
+    # The seal is sampled like the shapes, so the loud vowel frames next to a closure stay open; and the
+    # frame on screen at a closure's midpoint is sealed whole, so a brief p/b/m is never skipped.
+    sealed = np.interp(times, grid, seal, left=0.0, right=0.0)
+    if seal_times is None:
+        seal_times = closure_midpoints(closure, step)
+    on_screen = np.floor(np.asarray(seal_times, np.float64) * fps + 1e-9).astype(np.int64)
+    sealed[on_screen[(on_screen >= 0) & (on_screen < n_frames)]] = 1.0
 
     frames[:, MOUTH_INDICES] *= config.viseme_gain
     return apply_lip_closure(frames, sealed)
+
+
+def closure_midpoints(closure: np.ndarray, step: float) -> np.ndarray:
+    """Midpoints (s) of the runs of a closure track (samples `step` apart) at or above one half."""
+    edges = np.diff(np.concatenate([[0], (np.asarray(closure) >= 0.5).astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return 0.5 * (starts + ends - 1) * step
 
 
 def apply_lip_closure(frames: np.ndarray, sealed: np.ndarray) -> np.ndarray:
@@ -244,7 +255,10 @@ def weights_from_phonemes(phonemes: Sequence[tuple[str, float, float]], n_frames
     track = viseme_track(phonemes, n_samples, FINE_STEP_S)
     targets = VISEME_MATRIX[track]
     closure = (track == _VISEME_ID["PP"]).astype(np.float64)
-    frames = coarticulate(targets, closure, FINE_STEP_S, n_frames, fps, config)
+    # Each p/b/m's own midpoint: adjacent ones (/m b/ in "embassy") make one run of the track.
+    midpoints = [0.5 * (start + end) for symbol, start, end in phonemes
+                 if end > start and phoneme_visemes(symbol) == ("PP",)]
+    frames = coarticulate(targets, closure, FINE_STEP_S, n_frames, fps, config, seal_times=np.array(midpoints))
     return np.clip(frames, 0.0, 1.0).astype(np.float32)
 
 

@@ -79,3 +79,22 @@ def test_the_loudness_of_the_speech_opens_the_mouth_and_closures_stay_sealed():
     assert open_loud[closures].max() < 0.02
     non_mouth = np.setdiff1d(np.arange(52), MOUTH_INDICES)
     np.testing.assert_array_equal(loud[:, non_mouth], plain[:, non_mouth])
+
+
+def test_voice_the_alignment_missed_is_mouthed_from_the_audio():
+    # The recogniser found "mama" in the first 0.8 s; three more syllables follow that no phoneme covers, then a
+    # pause.
+    phonemes = [("m", 0.0, 0.1), ("a", 0.1, 0.4), ("m", 0.4, 0.5), ("a", 0.5, 0.8)]
+    t = np.arange(int(1.2 * 16000)) / 16000
+    missed = _vowel(1.2, 0.3) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t - np.pi / 2)).astype(np.float32)
+    audio = np.concatenate([_vowel(0.8, 0.3), missed, np.zeros(16000, np.float32)])
+    with_audio, _ = animate_from_phonemes(phonemes, 3.0, CONFIG, seed=1, audio=audio)
+    timing_only, _ = animate_from_phonemes(phonemes, 3.0, CONFIG, seed=1)
+    opening, still = mouth_open_series(with_audio), mouth_open_series(timing_only)
+    syllables = [int((0.8 + 0.4 * k + 0.2) * 25) for k in range(3)]
+    dips = [int((0.8 + 0.4 * k) * 25) for k in (1, 2)]
+    assert still[syllables].max() < 0.02  # the phonemes alone leave the missed words mute
+    assert opening[syllables].min() > 0.3
+    assert opening[dips].max() < 0.5 * opening[syllables].min()
+    assert opening[55:].max() == 0.0  # the pause after them stays shut
+    assert opening[[int(0.05 * 25), int(0.45 * 25)]].max() < 0.02  # the aligned /m/ stay sealed

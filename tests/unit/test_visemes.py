@@ -115,3 +115,17 @@ def test_bare_modifier_continues_previous_phoneme():
     weights = weights_from_phonemes([("a", 0.1, 0.4), ("b", 0.4, 0.45), (";", 0.45, 0.5), ("a", 0.5, 0.9)],
                                     frame_at(1.0), FPS, CONFIG)
     assert mouth_open_series(weights)[frame_at(0.47 - CONFIG.anticipation_s)] < 0.02
+
+
+@pytest.mark.parametrize("duration", [0.04, 0.08])
+def test_a_closure_seals_the_frame_on_screen_at_its_midpoint_and_no_frame_wholly_outside_it(duration):
+    # A /p/ between open vowels, at five phases of the frame grid (frame i is on screen from i/FPS to (i+1)/FPS).
+    for offset in np.linspace(0.0, 0.04, 5, endpoint=False):
+        start = 1.0 + offset
+        phonemes = [("A:", 0.5, start), ("p", start, start + duration), ("A:", start + duration, start + 0.6)]
+        opening = mouth_open_series(weights_from_phonemes(phonemes, 50, FPS, CONFIG))
+        assert opening[int(np.floor((start + duration / 2) * FPS))] < 0.02
+        first, last = int(np.floor(start * FPS)), int(np.floor((start + duration - 1e-9) * FPS))
+        # A frame on screen only while the vowel sounds shows it (at most eased toward the closure).
+        outside = [first - 2, first - 1, last + 1, last + 2]
+        assert opening[outside].min() > 0.1, (offset, opening[first - 2:last + 3].round(2))
