@@ -50,9 +50,13 @@ def test_aligned_phonemes_drive_closed_lips_on_bilabials(speech):
     assert timing.method == "aligned" and timing.words[:3] == ["maybe", "bob", "will"]
     fps = 25.0
     weights = weights_from_phonemes(timing.phonemes, int(speech.duration_seconds * fps), fps, AnimationConfig())
+    sealed = weights[:, INDEX["mouthClose"]] >= 0.8 * weights[:, INDEX["jawOpen"]] - 1e-6
+    # Each bilabial of espeak's own timing shows sealed lips on a frame on screen within 40 ms of its centre (the
+    # aligner's centres lie within 60 ms of espeak's; the seal follows the aligned timing frame by frame).
     for start, end in bilabial_spans(speech.phonemes, {"p", "b", "m"}):
-        frame = int(np.floor(0.5 * (start + end) * fps))  # the frame on screen at the phone's centre
-        assert weights[frame, INDEX["mouthClose"]] >= 0.8 * weights[frame, INDEX["jawOpen"]] - 1e-6
+        centre = 0.5 * (start + end)
+        near = slice(int(np.floor((centre - 0.04) * fps)), int(np.floor((centre + 0.04) * fps)) + 1)
+        assert sealed[near].any(), (start, end)
 
 
 def test_words_missing_from_the_dictionary_are_spelled_by_espeak():
