@@ -207,9 +207,10 @@ def coarticulate(targets: np.ndarray, closure: np.ndarray, step: float, n_frames
         smooth = gaussian_filter1d(np.asarray(targets[:, channel], np.float64), sigma, mode="constant",
                                    truncate=KERNEL_TRUNCATE)
         frames[:, channel] = np.interp(times, grid, smooth, left=0.0, right=0.0)
-    # The seal is sampled like the shapes, so the loud vowel frames next to a closure stay open; and the
-    # frame on screen at a closure's midpoint is sealed whole, so a brief p/b/m is never skipped.
-    sealed = np.interp(times, grid, seal, left=0.0, right=0.0)
+    # The seal is sampled at the middle of each frame's time on screen, without anticipation (the lips part at
+    # the burst), so the loud vowel frames next to a closure stay open; and the frame on screen at a closure's
+    # midpoint is sealed whole, so a brief p/b/m is never skipped.
+    sealed = np.interp(frame_times(n_frames, fps) + 0.5 / fps, grid, seal, left=0.0, right=0.0)
     if seal_times is None:
         seal_times = closure_midpoints(closure, step)
     on_screen = np.floor(np.asarray(seal_times, np.float64) * fps + 1e-9).astype(np.int64)
