@@ -157,12 +157,6 @@ def loudness(features: AudioFeatures) -> np.ndarray:
     return np.clip(relative, 0.0, 1.0) * features.active
 
 
-def speech_energy(audio: np.ndarray, sample_rate: int, n_frames: int, fps: float,
-                  config: AnimationConfig) -> np.ndarray:
-    """(T,) speech loudness in [0, 1] at the frame times (drives nods and brow accents)."""
-    return frame_loudness(analyse(audio, sample_rate, config), n_frames, fps)
-
-
 def frame_loudness(features: AudioFeatures, n_frames: int, fps: float) -> np.ndarray:
     """(T,) speech loudness in [0, 1] of analysed features at the frame times."""
     loud = loudness(features)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tasks.animate.audio_features import speech_energy, voice_activity, weights_from_audio
+from tasks.animate.audio_features import analyse, frame_loudness, voice_activity, weights_from_audio
 from tasks.animate.config import AnimationConfig
 from tasks.animate.visemes import MOUTH_INDICES, mouth_open_series
 from tasks.common.arkit import INDEX
@@ -85,7 +85,7 @@ def test_energy_dip_between_syllables_closes_the_lips():
 
 def test_speech_energy_range_and_non_mouth_channels_untouched():
     audio = np.concatenate([np.zeros(RATE // 2, np.float32), harmonic_tone(0.5)])
-    energy = speech_energy(audio, RATE, 25, FPS, CONFIG)
+    energy = frame_loudness(analyse(audio, RATE, CONFIG), 25, FPS)
     assert energy.shape == (25,)
     assert energy[:10].max() == 0.0 and energy[15:23].min() > 0.8
     weights = weights_from_audio(audio, RATE, 25, FPS, CONFIG)
