@@ -24,7 +24,8 @@ def row_outcome(row: AvatarRow, chain: dict[str, PrefectFuture]) -> dict:
             return {"id": row.id, "line": row.line, "status": "failed", "stage": stage,
                     "error": f"the worker running it died ({state.name})"}
         message = state.message or state.name
-        if state.is_failed() and not message.startswith(f"{stage}:"):
+        # A chain's failed state names the stage that failed in it.
+        if state.is_failed() and not any(message.startswith(f"{name}:") for name in chain):
             error = future.result(raise_on_failure=False)
             detail = (str(error).strip().splitlines() or [""])[0]
             message = f"{stage}: {type(error).__name__}: {detail}"

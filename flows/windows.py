@@ -23,6 +23,7 @@ from prefect.futures import PrefectFuture
 from flows.outcomes import row_outcome
 from infra.profiles import gpu_slot
 from tasks.common.rows import AvatarRow
+from tasks.common.stage_chain import ChainStep, StageResult, run_stage_chain
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -44,13 +45,6 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, number: int):
         super().__init__(f"interrupted by {signal.Signals(number).name}")
         self.signal = number
-
-
-@dataclass(frozen=True)
-class StageResult:
-    """Stands for an earlier stage's result among a later stage's arguments."""
-
-    stage: str
 
 
 @dataclass(frozen=True)
@@ -84,11 +78,40 @@ def _priority(priority: int):
     return dask.annotate(priority=priority)
 
 
+class _StageView:
+    """One stage's view of the chain that ran it: the chain's state, and this stage's own result."""
+
+    def __init__(self, future: PrefectFuture, stage: str):
+        self.future, self.stage = future, stage
+
+    @property
+    def state(self):
+        return self.future.state
+
+    def result(self, *args, **kwargs):
+        value = self.future.result(*args, **kwargs)
+        return value[self.stage] if isinstance(value, dict) else value
+
+
+def chain_stages(stages: list[Stage]) -> list[list[Stage]]:
+    """Consecutive stages with the same GPU need and priority, in pipeline order: each group runs as one task."""
+    chains: list[list[Stage]] = []
+    for stage in stages:
+        if chains and (chains[-1][-1].gpu, chains[-1][-1].priority) == (stage.gpu, stage.priority):
+            chains[-1].append(stage)
+        else:
+            chains.append([stage])
+    return chains
+
+
 class _RowRun:
     """A row in flight: its submitted futures and which of them have settled."""
 
     def __init__(self, stages: AvatarStages):
         self.stages = stages
+        self.chains = chain_stages(stages.stages)
+        # A chain's future is kept under its last stage's name.
+        self.chain_of = {stage.name: chain[-1].name for chain in self.chains for stage in chain}
         self.futures: dict[str, PrefectFuture] = {}
         self.settled: set[str] = set()
         self.completed: set[str] = set()
@@ -96,14 +119,17 @@ class _RowRun:
     def submit_ready(self, on_done: Callable[[str], None]) -> None:
         if len(self.completed) < len(self.settled):
             return  # a stage failed: nothing after it is submitted
-        for stage in self.stages.stages:
-            if stage.name in self.futures or not all(need in self.completed for need in stage.needs):
+        for chain in self.chains:
+            key = chain[-1].name
+            inside = {stage.name for stage in chain}
+            needs = {self.chain_of[need] for stage in chain for need in stage.needs if need not in inside}
+            if key in self.futures or not all(need in self.completed for need in needs):
                 continue
-            args = tuple(self.futures[a.stage] if isinstance(a, StageResult) else a for a in stage.args)
-            with gpu_slot(stage.gpu), _priority(stage.priority):
-                future = stage.task.submit(*args)
-            self.futures[stage.name] = future
-            future.add_done_callback(lambda _, name=stage.name: on_done(name))
+            steps = [ChainStep(stage.name, stage.task, stage.args) for stage in chain]
+            with gpu_slot(chain[0].gpu), _priority(chain[0].priority):
+                future = run_stage_chain.submit(steps, [self.futures[need] for need in sorted(needs)])
+            self.futures[key] = future
+            future.add_done_callback(lambda _, name=key: on_done(name))
 
     def settle(self, name: str) -> None:
         self.futures[name].wait()
@@ -134,14 +160,17 @@ class _RowRun:
     def ended(self) -> bool:
         """Nothing more will run: every stage settled, or a stage failed and stopped the rest."""
         failed = len(self.completed) < len(self.settled)
-        return self.finished and (failed or len(self.futures) == len(self.stages.stages))
+        return self.finished and (failed or len(self.futures) == len(self.chains))
 
     def outcome(self) -> dict:
-        chain = {s.name: self.futures[s.name] for s in self.stages.stages if s.name in self.futures}
+        chain = {s.name: _StageView(self.futures[self.chain_of[s.name]], s.name) for s in self.stages.stages
+                 if self.chain_of[s.name] in self.futures}
         return row_outcome(self.stages.row, chain)
 
     def running(self) -> list[str]:
-        return [name for name in self.futures if name not in self.settled]
+        """The stages of the chains still running (one of each chain's stages is running)."""
+        return [stage.name for chain in self.chains for stage in chain
+                if chain[-1].name in self.futures and chain[-1].name not in self.settled]
 
 
 class RowWindows:
