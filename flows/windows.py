@@ -1,7 +1,8 @@
 """Rows through their stages a window at a time: at most `window` rows are in flight, a row's
-next stage is submitted only when the stages it needs have completed, and a new row enters when
-one settles. So a failed stage ends its row without submitting the rest, and the flow process
-holds task futures for the window only, however long the manifest.
+next chain of stages (its consecutive stages with the same resources, one task run) is submitted
+only when the stages it needs have completed, and a new row enters when one settles. So a failed
+stage ends its row without submitting the rest, and the flow process holds task futures for the
+window only, however long the manifest.
 
 Ctrl-C and SIGTERM only ask the loop to stop; it stops between two steps with RunInterrupted, so a
 signal never lands inside a task submission, and the flow can report what settled. Stages that had
