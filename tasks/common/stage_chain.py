@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
 from stores.avatar_store import StageRef
+from tasks.common.errors import AvatarInputError
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,10 @@ def _run_step(step: ChainStep, args: tuple) -> StageRef | State:
     for attempt in range(retries + 1):
         try:
             return step.task.fn(*args)
-        except Exception as error:  # bad input never raises here: run_stage returns it as a Failed state
+        except Exception as error:  # run_stage returns bad input as a Failed state; raised, it is not retried either
             detail = f"{step.name}: {type(error).__name__}: {_one_line(error)}"
+            if isinstance(error, AvatarInputError):
+                return Failed(message=f"{step.name}: {_one_line(error)}")
             if attempt == retries:
                 if retries:
                     logger.error(f"{detail} - Retries are exhausted")
