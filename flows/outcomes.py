@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect.futures import PrefectFuture
 
 from tasks.common.rows import AvatarRow
+from tasks.common.stage_chain import first_line
 
 
 def row_outcome(row: AvatarRow, chain: dict[str, PrefectFuture]) -> dict:
@@ -27,8 +28,7 @@ def row_outcome(row: AvatarRow, chain: dict[str, PrefectFuture]) -> dict:
         # A chain's failed state names the stage that failed in it.
         if state.is_failed() and not any(message.startswith(f"{name}:") for name in chain):
             error = future.result(raise_on_failure=False)
-            detail = (str(error).strip().splitlines() or [""])[0]
-            message = f"{stage}: {type(error).__name__}: {detail}"
+            message = f"{stage}: {type(error).__name__}: {first_line(error)}"
         stage_name, _, error_text = message.partition(": ")
         return {"id": row.id, "line": row.line, "status": "failed", "stage": stage_name, "error": error_text or message}
     # Render wrote the video and poster; export, when it ran, the GLB and .blend.

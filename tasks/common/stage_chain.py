@@ -34,7 +34,8 @@ class ChainStep:
     args: tuple
 
 
-def _one_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An error's message, first line only: one line per failed row."""
     return (str(error).strip().splitlines() or [""])[0]
 
 
@@ -48,9 +49,9 @@ def _run_step(step: ChainStep, args: tuple) -> StageRef | State:
         try:
             return step.task.fn(*args)
         except Exception as error:  # run_stage returns bad input as a Failed state; raised, it is not retried either
-            detail = f"{step.name}: {type(error).__name__}: {_one_line(error)}"
+            detail = f"{step.name}: {type(error).__name__}: {first_line(error)}"
             if isinstance(error, AvatarInputError):
-                return Failed(message=f"{step.name}: {_one_line(error)}")
+                return Failed(message=f"{step.name}: {first_line(error)}")
             if attempt == retries:
                 if retries:
                     logger.error(f"{detail} - Retries are exhausted")
