@@ -24,7 +24,7 @@ from prefect.futures import PrefectFuture
 from flows.outcomes import row_outcome
 from infra.profiles import gpu_slot
 from tasks.common.rows import AvatarRow
-from tasks.common.stage_chain import ChainStep, StageResult, run_stage_chain
+from tasks.common.stage_chain import ChainStep, StageResult, chain_label, run_stage_chain
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -128,7 +128,8 @@ class _RowRun:
                 continue
             steps = [ChainStep(stage.name, stage.task, stage.args) for stage in chain]
             with gpu_slot(chain[0].gpu), _priority(chain[0].priority):
-                future = run_stage_chain.submit(steps, [self.futures[need] for need in sorted(needs)])
+                future = run_stage_chain.submit(steps, [self.futures[need] for need in sorted(needs)],
+                                                chain_label(self.stages.row.id, steps))
             self.futures[key] = future
             future.add_done_callback(lambda _, name=key: on_done(name))
 

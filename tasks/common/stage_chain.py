@@ -62,10 +62,17 @@ def _run_step(step: ChainStep, args: tuple) -> StageRef | State:
     raise AssertionError("unreachable")
 
 
-@task(name="avatar-stages", cache_policy=NO_CACHE, persist_result=False)
-def run_stage_chain(steps: list[ChainStep], earlier: list[dict[str, StageRef]]) -> dict[str, StageRef] | State:
+def chain_label(row_id: str, steps: list[ChainStep]) -> str:
+    """The task run's name in the UI: the row and its stages, e.g. "row7: ingest, reconstruct, animate"."""
+    return f"{row_id}: {', '.join(step.name for step in steps)}"
+
+
+@task(name="avatar-stages", task_run_name="{label}", cache_policy=NO_CACHE, persist_result=False)
+def run_stage_chain(steps: list[ChainStep], earlier: list[dict[str, StageRef]],
+                    label: str) -> dict[str, StageRef] | State:
     """Run `steps` in order on this worker. `earlier`: the results of the chains they take results from.
-    Returns every step's StageRef by name, or the Failed state of the first step that failed."""
+    `label` names the task run (chain_label). Returns every step's StageRef by name, or the Failed state
+    of the first step that failed."""
     results = {name: ref for chain in earlier for name, ref in chain.items()}
     done: dict[str, StageRef] = {}
     for step in steps:
