@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.common.arkit import ARKIT_NAMES
+from tasks.common.memory import release_freed_memory
 from tasks.render.blender_worker import (  # noqa: F401  (re-exported: callers import them from here)
     BLENDER_JOB_SCRIPT,
     LOG_FILE,
@@ -144,6 +145,7 @@ def run_blender_job(job_path: Path | str, timeout_s: float, jobs_per_blender: in
     `jobs_per_blender=1` runs it in a fresh one-shot process instead."""
     if jobs_per_blender is None:
         jobs_per_blender = default_jobs_per_blender()
+    release_freed_memory()  # this process waits through the render: what earlier stages freed goes back first
     if jobs_per_blender == 1:  # below 1, BlenderWorker.run refuses it
         return run_one_shot(job_path, timeout_s)
     return shared_worker().run(job_path, timeout_s, jobs_per_blender)
