@@ -20,8 +20,9 @@ answers {"ok": true, "result": {...}} or {"ok": false, "error": "one line"}, the
 Photo mode is pixel-exact to the texture's photo rows when `resolution` equals the texture
 width S (then every pixel centre samples one texel centre); other sizes resample to nearest.
 
-The scene is built once per job. Shape-key values and the head pose are keyed with one keyframe
-per frame (LINEAR), written through `keyframe_points.foreach_set`. Blender 5.0 actions are
+The scene is built once per job. Shape-key values and the head pose are keyed frame by frame
+(LINEAR), written through `keyframe_points.foreach_set`. A render-only job leaves out the keys
+inside runs of equal values; a job that exports the GLB or .blend keys every frame. Blender 5.0 actions are
 layered: F-curves live in a channelbag of a keyframe strip, bound to a slot of the animated ID.
 """
 
@@ -323,31 +324,43 @@ def new_channelbag(bpy, animated_id, id_type: str, name: str):
     return channelbag
 
 
-def key_fcurve(channelbag, data_path: str, index: int, values: np.ndarray, group: str) -> None:
-    """One keyframe per frame (frames 1..T) with LINEAR interpolation, set in bulk."""
+def keyed_frames(values: np.ndarray) -> np.ndarray:
+    """Indices of the frames that need a key: the first, the last, and every frame whose value differs
+    from a neighbour's. A frame inside a run of equal values is dropped: linear interpolation between two
+    equal keys gives that value exactly, so the curve is unchanged at every frame. Most shape keys rest at
+    0 for most of a clip, so a long clip keeps about a quarter of its keys, and Blender's memory with it."""
+    values = np.asarray(values, dtype=np.float32)  # Blender stores keys as float32: compare what it keeps
+    keep = np.ones(len(values), dtype=bool)
+    keep[1:-1] = (values[1:-1] != values[:-2]) | (values[1:-1] != values[2:])
+    return np.flatnonzero(keep)
+
+
+def key_fcurve(channelbag, data_path: str, index: int, values: np.ndarray, group: str, every_frame: bool) -> None:
+    """Keys on frames 1..T with LINEAR interpolation, set in bulk: all of them, or keyed_frames."""
     curve = channelbag.fcurves.new(data_path, index=index, group_name=group)
-    n_frames = len(values)
-    co = np.empty((n_frames, 2), dtype=np.float32)
-    co[:, 0] = np.arange(1, n_frames + 1)
-    co[:, 1] = values
+    frames = np.arange(len(values)) if every_frame else keyed_frames(values)
+    co = np.empty((len(frames), 2), dtype=np.float32)
+    co[:, 0] = frames + 1
+    co[:, 1] = np.asarray(values, dtype=np.float32)[frames]
     points = curve.keyframe_points
-    points.add(n_frames)
+    points.add(len(frames))
     points.foreach_set("co", co.ravel())
     interpolation = points[0].bl_rna.properties["interpolation"].enum_items["LINEAR"].value
-    points.foreach_set("interpolation", np.full(n_frames, interpolation, dtype=np.int32))
+    points.foreach_set("interpolation", np.full(len(frames), interpolation, dtype=np.int32))
     curve.update()
 
 
-def animate(bpy, face, head, rig: dict, shape_key_names: list) -> None:
-    """Key the shape-key weights on the mesh's Key and the head pose on the Empty."""
+def animate(bpy, face, head, rig: dict, shape_key_names: list, every_frame: bool) -> None:
+    """Key the shape-key weights on the mesh's Key and the head pose on the Empty. `every_frame`: a key on
+    every frame, as the exported GLB and .blend carry them; else only the keys a render needs."""
     key = face.data.shape_keys
     shapes = new_channelbag(bpy, key, "KEY", "avatar_shape_keys")
     for k, name in enumerate(shape_key_names):
-        key_fcurve(shapes, f'key_blocks["{name}"].value', 0, rig["weights"][:, k], "shape_keys")
+        key_fcurve(shapes, f'key_blocks["{name}"].value', 0, rig["weights"][:, k], "shape_keys", every_frame)
     pose = new_channelbag(bpy, head, "OBJECT", "avatar_head_pose")
     for axis in range(3):
-        key_fcurve(pose, "rotation_euler", axis, rig["head_pose"][:, axis], "head")
-        key_fcurve(pose, "location", axis, rig["pivot"][axis] + rig["head_pose"][:, 3 + axis], "head")
+        key_fcurve(pose, "rotation_euler", axis, rig["head_pose"][:, axis], "head", every_frame)
+        key_fcurve(pose, "location", axis, rig["pivot"][axis] + rig["head_pose"][:, 3 + axis], "head", every_frame)
 
 
 def evaluated_world_vertices(bpy, obj) -> np.ndarray:
@@ -690,7 +703,7 @@ def run_job(job: dict, reset: bool = True) -> dict:
     material, texture_node = make_material(bpy, image, job["mode"])
     face = build_face(bpy, rig, names, material)
     head = build_head(bpy, face, rig["pivot"])
-    animate(bpy, face, head, rig, names)
+    animate(bpy, face, head, rig, names, every_frame=bool(outputs["glb"] or outputs["blend"]))
     setup_common(scene, job, n_frames)
     if job["mode"] == "photo":
         setup_photo_mode(bpy, scene, tuple(image.size), material)

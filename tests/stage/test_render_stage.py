@@ -198,6 +198,31 @@ def test_blend_file_is_self_contained_and_animated(photo_render):
     assert info["frames"] == [1, N_FRAMES] and info["parent"] == "avatar_head"
 
 
+CURVE_CHECK = """
+import json, sys
+import bpy, numpy as np
+sys.path.insert(0, sys.argv[2])
+from tasks.render.blender_job import key_fcurve, new_channelbag
+values = np.array(json.loads(sys.argv[1]), dtype=np.float32)
+probe = bpy.data.objects.new("probe", None)
+channelbag = new_channelbag(bpy, probe, "OBJECT", "probe")
+key_fcurve(channelbag, "location", 0, values, "probe", every_frame=False)
+curve = channelbag.fcurves[0]
+print(json.dumps({"keys": len(curve.keyframe_points), "values": [curve.evaluate(f + 1) for f in range(len(values))]}))
+"""
+
+
+def test_a_render_jobs_sparse_keys_give_every_frames_value_exactly():
+    rng = np.random.default_rng(5)
+    values = np.concatenate([np.zeros(40), np.linspace(0, 1, 7), np.full(30, 0.25), rng.random(10), np.zeros(20)])
+    completed = subprocess.run([sys.executable, "-c", CURVE_CHECK, json.dumps(values.tolist()),
+                                str(Path(__file__).resolve().parents[2])],
+                               capture_output=True, text=True, check=True, timeout=120)
+    curve = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert curve["keys"] < len(values) // 2
+    np.testing.assert_array_equal(np.float32(curve["values"]), values.astype(np.float32))
+
+
 def test_mux_audio_into_the_rendered_video(photo_render, tmp_path):
     rate = 16000
     audio = 0.2 * np.sin(np.linspace(0, 200, int(0.5 * rate))).astype(np.float32)

@@ -134,6 +134,22 @@ def test_euler_matrix_matches_blender_xyz_order():
     np.testing.assert_allclose(blender_job.euler_xyz_matrix(0, np.pi / 2, 0) @ [1, 0, 0], [0, 0, -1], atol=1e-12)
 
 
+def test_keyed_frames_drop_only_keys_that_linear_interpolation_restores():
+    rng = np.random.default_rng(3)
+    values = np.zeros(400, dtype=np.float32)  # at rest, then a blink, a held pose, and noise
+    values[50:60] = np.linspace(0.0, 1.0, 10)
+    values[60:200] = 0.7
+    values[300:] = rng.random(100)
+    frames = blender_job.keyed_frames(values)
+    assert frames[0] == 0 and frames[-1] == len(values) - 1
+    assert len(frames) < len(values) // 2
+    # every frame, keyed or not, is what Blender's LINEAR curve through the kept keys gives
+    restored = np.interp(np.arange(len(values)), frames, values[frames])
+    np.testing.assert_array_equal(restored.astype(np.float32), values)
+    assert list(blender_job.keyed_frames(np.ones(1))) == [0]
+    assert list(blender_job.keyed_frames(np.ones(5))) == [0, 4]
+
+
 def test_expected_world_vertices_rotates_about_the_pivot():
     rig = {
         "vertices": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32),
