@@ -2,6 +2,7 @@
 
 `validate_manifest` runs the manifest suite on a pandas frame and turns every failed expectation
 into a one-line error for each offending row, so a bad row is quarantined and the rest go on.
+`validate_manifest_apart` runs it in a short-lived child process, for long-lived callers.
 """
 
 from __future__ import annotations
@@ -161,6 +162,17 @@ def validate_manifest(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimi
                 message_for_row = message
             errors.setdefault(index, []).append(message_for_row)
     return {index: "; ".join(found) for index, found in sorted(errors.items())}
+
+
+def validate_manifest_apart(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimits()) -> dict[int, str]:
+    """validate_manifest in a child process that ends with it. great-expectations adds about 170 MB to a
+    process once imported and run, and the flow process lives (holding the Dask scheduler) for the whole
+    run: a long row's render would carry it to the end."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        return child.submit(validate_manifest, frame, limits).result()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from avatarflow.presets import PipelineConfig, config_json, config_to_dict
 from stores.avatar_store import AvatarStore
-from stores.expectations import validate_manifest
+from stores.expectations import validate_manifest_apart
 from stores.manifest import read_manifest
 from stores.location import DataLocation
 from stores.outputs import RunOutputs, write_quarantine, write_report, write_summary
@@ -41,7 +41,7 @@ def plan_run(manifest: str, data_dir: str, preset: str, config: PipelineConfig, 
     group. `run` is the run name the caller holds the lock of (default: the manifest's)."""
     started_at = time.time()
     table = read_manifest(manifest)
-    errors = validate_manifest(table.to_frame(), config.manifest)
+    errors = validate_manifest_apart(table.to_frame(), config.manifest)
     for index, message in table.row_errors.items():
         errors[index] = message if index not in errors else f"{message}; {errors[index]}"
     rows, quarantined = split_rows(table.rows, table.line_numbers, errors, config.ingest.default_language)

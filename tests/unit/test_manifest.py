@@ -69,6 +69,30 @@ def test_suite_flags_each_bad_row_with_all_its_reasons(tmp_path):
     assert errors[7] == "fps must be a whole number"
 
 
+APART_CHECK = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from stores.expectations import validate_manifest_apart
+from stores.manifest import read_manifest
+errors = validate_manifest_apart(read_manifest(sys.argv[1]).to_frame())
+print(json.dumps({"errors": errors, "gx_here": "great_expectations" in sys.modules}))
+"""
+
+
+def test_the_suite_run_apart_gives_the_same_errors_and_leaves_no_great_expectations_behind(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = write(tmp_path, "id,portrait,text,audio,fps\nok,p.jpg,hello,,25\nbad id!,p.jpg,hi,,\nboth,p.jpg,hi,x.wav,99\n")
+    completed = subprocess.run([sys.executable, "-c", APART_CHECK, str(path), str(Path(__file__).resolve().parents[2])],
+                               capture_output=True, text=True, check=True, timeout=300)
+    apart = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert apart["gx_here"] is False
+    here = validate_manifest(read_manifest(path).to_frame())
+    assert {int(index): message for index, message in apart["errors"].items()} == here and set(here) == {1, 2}
+
+
 def test_suite_prints_no_warning_on_a_valid_manifest(tmp_path):
     """Its regexes have no capture groups: pandas warns on those, and the warning reached the terminal."""
     import warnings
