@@ -14,8 +14,12 @@ RENDER_RETRIES = 1
 RETRY_DELAY_SECONDS = 2
 
 
+def worth_retrying(error: object) -> bool:
+    """A raised exception may pass on another try; bad input (AvatarInputError) never does."""
+    return isinstance(error, BaseException) and not isinstance(error, AvatarInputError)
+
+
 def retry_unless_bad_input(task, task_run, state) -> bool:
     """Prefect's retry_condition_fn: retry a raised exception, never bad input. run_stage returns a
     Failed state without an exception for bad input, and Prefect would otherwise retry that too."""
-    error = state.data
-    return isinstance(error, BaseException) and not isinstance(error, AvatarInputError)
+    return worth_retrying(state.data)

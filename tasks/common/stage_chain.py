@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
 from stores.avatar_store import StageRef
-from tasks.common.errors import AvatarInputError
+from tasks.common.retries import worth_retrying
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def _run_step(step: ChainStep, args: tuple) -> StageRef | State:
             return step.task.fn(*args)
         except Exception as error:  # run_stage returns bad input as a Failed state; raised, it is not retried either
             detail = f"{step.name}: {type(error).__name__}: {first_line(error)}"
-            if isinstance(error, AvatarInputError):
+            if not worth_retrying(error):  # bad input: its own one line, as run_stage gives it
                 return Failed(message=f"{step.name}: {first_line(error)}")
             if attempt == retries:
                 if retries:
