@@ -7,6 +7,7 @@ into a one-line error for each offending row, so a bad row is quarantined and th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -165,14 +166,24 @@ def validate_manifest(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimi
 
 
 def validate_manifest_apart(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimits()) -> dict[int, str]:
-    """validate_manifest in a child process that ends with it. great-expectations adds about 170 MB to a
-    process once imported and run, and the flow process lives (holding the Dask scheduler) for the whole
-    run: a long row's render would carry it to the end."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """validate_manifest in a child Python process that ends with it. great-expectations adds about 170 MB
+    to a process once imported and run, and the flow process lives (holding the Dask scheduler) for the
+    whole run: a long row's render would carry it to the end. A plain subprocess, not multiprocessing,
+    so the caller's main module is never imported again."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-        return child.submit(validate_manifest, frame, limits).result()
+    root = str(Path(__file__).resolve().parents[1])  # where `stores` is importable from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "stores.expectations"], input=pickle.dumps((frame, limits)),
+                          capture_output=True, env=env)
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"the manifest gate's child process exited with {done.returncode}: {tail[0]}")
+    answer = done.stdout.decode("utf-8").strip().splitlines()[-1]  # the last line: anything printed before is not it
+    return {int(index): message for index, message in json.loads(answer).items()}
 
 
 @dataclass(frozen=True)
@@ -241,3 +252,11 @@ def validate_synthetic_labels(frame: pd.DataFrame, needs: LabelRequirements) -> 
             message = messages[(config.type, config.kwargs.get("column"))]
             failed.append(message if not count else f"{message} ({count} images)")
     return failed
+
+
+if __name__ == "__main__":  # validate_manifest_apart's child: a pickled (frame, limits) in, JSON errors out
+    import pickle
+    import sys
+
+    _frame, _limits = pickle.load(sys.stdin.buffer)
+    print(json.dumps(validate_manifest(_frame, _limits)), flush=True)
