@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+import zarr.errors
 import zarr.storage
 
 _MEMORY_STORES: dict[str, zarr.storage.MemoryStore] = {}
@@ -62,7 +63,11 @@ class AvatarStore:
 
     def __init__(self, url: str):
         self.url = url
-        self._root = zarr.open_group(store=open_zarr_store(url), mode="a")
+        store = open_zarr_store(url)
+        try:
+            self._root = zarr.open_group(store=store, mode="a")
+        except zarr.errors.ContainsGroupError:  # two runs on a fresh store: the other created the root first
+            self._root = zarr.open_group(store=store, mode="r+")
 
     @staticmethod
     def group_path(run: str, avatar: str) -> str:

@@ -50,3 +50,31 @@ def test_fsspec_url_variant(tmp_path):
     store = AvatarStore(url)
     store.write("r", "a", "animation/weights", np.ones((2, 52), np.float32), attrs={"fps": 25})
     assert store.array_attrs("r", "a", "animation/weights") == {"fps": 25}
+
+
+def _open_and_prepare(path: str, run: str, start, errors) -> None:
+    start.wait()
+    try:
+        AvatarStore(path).prepare_avatar(run, f"{run}0", {"id": f"{run}0"})
+    except Exception as error:  # reported to the test through the queue
+        errors.put(f"{type(error).__name__}: {error}")
+
+
+def test_runs_opening_a_fresh_store_at_the_same_moment_all_go_on(tmp_path):
+    """Two runs started together on a fresh data dir both create the store's root group; the one that
+    loses the race opens the other's (it raised ContainsGroupError in about 4 tries of 5)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(6):
+        path = str(tmp_path / f"try{attempt}" / "avatars.zarr")
+        start, errors = context.Barrier(3), context.Queue()
+        runs = [context.Process(target=_open_and_prepare, args=(path, run, start, errors)) for run in ("a", "b", "c")]
+        for process in runs:
+            process.start()
+        for process in runs:
+            process.join(timeout=60)
+        assert all(process.exitcode == 0 for process in runs)
+        assert errors.empty(), errors.get()
+        store = AvatarStore(path)
+        assert all(store.avatar_group(run, f"{run}0").attrs["manifest_row"] == {"id": f"{run}0"} for run in "abc")
