@@ -60,8 +60,10 @@ def ready_tracking_uri(data_dir: str | os.PathLike) -> str:
 
 
 def prepare_tracking(data_dir: str | os.PathLike) -> threading.Thread:
-    """Import MLflow and create the database's schema on a daemon thread, so a run that logs to
-    MLflow at its end does not wait for either then (seconds on a fresh data dir)."""
+    """Import MLflow and create the database's schema on a thread, so a run that logs to MLflow at its
+    end does not wait for either then (seconds on a fresh data dir). Not a daemon: a process that ends
+    early (a run that fails at once) waits for it, since MLflow's migrations cut off half way leave a
+    sqlite database that no later run can open."""
     def prepare() -> None:
         try:
             ready_tracking_uri(data_dir)
@@ -69,7 +71,7 @@ def prepare_tracking(data_dir: str | os.PathLike) -> threading.Thread:
         except Exception:  # the run's own use of MLflow reports any problem, with its context
             pass
 
-    thread = threading.Thread(target=prepare, name="mlflow-prepare", daemon=True)
+    thread = threading.Thread(target=prepare, name="mlflow-prepare", daemon=False)
     _PREPARING.append(thread)
     thread.start()
     return thread
