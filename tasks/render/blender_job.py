@@ -338,10 +338,11 @@ def keyed_frames(values: np.ndarray) -> np.ndarray:
 def key_fcurve(channelbag, data_path: str, index: int, values: np.ndarray, group: str, every_frame: bool) -> None:
     """Keys on frames 1..T with LINEAR interpolation, set in bulk: all of them, or keyed_frames."""
     curve = channelbag.fcurves.new(data_path, index=index, group_name=group)
+    values = np.asarray(values, dtype=np.float32)  # what Blender keeps; keyed_frames compares these
     frames = np.arange(len(values)) if every_frame else keyed_frames(values)
     co = np.empty((len(frames), 2), dtype=np.float32)
     co[:, 0] = frames + 1
-    co[:, 1] = np.asarray(values, dtype=np.float32)[frames]
+    co[:, 1] = values[frames]
     points = curve.keyframe_points
     points.add(len(frames))
     points.foreach_set("co", co.ravel())
