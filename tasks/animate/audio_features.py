@@ -40,6 +40,8 @@ _GAIN_OVERSHOOT = 1.1
 _UNALIGNED_MIN_S, _UNALIGNED_MARGIN_S = 0.12, 0.04
 # Time (s) over which the mouth passes from the phonemes to the audio and back.
 _UNALIGNED_EASE_S = 0.02
+# An aligned pause whose median level is within this (dB) of the clip's speech level lies in speech, not silence.
+_VOICED_PAUSE_DB = 20.0
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,31 @@ def mouth_from_features(features: AudioFeatures, n_frames: int, fps: float, conf
         np.roll(speaking, -1) * (np.arange(n_frames) < n_frames - 1)
     frames[np.ix_(~speaking, MOUTH_INDICES)] = 0.0
     return np.clip(frames, 0.0, 1.0).astype(np.float32)
+
+
+def bridge_voiced_pauses(phonemes: Sequence[tuple[str, float, float]],
+                         features: AudioFeatures) -> list[tuple[str, float, float]]:
+    """The phonemes without the short pauses that lie in speech: each such pause's neighbours meet at its middle.
+
+    A forced aligner may put its optional silence between two words a speaker ran together, and the mouth would
+    shut over loud voice. Only a pause between two phonemes, no longer than the shortest stretch unaligned_voice
+    mouths from the audio, is bridged; a longer one is left to that function.
+    """
+    timed = [[symbol, float(start), float(end)] for symbol, start, end in phonemes]
+    longest = _UNALIGNED_MIN_S + 2 * _UNALIGNED_MARGIN_S
+    bridged = set()
+    for i in range(1, len(timed) - 1):
+        symbol, start, end = timed[i]
+        before, after = timed[i - 1], timed[i + 1]
+        if not is_pause(symbol) or not 0 < end - start <= longest or is_pause(before[0]) or is_pause(after[0]):
+            continue
+        first = int(round(start / HOP_S))
+        level = features.level_db[first:max(first + 1, int(round(end / HOP_S)))]
+        if level.size == 0 or np.median(level) < features.speech_level_db - _VOICED_PAUSE_DB:
+            continue
+        before[2] = after[1] = 0.5 * (start + end)
+        bridged.add(i)
+    return [(symbol, start, end) for i, (symbol, start, end) in enumerate(timed) if i not in bridged]
 
 
 def unaligned_voice(features: AudioFeatures, phonemes: Sequence[tuple[str, float, float]], n_frames: int,

@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tasks.animate.audio_features import (AudioFeatures, analyse, frame_loudness, mouth_from_features,
-                                          opening_gain, unaligned_voice)
+from tasks.animate.audio_features import (AudioFeatures, analyse, bridge_voiced_pauses, frame_loudness,
+                                          mouth_from_features, opening_gain, unaligned_voice)
 from tasks.animate.config import AnimationConfig
 from tasks.animate.emotion import EmotionTimeline, apply_emotion, idle_mood
 from tasks.animate.idle import IdleMood, idle_motion
@@ -51,7 +51,10 @@ def follow_loudness(speech_weights: np.ndarray, gain: np.ndarray) -> np.ndarray:
 def phoneme_mouth(phonemes: Sequence[tuple[str, float, float]], n_frames: int, config: AnimationConfig,
                   features: AudioFeatures | None = None) -> np.ndarray:
     """(T, 52) mouth weights for timed phonemes. Given their audio's features (audio_features.analyse), they open
-    as wide as its loudness says, and voice that no phoneme covers is mouthed from the audio alone."""
+    as wide as its loudness says, a short pause set in speech is bridged, and voice that no phoneme covers is
+    mouthed from the audio alone."""
+    if features is not None:
+        phonemes = bridge_voiced_pauses(phonemes, features)
     speech = weights_from_phonemes(phonemes, n_frames, config.fps, config)
     if features is None:
         return speech

@@ -184,19 +184,20 @@ def frame_times(n_frames: int, fps: float) -> np.ndarray:
 
 
 def coarticulate(targets: np.ndarray, closure: np.ndarray, step: float, n_frames: int, fps: float,
-                 config: AnimationConfig, seal_times: np.ndarray | None = None) -> np.ndarray:
+                 config: AnimationConfig, seal_times: np.ndarray | None = None, seal_gain: float = 2.0) -> np.ndarray:
     """Blend per-sample target poses over time and sample them at the frame times.
 
     targets: (N, 52) poses on a grid of `step` seconds; closure: (N,) in [0, 1], 1 where the lips must be sealed.
     seal_times: the midpoints (s) of the closures, whose frames are sealed whole however brief the closure
     (default: the midpoints of the runs where closure >= 0.5).
+    seal_gain: factor on the smoothed closure track. 2 lets a closure about two narrow sigmas long, or a partial
+    one, reach a full seal, and seals a closure's edges whole; 1 half-seals a frame shown at a closure's edge.
     The result (T, 52) is float64, mouth weights scaled by the viseme gain, not yet clipped.
     """
     sigma = max(config.coarticulation_sigma_s / step, 1e-6)
     closure_sigma = max(config.closure_sigma_s / step, 1e-6)
     seal = gaussian_filter1d(closure.astype(np.float64), closure_sigma, mode="constant", truncate=KERNEL_TRUNCATE)
-    # Doubling lets any closure at least about two narrow sigmas long reach a full seal after smoothing.
-    seal = np.clip(2.0 * seal, 0.0, 1.0)
+    seal = np.clip(seal_gain * seal, 0.0, 1.0)
 
     grid = np.arange(targets.shape[0]) * step
     # Anticipation: the frame at time t shows the shape due a little later.
@@ -259,7 +260,10 @@ def weights_from_phonemes(phonemes: Sequence[tuple[str, float, float]], n_frames
     # Each p/b/m's own midpoint: adjacent ones (/m b/ in "embassy") make one run of the track.
     midpoints = [0.5 * (start + end) for symbol, start, end in phonemes
                  if end > start and phoneme_visemes(symbol) == ("PP",)]
-    frames = coarticulate(targets, closure, FINE_STEP_S, n_frames, fps, config, seal_times=np.array(midpoints))
+    # Timed phonemes give the closures' true bounds, and each one's midpoint frame is sealed whole, so the seal is
+    # not doubled: a frame shown across a closure's onset or release, when the lips meet or part, is half sealed.
+    frames = coarticulate(targets, closure, FINE_STEP_S, n_frames, fps, config, seal_times=np.array(midpoints),
+                          seal_gain=1.0)
     return np.clip(frames, 0.0, 1.0).astype(np.float32)
 
 

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 
+from tasks.animate.audio_features import analyse, bridge_voiced_pauses
 from tasks.animate.compose import animate_from_audio, animate_from_phonemes, animate_idle, frame_count
 from tasks.animate.config import AnimationConfig
 from tasks.animate.visemes import MOUTH_INDICES, mouth_open_series
@@ -98,3 +99,24 @@ def test_voice_the_alignment_missed_is_mouthed_from_the_audio():
     assert opening[dips].max() < 0.5 * opening[syllables].min()
     assert opening[55:].max() == 0.0  # the pause after them stays shut
     assert opening[[int(0.05 * 25), int(0.45 * 25)]].max() < 0.02  # the aligned /m/ stay sealed
+
+
+def test_a_short_pause_the_aligner_put_in_loud_voice_is_bridged_and_a_silent_one_kept():
+    # "a a": the aligner put a 60 ms pause between the vowels. In the first clip the voice runs on through it; in
+    # the second the speaker stopped.
+    phonemes = [("a", 0.2, 0.6), ("_", 0.6, 0.66), ("a", 0.66, 1.0)]
+    through = _vowel(1.2, 0.3)
+    stopped = through.copy()
+    stopped[int(0.6 * 16000):int(0.66 * 16000)] = 0.0
+    features = analyse(through, 16000, CONFIG)
+    assert bridge_voiced_pauses(phonemes, features) == [("a", 0.2, 0.63), ("a", 0.63, 1.0)]
+    assert bridge_voiced_pauses(phonemes, analyse(stopped, 16000, CONFIG)) == phonemes
+    # Pauses at the ends, and longer ones (left to unaligned_voice), are kept.
+    edges = [("_", 0.0, 0.2), ("a", 0.2, 0.6), ("_", 0.6, 0.9), ("a", 0.9, 1.0), ("_", 1.0, 1.1)]
+    assert bridge_voiced_pauses(edges, features) == edges
+    run_on, _ = animate_from_phonemes(phonemes, 1.2, CONFIG, seed=2, audio=through)
+    halted, _ = animate_from_phonemes(phonemes, 1.2, CONFIG, seed=2, audio=stopped)
+    pause, vowel = int(0.63 * 25), int(0.4 * 25)
+    # Run on, the mouth stays as open as in the vowels; stopped, it nearly closes.
+    assert mouth_open_series(run_on)[pause] > 0.9 * mouth_open_series(run_on)[vowel]
+    assert mouth_open_series(halted)[pause] < 0.5 * mouth_open_series(halted)[vowel]

@@ -129,3 +129,16 @@ def test_a_closure_seals_the_frame_on_screen_at_its_midpoint_and_no_frame_wholly
         # A frame on screen only while the vowel sounds shows it (at most eased toward the closure).
         outside = [first - 2, first - 1, last + 1, last + 2]
         assert opening[outside].min() > 0.1, (offset, opening[first - 2:last + 3].round(2))
+
+
+def test_a_frame_shown_across_a_closures_onset_is_half_sealed_and_its_midpoint_frame_whole():
+    # /b/ from 1.02 s to 1.14 s: frame 25 is on screen 1.00-1.04 s, its middle on the onset; frame 27 on the midpoint.
+    phonemes = [("A:", 0.5, 1.02), ("b", 1.02, 1.14), ("A:", 1.14, 1.6)]
+    weights = weights_from_phonemes(phonemes, 50, FPS, CONFIG)
+    opening = mouth_open_series(weights)
+    vowel = opening[frame_at(0.8)]
+    assert opening[27] < 0.02
+    # The lips are meeting on the onset's frame: neither open as in the vowel nor shut.
+    assert 0.1 * vowel < opening[25] < 0.7 * vowel, (opening[22:30].round(3), vowel)
+    sealed = weights[25, INDEX["mouthClose"]] / weights[25, INDEX["jawOpen"]]
+    assert 0.3 < sealed < 0.8
