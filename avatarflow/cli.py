@@ -107,6 +107,9 @@ def produce_command(args: argparse.Namespace, manifest: str | os.PathLike, input
     except (ManifestError, RunLockedError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from stores.expectations import start_manifest_gate
+
+    start_manifest_gate()  # the gate's child imports great-expectations while the run starts
     return _run_produce(args, manifest, input_roots)
 
 

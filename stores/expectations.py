@@ -165,24 +165,53 @@ def validate_manifest(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimi
     return {index: "; ".join(found) for index, found in sorted(errors.items())}
 
 
-def validate_manifest_apart(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimits()) -> dict[int, str]:
-    """validate_manifest in a child Python process that ends with it. great-expectations adds about 170 MB
-    to a process once imported and run, and the flow process lives (holding the Dask scheduler) for the
-    whole run: a long row's render would carry it to the end. A plain subprocess, not multiprocessing,
-    so the caller's main module is never imported again."""
-    import pickle
+# A gate child started ahead of its manifest (start_manifest_gate), waiting on its stdin.
+_STARTED_GATE: list = []
+
+
+def _gate_child():
+    """A child Python that imports great-expectations at once, then reads a pickled (frame, limits) on its stdin
+    and prints the errors as JSON on its last line."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = str(Path(__file__).resolve().parents[1])  # where `stores` is importable from
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "stores.expectations"], input=pickle.dumps((frame, limits)),
-                          capture_output=True, env=env)
-    if done.returncode != 0:
-        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"the manifest gate's child process exited with {done.returncode}: {tail[0]}")
-    answer = done.stdout.decode("utf-8").strip().splitlines()[-1]  # the last line: anything printed before is not it
+    return subprocess.Popen([sys.executable, "-m", "stores.expectations"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def start_manifest_gate() -> None:
+    """Start the next validate_manifest_apart's child now: its seconds of imports then pass while the caller
+    starts its run. A child never used is stopped when this process exits."""
+    import atexit
+
+    if not _STARTED_GATE:
+        child = _gate_child()
+        _STARTED_GATE.append(child)
+        atexit.register(_stop_unused_gate, child)
+
+
+def _stop_unused_gate(child) -> None:
+    if child.poll() is None:
+        child.kill()
+        child.wait()
+
+
+def validate_manifest_apart(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimits()) -> dict[int, str]:
+    """validate_manifest in a child Python process that ends with it. great-expectations adds about 170 MB
+    to a process once imported and run, and the flow process lives (holding the Dask scheduler) for the
+    whole run: a long row's render would carry it to the end. A plain subprocess, not multiprocessing,
+    so the caller's main module is never imported again. Uses the child start_manifest_gate started, if any."""
+    import pickle
+
+    child = _STARTED_GATE.pop() if _STARTED_GATE else _gate_child()
+    out, err = child.communicate(pickle.dumps((frame, limits)))
+    if child.returncode != 0:
+        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"the manifest gate's child process exited with {child.returncode}: {tail[0]}")
+    answer = out.decode("utf-8").strip().splitlines()[-1]  # the last line: anything printed before is not it
     return {int(index): message for index, message in json.loads(answer).items()}
 
 
@@ -255,8 +284,13 @@ def validate_synthetic_labels(frame: pd.DataFrame, needs: LabelRequirements) -> 
 
 
 if __name__ == "__main__":  # validate_manifest_apart's child: a pickled (frame, limits) in, JSON errors out
+    import importlib
     import pickle
     import sys
 
-    _frame, _limits = pickle.load(sys.stdin.buffer)
-    print(json.dumps(validate_manifest(_frame, _limits)), flush=True)
+    importlib.import_module("great_expectations")  # before the frame comes: a child started early imports it meanwhile
+
+    _request = sys.stdin.buffer.read()
+    if _request:  # nothing: the parent ended without a manifest to check
+        _frame, _limits = pickle.loads(_request)
+        print(json.dumps(validate_manifest(_frame, _limits)), flush=True)

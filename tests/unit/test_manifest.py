@@ -93,6 +93,52 @@ def test_the_suite_run_apart_gives_the_same_errors_and_leaves_no_great_expectati
     assert {int(index): message for index, message in apart["errors"].items()} == here and set(here) == {1, 2}
 
 
+def test_a_gate_started_ahead_is_the_one_that_checks_the_manifest(tmp_path):
+    from stores import expectations
+    from stores.expectations import validate_manifest_apart
+
+    path = write(tmp_path, "id,portrait,text,audio,fps\nok,p.jpg,hello,,25\nbad id!,p.jpg,hi,,\n")
+    expectations.start_manifest_gate()
+    child = expectations._STARTED_GATE[0]
+    errors = validate_manifest_apart(read_manifest(path).to_frame())
+    assert set(errors) == {1} and "id must be" in errors[1]
+    assert child.returncode == 0 and not expectations._STARTED_GATE  # used, and finished
+    assert validate_manifest_apart(read_manifest(path).to_frame()) == errors  # the next call starts its own
+
+
+UNUSED_GATE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from stores import expectations
+expectations.start_manifest_gate()
+print(expectations._STARTED_GATE[0].pid, flush=True)
+"""
+
+
+def test_a_gate_started_but_never_used_ends_with_its_process():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    completed = subprocess.run([sys.executable, "-c", UNUSED_GATE, str(Path(__file__).resolve().parents[2])],
+                               capture_output=True, text=True, check=True, timeout=300)
+    pid = int(completed.stdout.strip().splitlines()[-1])
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie that its init has not reaped yet is gone too
+            if stat.read().split(") ", 1)[1].startswith("Z"):
+                break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the unused gate's child {pid} still runs")
+    assert completed.stderr.strip() == ""
+
+
 def test_suite_prints_no_warning_on_a_valid_manifest(tmp_path):
     """Its regexes have no capture groups: pandas warns on those, and the warning reached the terminal."""
     import warnings
