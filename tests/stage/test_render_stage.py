@@ -51,6 +51,8 @@ def test_render_and_export_jobs_split_the_outputs(photo_render):
     jobs = photo_render["jobs"]
     assert set(jobs["render"]["paths"]) == {"video", "poster", "frames_dir"}
     assert set(jobs["export"]["paths"]) == {"glb", "blend"}
+    # the files that carry the scene keep an sRGB texture
+    assert jobs["render"]["colour_passthrough"] is True and jobs["export"]["colour_passthrough"] is False
     assert jobs["export"]["frames"] == N_FRAMES and jobs["export"]["animation_max_error"] < 1e-4
     # a preset's switches still apply to each share
     assert outputs_for(RenderConfig(write_blend=False), EXPORT_OUTPUTS) == {
@@ -79,6 +81,31 @@ def test_photo_frame_at_rest_is_pixel_exact(photo_render):
     first = read_png(photo_render["frames"][0])
     assert first.shape == photo.shape
     assert np.array_equal(first, photo)
+
+
+def test_colour_passthrough_gives_every_byte_value_back_and_the_frames_of_srgb_in_standard_out(photo_render, tmp_path):
+    # The render job passes the texture's bytes through (Non-Color texture, Raw view). A texture holding every byte
+    # value in every channel comes back exactly at rest, and each moving frame equals the sRGB/Standard render's.
+    values = np.arange(SIZE * SIZE * 3) % 256
+    texture = photo_render["texture"].copy()
+    texture[:SIZE] = np.stack([values, np.roll(values, 85), np.roll(values, 170)], axis=-1)[::3].reshape(SIZE, SIZE, 3)
+    settings = RenderConfig(mode="photo", keep_frames=True)
+    frames = {}
+    for passthrough in (True, False):
+        job_path = write_job(tmp_path / str(passthrough), **photo_render["rig"], texture=texture,
+                             weights=photo_render["weights"], head_pose=make_animation(N_FRAMES, pose_from=POSE_FROM)[1],
+                             settings=settings, fps=FPS, resolution=SIZE, seed=0,
+                             outputs=outputs_for(settings, RENDER_OUTPUTS))
+        job = json.loads(job_path.read_text())
+        job_path.write_text(json.dumps({**job, "colour_passthrough": passthrough}))
+        result = run_blender_job(job_path, timeout_s=300)
+        assert result["colour_passthrough"] is passthrough
+        frames[passthrough] = [read_png(Path(result["paths"]["frames_dir"]) / f"frame_{i:04d}.png")
+                               for i in range(1, N_FRAMES + 1)]
+    assert np.array_equal(frames[True][0], texture[:SIZE].astype(np.int16))
+    assert len(np.unique(frames[True][0])) == 256
+    for passed, converted in zip(frames[True], frames[False]):
+        assert np.array_equal(passed, converted)
 
 
 def test_poster_is_the_requested_frame(photo_render):
