@@ -17,6 +17,7 @@ from scipy.spatial.transform import Rotation
 from tasks.common.arkit import ARKIT_NAMES
 from tasks.render import blender_job
 from tasks.render.config import RenderConfig
+from tasks.render.task import EXPORT_OUTPUTS, RENDER_OUTPUTS, outputs_for
 from tasks.render.runner import (
     RenderError,
     fit_audio_length,
@@ -102,6 +103,7 @@ def test_write_job_rejects_mismatched_shapes(tmp_path):
     (lambda job: job["outputs"].update(video="../up.mp4"), "inside out_dir"),
     (lambda job: job["outputs"].update(sound="a.wav"), "unknown outputs"),
     (lambda job: job.update(seed=True), "seed"),
+    (lambda job: job.update(colour_passthrough="yes"), "colour_passthrough"),
 ])
 def test_load_job_rejects_bad_fields(tmp_path, change, message):
     job_path = write_job(tmp_path, **tiny_rig(), settings=RenderConfig(), fps=25, resolution=64, seed=0)
@@ -110,6 +112,20 @@ def test_load_job_rejects_bad_fields(tmp_path, change, message):
     job_path.write_text(json.dumps(job))
     with pytest.raises(blender_job.JobError, match=message):
         blender_job.load_job(job_path)
+
+
+def test_only_photo_jobs_without_scene_files_pass_colour_through(tmp_path):
+    def loaded(name, settings, kinds, **fields):
+        job_path = write_job(tmp_path / name, **tiny_rig(), settings=settings, fps=25, resolution=64, seed=0,
+                             outputs=outputs_for(settings, kinds))
+        job_path.write_text(json.dumps({**json.loads(job_path.read_text()), **fields}))
+        return blender_job.load_job(job_path)
+
+    photo, lit = RenderConfig(mode="photo"), RenderConfig(mode="lit")
+    assert blender_job.passes_colour_through(loaded("render", photo, RENDER_OUTPUTS))
+    assert not blender_job.passes_colour_through(loaded("export", photo, EXPORT_OUTPUTS))
+    assert not blender_job.passes_colour_through(loaded("lit", lit, RENDER_OUTPUTS))
+    assert not blender_job.passes_colour_through(loaded("off", photo, RENDER_OUTPUTS, colour_passthrough=False))
 
 
 def test_load_rig_rejects_nan_and_bad_faces(tmp_path):
