@@ -212,17 +212,39 @@ def _ensure_words(decoder, words: Sequence[str], pronounce: Callable[[str], list
     return unknown
 
 
-def _prepare(words: Sequence[str], pcm: bytes, pronounce: Callable[[str], list[str]], config: AlignmentConfig):
-    """The align decoder with every word in its dictionary; AlignmentError for an unpronounceable word
-    or more words than the audio's length can hold."""
+Fit = Callable[[bytes, Sequence[str], int], list[Phone]]
+
+
+def _prepare(words: Sequence[str], pcm: bytes, pronounce: Callable[[str], list[str]], config: AlignmentConfig) -> Fit:
+    """A function that force-aligns words to a span of the PCM (see _align_span): at config.beam, and when that
+    finds no path, once more at config.retry_beam. AlignmentError now for an unpronounceable word or more words
+    than the audio's length can hold."""
+    spelled: dict[str, list[str]] = {}
+
+    def spell(word: str) -> list[str]:  # espeak-ng is asked once per word, whichever decoder needs it
+        if word not in spelled:
+            spelled[word] = pronounce(word)
+        return spelled[word]
+
     decoder = _decoder("align", config.beam)
-    unknown = _ensure_words(decoder, words, pronounce)
+    unknown = _ensure_words(decoder, words, spell)
     if unknown:
         raise AlignmentError(f"no pronunciation for {', '.join(repr(w) for w in unknown[:3])}")
     seconds = len(pcm) / 2 / ALIGN_SAMPLE_RATE
     if len(words) > config.max_words_per_second * seconds + 2:
         raise AlignmentError(f"{len(words)} words cannot be spoken in {seconds:.1f} s")
-    return decoder
+
+    def fit(span: bytes, span_words: Sequence[str], offset_frames: int) -> list[Phone]:
+        try:
+            return _align_span(decoder, span, span_words, offset_frames)
+        except AlignmentError:
+            if config.retry_beam >= config.beam:
+                raise
+        wider = _decoder("align", config.retry_beam)  # built on the first retry of this thread
+        _ensure_words(wider, words, spell)
+        return _align_span(wider, span, span_words, offset_frames)
+
+    return fit
 
 
 def _align_span(decoder, pcm: bytes, words: Sequence[str], offset_frames: int) -> list[Phone]:
@@ -274,7 +296,7 @@ def _transcript_cuts(heard: list[tuple[int, int, list[str]]], words: Sequence[st
     return cuts
 
 
-def _align_windows(decoder, pcm: bytes, spans: list[tuple[int, int, list[str]]]) -> list[Phone]:
+def _align_windows(fit: Fit, pcm: bytes, spans: list[tuple[int, int, list[str]]]) -> list[Phone]:
     """Align each window's words in that window. A window whose words do not fit it is joined to the
     next one and tried again; the last one, to the one before it (a boundary misplaced by the
     recognition costs one longer window)."""
@@ -283,8 +305,8 @@ def _align_windows(decoder, pcm: bytes, spans: list[tuple[int, int, list[str]]])
     while queue:
         start, end, found = queue.pop(0)
         try:
-            done.append((start, end, found, _align_span(decoder, pcm[start * _FRAME_BYTES:end * _FRAME_BYTES],
-                                                        found, start) if found else []))
+            done.append((start, end, found, fit(pcm[start * _FRAME_BYTES:end * _FRAME_BYTES], found, start)
+                         if found else []))
             continue
         except AlignmentError:
             if queue:
@@ -312,16 +334,16 @@ def align(audio: np.ndarray, sample_rate: int, words: Sequence[str], pronounce: 
     if not words:
         raise AlignmentError("no words to align")
     pcm = _pcm(audio, sample_rate)
-    decoder = _prepare(words, pcm, pronounce, config)
+    fit = _prepare(words, pcm, pronounce, config)
     total = len(pcm) // _FRAME_BYTES
     if total * _FRAME_S <= config.window_seconds + config.window_margin_seconds:
-        phones = _align_span(decoder, pcm, words, 0)
+        phones = fit(pcm, words, 0)
     else:
         heard = _recognise_windows(pcm, config.window_seconds)
         cuts = _transcript_cuts(heard, words)
         spans = [(start, end, list(words[first:last]))
                  for (start, end, _), first, last in zip(heard, [0] + cuts[:-1], cuts)]
-        phones = _align_windows(decoder, pcm, spans)
+        phones = _align_windows(fit, pcm, spans)
     spoken = [phone for phone in phones if phone.symbol.upper() != "SIL"]
     if not spoken:
         raise AlignmentError("the words could not be fitted to the audio")
@@ -332,8 +354,7 @@ def _align_heard(pcm: bytes, heard: list[tuple[int, int, list[str]]], words: lis
                  pronounce: Callable[[str], list[str]], config: AlignmentConfig) -> list[Phone]:
     """Align recognised words window by window, each window's own words in that window (see
     _recognise_windows); AlignmentError when they do not fit."""
-    decoder = _prepare(words, pcm, pronounce, config)
-    phones = _align_windows(decoder, pcm, heard)
+    phones = _align_windows(_prepare(words, pcm, pronounce, config), pcm, heard)
     if not any(phone.symbol.upper() != "SIL" for phone in phones):
         raise AlignmentError("the words could not be fitted to the audio")
     return phones

@@ -40,6 +40,10 @@ class AlignmentConfig:
     """Search beam of the aligner (pocketsphinx beam, word beam and phone beam); wide, because the words are
     known and speech far from the acoustic model (synthetic or accented voices) otherwise finds no path."""
 
+    retry_beam: float = 1e-120
+    """The beam of a second try when the first finds no path: some voices need it, and every alignment at it
+    would cost more search for the many that do not."""
+
     max_words_per_second: float = 8.0
     """A transcript with more words than this rate allows for the audio's length is rejected as not
     matching it."""

@@ -159,3 +159,24 @@ def test_recognition_windows_cut_in_pauses():
 
 def start_of_cycle(frame: int) -> int:
     return (frame // 130) * 130
+
+
+def test_a_recording_the_first_beam_finds_no_path_through_is_aligned_at_the_wider_retry_beam(tmp_path):
+    # A recording made with the espeak-ng command (British voice m2, 170 wpm, 22,050 Hz), with a sentence the
+    # aligner's settings were not chosen on: at config.beam pocketsphinx finds no path through it, at
+    # config.retry_beam it does.
+    import subprocess
+
+    from scipy.io import wavfile
+
+    sentence = "Nobody expected the train to arrive so early on a cold winter morning."
+    subprocess.run(["espeak-ng", "-v", "en-gb+m2", "-s", "170", "-w", str(tmp_path / "m2.wav"), sentence],
+                   check=True, timeout=60)
+    rate, samples = wavfile.read(tmp_path / "m2.wav")
+    audio = samples.astype(np.float32) / 32768.0
+    words = normalise_transcript(sentence)
+    with pytest.raises(AlignmentError, match="aligner failed"):
+        align(audio, rate, words, pronounce, replace(CONFIG, retry_beam=CONFIG.beam))
+    phones = align(audio, rate, words, pronounce, CONFIG)
+    assert list(dict.fromkeys(phone.word for phone in phones if phone.symbol != "SIL")) == words
+    assert phones[-1].end <= len(audio) / rate + 0.05
