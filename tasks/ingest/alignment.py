@@ -212,13 +212,14 @@ def _ensure_words(decoder, words: Sequence[str], pronounce: Callable[[str], list
     return unknown
 
 
-Fit = Callable[[bytes, Sequence[str], int], list[Phone]]
+Fit = Callable[..., list[Phone]]
 
 
 def _prepare(words: Sequence[str], pcm: bytes, pronounce: Callable[[str], list[str]], config: AlignmentConfig) -> Fit:
-    """A function that force-aligns words to a span of the PCM (see _align_span): at config.beam, and when that
-    finds no path, once more at config.retry_beam. AlignmentError now for an unpronounceable word or more words
-    than the audio's length can hold."""
+    """A function fit(span, span_words, offset_frames, widen=False) that force-aligns words to a span of the PCM
+    (see _align_span) at config.beam; with `widen`, a span that finds no path is tried once more at
+    config.retry_beam. AlignmentError now for an unpronounceable word or more words than the audio's length can
+    hold. Windows do not widen: a window's words that do not fit tell that its cut is misplaced (_align_windows)."""
     spelled: dict[str, list[str]] = {}
 
     def spell(word: str) -> list[str]:  # espeak-ng is asked once per word, whichever decoder needs it
@@ -234,11 +235,11 @@ def _prepare(words: Sequence[str], pcm: bytes, pronounce: Callable[[str], list[s
     if len(words) > config.max_words_per_second * seconds + 2:
         raise AlignmentError(f"{len(words)} words cannot be spoken in {seconds:.1f} s")
 
-    def fit(span: bytes, span_words: Sequence[str], offset_frames: int) -> list[Phone]:
+    def fit(span: bytes, span_words: Sequence[str], offset_frames: int, widen: bool = False) -> list[Phone]:
         try:
             return _align_span(decoder, span, span_words, offset_frames)
         except AlignmentError:
-            if config.retry_beam >= config.beam:
+            if not widen or config.retry_beam >= config.beam:
                 raise
         wider = _decoder("align", config.retry_beam)  # built on the first retry of this thread
         _ensure_words(wider, words, spell)
@@ -337,7 +338,7 @@ def align(audio: np.ndarray, sample_rate: int, words: Sequence[str], pronounce: 
     fit = _prepare(words, pcm, pronounce, config)
     total = len(pcm) // _FRAME_BYTES
     if total * _FRAME_S <= config.window_seconds + config.window_margin_seconds:
-        phones = fit(pcm, words, 0)
+        phones = fit(pcm, words, 0, widen=True)
     else:
         heard = _recognise_windows(pcm, config.window_seconds)
         cuts = _transcript_cuts(heard, words)
