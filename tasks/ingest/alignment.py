@@ -9,6 +9,7 @@ mnemonics, so the viseme code drives aligned speech exactly as it drives text-to
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -220,13 +221,7 @@ def _prepare(words: Sequence[str], pcm: bytes, pronounce: Callable[[str], list[s
     (see _align_span) at config.beam; with `widen`, a span that finds no path is tried once more at
     config.retry_beam. AlignmentError now for an unpronounceable word or more words than the audio's length can
     hold. Windows do not widen: a window's words that do not fit tell that its cut is misplaced (_align_windows)."""
-    spelled: dict[str, list[str]] = {}
-
-    def spell(word: str) -> list[str]:  # espeak-ng is asked once per word, whichever decoder needs it
-        if word not in spelled:
-            spelled[word] = pronounce(word)
-        return spelled[word]
-
+    spell = functools.cache(pronounce)  # espeak-ng is asked once per word, whichever decoder needs it
     decoder = _decoder("align", config.beam)
     unknown = _ensure_words(decoder, words, spell)
     if unknown:

@@ -686,10 +686,10 @@ def save_blend(bpy, path: Path, image) -> None:
 def passes_colour_through(job: dict) -> bool:
     """Whether the texture's bytes reach the frames unconverted: a Non-Color texture under the Raw view. In photo
     mode that gives the same pixels as an sRGB texture under the Standard view, without transforming every frame
-    from linear to sRGB on the CPU (about a tenth of a 512² frame's time). Jobs that write a GLB or .blend keep
-    sRGB, since those files carry the scene to whoever opens them."""
+    from linear to sRGB on the CPU (about 2 ms of a 512² frame). Jobs that write a GLB or .blend keep sRGB, since
+    those files carry the scene to whoever opens them. `job` is a loaded one (load_job sets the field's default)."""
     outputs = job["outputs"]
-    return bool(job.get("colour_passthrough", True)) and job["mode"] == "photo" and not (outputs["glb"] or outputs["blend"])
+    return job["colour_passthrough"] and job["mode"] == "photo" and not (outputs["glb"] or outputs["blend"])
 
 
 def run_job(job: dict, reset: bool = True) -> dict:
