@@ -292,7 +292,8 @@ def pass_line(ok: bool | None, text: str) -> str:
     return f"  {'PASS' if ok else 'FAIL' if ok is not None else 'n/a '}  {text}"
 
 
-def report_batch(run: ProduceRun, workers: int, floor: dict | None, title: str) -> list[str]:
+def report_batch(run: ProduceRun, workers: int, floor: dict | None, title: str,
+                 box_floor: dict | None = None) -> list[str]:
     """The batch figures and their targets, as printed lines."""
     summary = run.summary
     lines = [f"=== {title} ==="]
@@ -334,10 +335,17 @@ def report_batch(run: ProduceRun, workers: int, floor: dict | None, title: str) 
         lines.append(f"  render stage   {per_frame * 1000:8.1f} ms/frame")
     if floor is not None:
         lines.append(f"  Blender floor  {floor['per_frame'] * 1000:8.1f} ms/frame ({floor['processes']} processes at "
-                     f"once, {floor['frames']} frames each, photo, {RESOLUTION}², AA off, H.264 by Blender)")
+                     f"once, {floor['frames']} frames each, photo, {RESOLUTION}², whole frames, AA off, "
+                     f"H.264 by Blender)")
         if per_frame is not None:
             ratio = per_frame / floor["per_frame"]
             lines.append(f"  render / floor {ratio:8.2f}x")
+    if box_floor is not None and box_floor["face_crop"]:
+        left, top, width, height = box_floor["face_crop"]
+        lines.append(f"  face-box floor {box_floor['per_frame'] * 1000:8.1f} ms/frame (the same jobs rendering only "
+                     f"the face's {width}x{height} box at ({left}, {top}), as the render stage does)")
+        if per_frame is not None:
+            lines.append(f"  render / face-box floor {per_frame / box_floor['per_frame']:.2f}x")
     lines.append("  targets:")
     lines.append(pass_line(whole >= TARGET_REALTIME, f"whole command {whole:.2f}x >= {TARGET_REALTIME}x real time"))
     lines.append(pass_line(None if ratio is None else ratio <= TARGET_FLOOR_RATIO,
@@ -351,9 +359,11 @@ def report_batch(run: ProduceRun, workers: int, floor: dict | None, title: str) 
 # The bare-Blender floor
 # ----------------------------------------------------------------------------------------------
 
-def measure_floor(run: ProduceRun, processes: int, folder: Path) -> dict | None:
+def measure_floor(run: ProduceRun, processes: int, folder: Path, face_crop: bool = False) -> dict | None:
     """Render the run's longest rig `processes` times at once with bare Blender jobs: photo mode,
-    the run's resolution, no poster, GLB or .blend. Floor = mean render seconds / frames."""
+    the run's resolution, no poster, GLB or .blend. Floor = mean render seconds / frames. The floor
+    renders whole frames; with `face_crop`, the same jobs render only the face's box, as the render
+    stage does, which shows the stage's cost beyond its pixels."""
     from stores.avatar_store import AvatarStore
     from tasks.common.arkit import ARKIT_NAMES
     from tasks.render.config import RenderConfig
@@ -372,14 +382,17 @@ def measure_floor(run: ProduceRun, processes: int, folder: Path) -> dict | None:
     settings = RenderConfig(mode="photo", write_blend=False, write_glb=False)
     jobs = []
     for index in range(processes):
-        jobs.append(write_job(folder / f"floor_{index}", **arrays, settings=settings, fps=FPS, resolution=RESOLUTION,
-                              seed=0, shape_key_names=ARKIT_NAMES, outputs=outputs_for(settings, ("video",))))
+        job_path = write_job(folder / f"floor_{index}", **arrays, settings=settings, fps=FPS, resolution=RESOLUTION,
+                             seed=0, shape_key_names=ARKIT_NAMES, outputs=outputs_for(settings, ("video",)))
+        job_path.write_text(json.dumps({**json.loads(job_path.read_text()), "face_crop": face_crop}))
+        jobs.append(job_path)
     with ThreadPoolExecutor(processes) as pool:
         # one-shot processes, so the jobs really run at once (a worker's long-lived Blender takes one at a time)
         results = list(pool.map(lambda path: run_blender_job(path, timeout_s=1800, jobs_per_blender=1), jobs))
     frames = int(results[0]["frames"])
     per_frame = sum(r["seconds"]["render"] for r in results) / len(results) / frames
-    return {"per_frame": per_frame, "processes": processes, "frames": frames, "avatar": avatar}
+    return {"per_frame": per_frame, "processes": processes, "frames": frames, "avatar": avatar,
+            "face_crop": results[0].get("face_crop")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -390,11 +403,12 @@ def batch_benchmark(args, folder: Path, profile: str | None, workers: int, title
     manifest, roots = write_benchmark_manifest(folder / "inputs")
     print(f"[{title}] produce on {manifest} (log {folder / 'produce.log'}) ...", flush=True)
     run = run_produce(manifest, folder / "data", roots, args.preset, profile, args.workers, folder / "produce.log")
-    floor = None
+    floor = box_floor = None
     if run.frames and not args.no_floor:
         print(f"[{title}] bare-Blender floor with {workers} processes ...", flush=True)
         floor = measure_floor(run, workers, folder / "floor")
-    return report_batch(run, workers, floor, title)
+        box_floor = measure_floor(run, workers, folder / "face_box_floor", face_crop=True)
+    return report_batch(run, workers, floor, title, box_floor)
 
 
 def long_row_benchmark(args, folder: Path, profile: str | None, title: str) -> list[str]:

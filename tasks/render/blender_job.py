@@ -60,9 +60,17 @@ JOB_FIELDS: dict[str, tuple[type, ...]] = {
     "poster_frame": (int,),
 }
 OUTPUT_KEYS = ("video", "glb", "blend", "poster", "frames_dir")
-OPTIONAL_JOB_FIELDS: dict[str, object] = {"video_quality": "HIGH", "video_gop_size": 25, "colour_passthrough": True}
-# Blender's ffmpeg.constant_rate_factor names
+OPTIONAL_JOB_FIELDS: dict[str, object] = {"video_quality": "HIGH", "video_gop_size": 25, "colour_passthrough": True,
+                                           "face_crop": True}
+# Blender's ffmpeg.constant_rate_factor names, and the x264 CRF Blender gives each
 VIDEO_QUALITIES = ("LOSSLESS", "PERC_LOSSLESS", "HIGH", "MEDIUM", "LOW", "VERYLOW", "LOWEST")
+VIDEO_CRF = {"LOSSLESS": 0, "PERC_LOSSLESS": 17, "HIGH": 20, "MEDIUM": 23, "LOW": 26, "VERYLOW": 29, "LOWEST": 32}
+X264_PRESET = "superfast"  # what Blender's REALTIME preset gives x264
+# face crop: pixels kept around the face's extent over the clip; above this share of the frame a crop saves too
+# little to pay for decoding and encoding the frame once more
+FACE_CROP_MARGIN_PX = 8
+FACE_CROP_MAX_SHARE = 0.6
+FACE_CROP_CHUNK_FRAMES = 256
 RIG_KEYS = ("vertices", "faces", "uv_photo", "uv_canonical", "deltas", "weights", "head_pose", "pivot")
 
 FACE_OBJECT = "avatar_face"
@@ -110,8 +118,9 @@ def load_job(job_path: Path) -> dict:
         raise JobError(f"video_quality must be one of {VIDEO_QUALITIES}, got {job['video_quality']!r}")
     if not isinstance(job["video_gop_size"], int) or job["video_gop_size"] < 1:
         raise JobError(f"video_gop_size must be an integer >= 1, got {job['video_gop_size']!r}")
-    if not isinstance(job["colour_passthrough"], bool):
-        raise JobError(f"colour_passthrough must be true or false, got {job['colour_passthrough']!r}")
+    for key in ("colour_passthrough", "face_crop"):
+        if not isinstance(job[key], bool):
+            raise JobError(f"{key} must be true or false, got {job[key]!r}")
     if job["seed"] < 0:
         raise JobError(f"seed must be >= 0, got {job['seed']}")
     if job["fps"] < 1 or job["cycles_samples"] < 1:
@@ -180,6 +189,36 @@ def euler_xyz_matrix(pitch: float, yaw: float, roll: float) -> np.ndarray:
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return rz @ ry @ rx
+
+
+def face_box(rig: dict[str, np.ndarray], resolution: int) -> tuple[int, int, int, int] | None:
+    """The pixel box (left, top, width, height) of the photo camera's frame that holds every face vertex in every
+    frame, with FACE_CROP_MARGIN_PX around it, on even pixels (H.264's yuv420p halves the chroma). Outside it a
+    photo-mode frame is the still photo. None when the box would cover more than FACE_CROP_MAX_SHARE of the frame."""
+    lowest, highest = np.full(2, np.inf), np.full(2, -np.inf)
+    vertices, deltas = rig["vertices"].astype(np.float64), rig["deltas"].astype(np.float64)
+    pivot = rig["pivot"].astype(np.float64)
+    n_frames = rig["weights"].shape[0]
+    for start in range(0, n_frames, FACE_CROP_CHUNK_FRAMES):  # a long clip's frames are never all held at once
+        weights = rig["weights"][start:start + FACE_CROP_CHUNK_FRAMES].astype(np.float64)
+        poses = rig["head_pose"][start:start + FACE_CROP_CHUNK_FRAMES].astype(np.float64)
+        shaped = vertices + np.tensordot(weights, deltas, axes=1) - pivot  # (C, V, 3)
+        rotations = np.stack([euler_xyz_matrix(*pose[:3]) for pose in poses])  # (C, 3, 3)
+        world = np.einsum("cvj,cij->cvi", shaped, rotations) + pivot + poses[:, None, 3:]
+        lowest = np.minimum(lowest, world[..., :2].min(axis=(0, 1)))
+        highest = np.maximum(highest, world[..., :2].max(axis=(0, 1)))
+    # the photo camera maps x in [-0.5, 0.5] to columns 0..R and y in [0.5, -0.5] to rows 0..R
+    left = math.floor((lowest[0] + 0.5) * resolution) - FACE_CROP_MARGIN_PX
+    right = math.ceil((highest[0] + 0.5) * resolution) + FACE_CROP_MARGIN_PX
+    top = math.floor((0.5 - highest[1]) * resolution) - FACE_CROP_MARGIN_PX
+    bottom = math.ceil((0.5 - lowest[1]) * resolution) + FACE_CROP_MARGIN_PX
+    left, top = max(0, left - left % 2), max(0, top - top % 2)
+    right, bottom = min(resolution, right + right % 2), min(resolution, bottom + bottom % 2)
+    if right - left < 2 or bottom - top < 2:
+        return None
+    if (right - left) * (bottom - top) > FACE_CROP_MAX_SHARE * resolution * resolution:
+        return None
+    return left, top, right - left, bottom - top
 
 
 def expected_world_vertices(rig: dict[str, np.ndarray], frame_index: int) -> np.ndarray:
@@ -581,8 +620,8 @@ def render_frames(bpy, scene, frames_dir: Path, n_frames: int) -> None:
         raise JobError(f"Blender did not write frames {missing[:5]}")
 
 
-def render_video(bpy, scene, path: Path, job: dict) -> None:
-    """The animation as H.264 in MP4, written by Blender's own FFmpeg."""
+def render_video(bpy, scene, path: Path, job: dict, quality: str | None = None) -> None:
+    """The animation as H.264 in MP4, written by Blender's own FFmpeg (at the job's quality unless given)."""
     settings = scene.render.image_settings
     settings.media_type = "VIDEO"  # 5.0: must precede the FFmpeg settings
     settings.file_format = "FFMPEG"
@@ -591,7 +630,7 @@ def render_video(bpy, scene, path: Path, job: dict) -> None:
     ffmpeg = scene.render.ffmpeg
     ffmpeg.format = "MPEG4"
     ffmpeg.codec = "H264"
-    ffmpeg.constant_rate_factor = job["video_quality"]
+    ffmpeg.constant_rate_factor = quality or job["video_quality"]
     # x264 "realtime" preset: ~10% faster per frame than "good" at this size, for a slightly larger file.
     ffmpeg.ffmpeg_preset = "REALTIME"
     ffmpeg.gopsize = job["video_gop_size"]
@@ -608,6 +647,99 @@ def render_video(bpy, scene, path: Path, job: dict) -> None:
     if len(candidates) != 1:
         raise JobError(f"expected one video from Blender next to {path}, found {[c.name for c in candidates]}")
     candidates[0].replace(path)
+
+
+def frame_face_box(scene, box: tuple[int, int, int, int]) -> tuple:
+    """Point the photo camera at a pixel box of its frame, rendered at the box's own size: each of its pixels has
+    the centre it has in the whole frame. Returns what restore_whole_frame needs."""
+    render, camera = scene.render, scene.camera
+    whole = (render.resolution_x, render.resolution_y, camera.data.ortho_scale, tuple(camera.location))
+    size = render.resolution_x
+    left, top, width, height = box
+    render.resolution_x, render.resolution_y = width, height
+    camera.data.ortho_scale = max(width, height) / size  # AUTO sensor fit: the scale spans the longer side
+    camera.location = (-0.5 + (left + width / 2) / size, 0.5 - (top + height / 2) / size, camera.location[2])
+    return whole
+
+
+def restore_whole_frame(scene, whole: tuple) -> None:
+    render, camera = scene.render, scene.camera
+    render.resolution_x, render.resolution_y, camera.data.ortho_scale, camera.location = whole
+
+
+def render_face_cropped_video(bpy, scene, path: Path, job: dict, box: tuple[int, int, int, int],
+                              background: Path) -> None:
+    """The photo-mode video with only the face's box rendered: Blender writes the box's frames at a near-lossless
+    quality, and each is pasted into `background` (a whole frame of this scene, rendered as PNG) and encoded
+    as Blender would the whole frame (x264 at the job's CRF and GOP, BT.709, limited range)."""
+    face_video = path.with_name(path.stem + "_face.mp4")
+    whole = frame_face_box(scene, box)
+    try:
+        render_video(bpy, scene, face_video, job, "LOSSLESS" if job["video_quality"] == "LOSSLESS" else "PERC_LOSSLESS")
+    finally:
+        restore_whole_frame(scene, whole)
+    try:
+        written = paste_into_background(face_video, background, box, path, job)
+    finally:
+        face_video.unlink(missing_ok=True)
+    if written != scene.frame_end - scene.frame_start + 1:
+        raise JobError(f"the face video held {written} frames, the scene {scene.frame_end - scene.frame_start + 1}")
+
+
+def i420_planes(buffer: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes of an I420 (yuv420p) frame held as one flat buffer."""
+    flat, luma, chroma = buffer.reshape(-1), width * height, (width // 2) * (height // 2)
+    return (flat[:luma].reshape(height, width), flat[luma:luma + chroma].reshape(height // 2, width // 2),
+            flat[luma + chroma:].reshape(height // 2, width // 2))
+
+
+def paste_into_background(face_video: Path, background: Path, box: tuple[int, int, int, int], path: Path,
+                          job: dict) -> int:
+    """Encode `path` from the frames of `face_video` pasted at `box` into the `background` PNG; returns the
+    frame count. The paste is done on the yuv420p planes, so the face's pixels are converted from RGB once, by
+    Blender, as in a whole-frame video. Frames are streamed, one at a time."""
+    from fractions import Fraction
+
+    import av  # only a face-cropped job needs PyAV
+    from av.video.reformatter import Interpolation
+
+    left, top, width, height = box
+    with av.open(str(background)) as still:
+        photo = next(still.decode(video=0))
+        size = (photo.width, photo.height)
+        # the colour conversion Blender's writer uses: BT.709, limited range
+        frame = photo.reformat(format="yuv420p", src_colorspace="ITU709", dst_colorspace="ITU709",
+                               src_color_range="JPEG", dst_color_range="MPEG",
+                               interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND).to_ndarray()
+    planes = i420_planes(frame, *size)
+    boxes = [(top, left, height, width)] + [(top // 2, left // 2, height // 2, width // 2)] * 2
+    time_base = Fraction(1, job["fps"])
+    written = 0
+    with av.open(str(face_video)) as source, av.open(str(path), "w", format="mp4") as sink:
+        stream = sink.add_stream("libx264", rate=job["fps"])
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        stream.time_base = time_base
+        context = stream.codec_context
+        context.color_range = 1  # MPEG (limited); 1 below is BT.709, as Blender tags its videos
+        context.colorspace = context.color_primaries = context.color_trc = 1
+        stream.options = {"preset": X264_PRESET, "crf": str(VIDEO_CRF[job["video_quality"]]),
+                          "g": str(job["video_gop_size"]), "bf": "0"}
+        context.thread_count = max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))  # this worker's share of cores
+        for face in source.decode(video=0):
+            if face.format.name != "yuv420p" or (face.width, face.height) != (width, height):
+                raise JobError(f"the face video's frames are {face.format.name} {face.width}x{face.height}, "
+                               f"expected yuv420p {width}x{height}")
+            for plane, face_plane, (y, x, h, w) in zip(planes, i420_planes(face.to_ndarray(), width, height), boxes):
+                plane[y:y + h, x:x + w] = face_plane
+            whole = av.VideoFrame.from_ndarray(frame, format="yuv420p")
+            whole.pts, whole.time_base = written, time_base
+            whole.colorspace, whole.color_range = 1, 1
+            for packet in stream.encode(whole):
+                sink.mux(packet)
+            written += 1
+        for packet in stream.encode(None):
+            sink.mux(packet)
+    return written
 
 
 def shift_keyframes(bpy, frames: float) -> None:
@@ -692,6 +824,15 @@ def passes_colour_through(job: dict) -> bool:
     return job["colour_passthrough"] and job["mode"] == "photo" and not (outputs["glb"] or outputs["blend"])
 
 
+def face_crop_box(job: dict, rig: dict) -> tuple[int, int, int, int] | None:
+    """The box a photo-mode video renders (see face_box), or None to render whole frames: the job turned cropping
+    off, it renders in lit mode, or it writes a GLB or .blend (they keep the whole frame's camera)."""
+    outputs = job["outputs"]
+    if not (job["face_crop"] and job["mode"] == "photo" and outputs["video"]) or outputs["glb"] or outputs["blend"]:
+        return None
+    return face_box(rig, job["resolution"])
+
+
 def run_job(job: dict, reset: bool = True) -> dict:
     """Build the scene once, render and export everything the job asks for; returns the result.
     `reset=False` skips the factory reset when the caller has just emptied the scene."""
@@ -736,9 +877,20 @@ def run_job(job: dict, reset: bool = True) -> dict:
     if outputs["frames_dir"]:
         paths["frames_dir"] = out_dir / outputs["frames_dir"]
         render_frames(bpy, scene, paths["frames_dir"], n_frames)
+    box = face_crop_box(job, rig)
     if outputs["video"]:
         paths["video"] = out_dir / outputs["video"]
-        render_video(bpy, scene, paths["video"], job)
+        if box is None:
+            render_video(bpy, scene, paths["video"], job)
+        else:  # outside the face's box every frame is the still photo: render it once, whole
+            background = paths.get("poster") or out_dir / "face_crop_background.png"
+            if "poster" not in paths:
+                render_poster(bpy, scene, background, 1)
+            try:
+                render_face_cropped_video(bpy, scene, paths["video"], job, box, background)
+            finally:
+                if "poster" not in paths:
+                    background.unlink(missing_ok=True)
     seconds["render"] = time.perf_counter() - started
     LOG.info("rendered in %.2fs", seconds["render"])
 
@@ -760,6 +912,7 @@ def run_job(job: dict, reset: bool = True) -> dict:
         "blender_version": bpy.app.version_string,
         "animation_max_error": animation_error,
         "colour_passthrough": passthrough,
+        "face_crop": list(box) if box is not None else None,
     }
 
 

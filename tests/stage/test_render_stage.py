@@ -108,6 +108,43 @@ def test_colour_passthrough_gives_every_byte_value_back_and_the_frames_of_srgb_i
         assert np.array_equal(passed, converted)
 
 
+def decoded_frames(path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]).astype(np.int16)
+
+
+def test_a_face_cropped_video_is_as_close_to_the_frames_as_a_whole_frame_video(photo_render, tmp_path):
+    # The render job renders only the face's box and pastes it into a whole frame of the still photo. Against the
+    # job's own PNG frames, that video errs no more than one Blender renders whole, at the box's edge included.
+    result = photo_render["result"]
+    left, top, width, height = result["face_crop"]
+    assert 0 < width * height < 0.6 * SIZE * SIZE
+    truth = np.stack([read_png(path) for path in photo_render["frames"]])
+    moved = np.any(truth != truth[0], axis=(0, 3))
+    rows, columns = np.nonzero(moved)
+    assert rows.size > 50 and columns.min() >= left and columns.max() < left + width
+    assert rows.min() >= top and rows.max() < top + height
+    settings = RenderConfig(mode="photo")
+    job_path = write_job(tmp_path, **photo_render["rig"], texture=photo_render["texture"],
+                         weights=photo_render["weights"], head_pose=make_animation(N_FRAMES, pose_from=POSE_FROM)[1],
+                         settings=settings, fps=FPS, resolution=SIZE, seed=0, outputs=outputs_for(settings, ("video",)))
+    job_path.write_text(json.dumps({**json.loads(job_path.read_text()), "face_crop": False}))
+    whole = run_blender_job(job_path, timeout_s=300)
+    assert whole["face_crop"] is None
+    cropped_error = np.abs(decoded_frames(result["paths"]["video"]) - truth)
+    whole_error = np.abs(decoded_frames(whole["paths"]["video"]) - truth)
+    edge = np.zeros((SIZE, SIZE), bool)
+    edge[top - 2:top + height + 2, left - 2:left + width + 2] = True
+    edge[top + 2:top + height - 2, left + 2:left + width - 2] = False
+    assert cropped_error.mean() < whole_error.mean() + 0.5, (cropped_error.mean(), whole_error.mean())
+    assert cropped_error[:, edge].mean() < whole_error[:, edge].mean() + 0.5
+    assert np.abs((decoded_frames(result["paths"]["video"]) - truth).mean()) < 2.0  # no colour shift
+    info = probe_video(result["paths"]["video"])
+    assert (info["codec"], info["pix_fmt"], info["n_frames"]) == ("h264", "yuv420p", N_FRAMES)
+
+
 def test_poster_is_the_requested_frame(photo_render):
     paths = photo_render["result"]["paths"]
     assert np.array_equal(read_png(paths["poster"]), read_png(photo_render["frames"][4]))

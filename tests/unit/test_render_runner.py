@@ -104,6 +104,7 @@ def test_write_job_rejects_mismatched_shapes(tmp_path):
     (lambda job: job["outputs"].update(sound="a.wav"), "unknown outputs"),
     (lambda job: job.update(seed=True), "seed"),
     (lambda job: job.update(colour_passthrough="yes"), "colour_passthrough"),
+    (lambda job: job.update(face_crop=1), "face_crop"),
 ])
 def test_load_job_rejects_bad_fields(tmp_path, change, message):
     job_path = write_job(tmp_path, **tiny_rig(), settings=RenderConfig(), fps=25, resolution=64, seed=0)
@@ -126,6 +127,51 @@ def test_only_photo_jobs_without_scene_files_pass_colour_through(tmp_path):
     assert not blender_job.passes_colour_through(loaded("export", photo, EXPORT_OUTPUTS))
     assert not blender_job.passes_colour_through(loaded("lit", lit, RENDER_OUTPUTS))
     assert not blender_job.passes_colour_through(loaded("off", photo, RENDER_OUTPUTS, colour_passthrough=False))
+
+
+def test_the_face_box_holds_every_vertex_of_every_frame_on_even_pixels():
+    from tests.render_rig import make_animation, make_rig
+
+    size = 256
+    rig = make_rig(size)
+    n_frames = blender_job.FACE_CROP_CHUNK_FRAMES + 40  # the frames are read in two chunks
+    weights, head_pose = make_animation(n_frames, pose_from=10)
+    head_pose[-1] = [0.0, 0.5, 0.0, 0.04, -0.02, 0.0]  # the widest pose is in the second chunk's last frame
+    rig.update(weights=weights, head_pose=head_pose)
+    left, top, width, height = blender_job.face_box(rig, size)
+    assert all(value % 2 == 0 for value in (left, top, width, height))
+    margin = blender_job.FACE_CROP_MARGIN_PX
+    for index in range(n_frames):
+        world = blender_job.expected_world_vertices(rig, index)
+        columns, rows = (world[:, 0] + 0.5) * size, (0.5 - world[:, 1]) * size
+        assert columns.min() >= left + margin and columns.max() <= left + width - margin
+        assert rows.min() >= top + margin and rows.max() <= top + height - margin
+    # without the last frame's turn the box is narrower: the chunk that holds it was read
+    rig.update(weights=weights[:-1], head_pose=head_pose[:-1])
+    assert blender_job.face_box(rig, size)[2] < width
+
+
+def test_a_face_that_fills_the_frame_is_rendered_whole(tmp_path):
+    from tests.render_rig import make_animation, make_rig
+
+    rig = make_rig(128)
+    rig["vertices"] = rig["vertices"] * np.array([2.0, 1.6, 1.0], np.float32)
+    rig["weights"], rig["head_pose"] = make_animation(5)
+    assert blender_job.face_box(rig, 128) is None
+    photo, lit = RenderConfig(mode="photo"), RenderConfig(mode="lit")
+    small = {**make_rig(128), "weights": rig["weights"], "head_pose": rig["head_pose"]}
+
+    def box_of(name, settings, kinds, **fields):
+        job_path = write_job(tmp_path / name, **tiny_rig(), settings=settings, fps=25, resolution=64, seed=0,
+                             outputs=outputs_for(settings, kinds))
+        job_path.write_text(json.dumps({**json.loads(job_path.read_text()), **fields}))
+        return blender_job.face_crop_box(blender_job.load_job(job_path), small)
+
+    assert box_of("render", photo, RENDER_OUTPUTS) == blender_job.face_box(small, 64)
+    assert box_of("export", photo, EXPORT_OUTPUTS) is None  # a GLB or .blend keeps the whole frame's camera
+    assert box_of("both", photo, RENDER_OUTPUTS + EXPORT_OUTPUTS) is None
+    assert box_of("lit", lit, RENDER_OUTPUTS) is None
+    assert box_of("off", photo, RENDER_OUTPUTS, face_crop=False) is None
 
 
 def test_load_rig_rejects_nan_and_bad_faces(tmp_path):
