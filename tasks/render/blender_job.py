@@ -5,9 +5,10 @@ Run it in its own process, either for one job or for many jobs in turn:
     python tasks/render/blender_job.py --job JOB.json
     python tasks/render/blender_job.py --serve --fd-in R --fd-out W
 
-It imports only the standard library, numpy and bpy, so it runs as a plain file path. The job
-file names every input and output path (see `JOB_FIELDS`). The job writes `out_dir/blender.log`
-and `out_dir/result.json` ({"paths", "frames", "seconds", "blender_version", "animation_max_error"}).
+It imports only the standard library, numpy and bpy (and PyAV for a face-cropped video), so it runs
+as a plain file path. The job file names every input and output path (see `JOB_FIELDS`). The job
+writes `out_dir/blender.log` and `out_dir/result.json` ({"paths", "frames", "seconds",
+"blender_version", "animation_max_error", "colour_passthrough", "face_crop"}).
 With --job it prints the result path and exits 0; on failure it logs the traceback, prints one
 line to stderr and exits 1.
 
@@ -19,6 +20,9 @@ answers {"ok": true, "result": {...}} or {"ok": false, "error": "one line"}, the
 
 Photo mode is pixel-exact to the texture's photo rows when `resolution` equals the texture
 width S (then every pixel centre samples one texel centre); other sizes resample to nearest.
+A photo-mode video (job field "face_crop", default true; not in a job that writes a GLB or .blend)
+renders only the box that holds the face in every frame, at the box's own size, and pastes each
+frame into one whole frame of the still photo: outside that box nothing moves.
 
 The scene is built once per job. Shape-key values and the head pose are keyed frame by frame
 (LINEAR), written through `keyframe_points.foreach_set`. A render-only job leaves out the keys
