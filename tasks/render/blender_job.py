@@ -887,6 +887,8 @@ def run_job(job: dict, reset: bool = True) -> dict:
         if box is None:
             render_video(bpy, scene, paths["video"], job)
         else:  # outside the face's box every frame is the still photo: render it once, whole
+            LOG.info("video: face box %dx%d at (%d, %d), %.0f%% of the frame", box[2], box[3], box[0], box[1],
+                     100.0 * box[2] * box[3] / job["resolution"] ** 2)
             background = paths.get("poster") or out_dir / "face_crop_background.png"
             if "poster" not in paths:
                 render_poster(bpy, scene, background, 1)
