@@ -118,16 +118,6 @@ def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str]) -> 
     if started is None:
         return 2
     data_dir, profile = started
-    from infra.profiles import close_clusters_started_ahead, start_cluster_ahead
-
-    start_cluster_ahead(profile)  # the workers start while the flow is imported and started
-    try:
-        return _produce_on(args, manifest, input_roots, data_dir, profile)
-    finally:
-        close_clusters_started_ahead()  # one the run never took
-
-
-def _produce_on(args: argparse.Namespace, manifest, input_roots: list[str], data_dir, profile) -> int:
     from prefect.exceptions import TerminationSignal
 
     from flows.produce import produce

@@ -4,7 +4,6 @@ deployment or a flow parameter can choose it; nothing here is fixed at import ti
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import shutil
@@ -195,55 +194,15 @@ def _scheduler_without_dashboard(**options):
     return scheduler
 
 
-_CLUSTERS_AHEAD: list[tuple[dict, Future]] = []
-"""Clusters started ahead of their flow run (start_cluster_ahead), with the keyword arguments they were started with,
-until a task runner takes one (cluster_for_run)."""
-
-
-def start_cluster_ahead(profile: ExecutionProfile) -> None:
-    """Start the LocalCluster a profile's run will use, in a thread, now: its workers come up while the command
-    imports and starts the flow, instead of after it. The run's task runner takes it (cluster_for_run); one that
-    no run takes is closed by close_clusters_started_ahead, or at exit. Nothing for an external scheduler. Call it
-    once the Prefect API is set in the environment, which the workers inherit."""
-    if profile.dask_address:
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    kwargs = profile.cluster_kwargs()
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dask-start-ahead")
-    _CLUSTERS_AHEAD.append((kwargs, pool.submit(start_local_cluster, **kwargs)))
-    pool.shutdown(wait=False)
-    if len(_CLUSTERS_AHEAD) == 1:
-        atexit.register(close_clusters_started_ahead)
-
-
-def cluster_for_run(**kwargs):
-    """A task runner's cluster: the one started ahead with these settings if there is one, else a new one."""
-    for index, (started_with, started) in enumerate(_CLUSTERS_AHEAD):
-        if started_with == kwargs:
-            del _CLUSTERS_AHEAD[index]
-            return started.result()
-    return start_local_cluster(**kwargs)
-
-
-def close_clusters_started_ahead() -> None:
-    """Close every cluster started ahead that no run took (the run failed before it needed its workers)."""
-    while _CLUSTERS_AHEAD:
-        _, started = _CLUSTERS_AHEAD.pop()
-        with contextlib.suppress(Exception):  # one that failed to start has nothing to close
-            started.result().close()
-
-
 def make_task_runner(profile: ExecutionProfile):
-    """The DaskTaskRunner of a profile: the external scheduler's address, or a cluster for the run (the one
-    started ahead for it, if any), which the task runner closes when the run ends."""
+    """The DaskTaskRunner of a profile: the external scheduler's address, or a cluster started for the run."""
     import dask
     from prefect_dask import DaskTaskRunner
 
     dask.config.set(CLIENT_CONFIG)  # read when the task runner's client starts, in this process
     if profile.dask_address:
         return DaskTaskRunner(address=profile.dask_address)
-    return DaskTaskRunner(cluster_class=cluster_for_run, cluster_kwargs=profile.cluster_kwargs())
+    return DaskTaskRunner(cluster_class=start_local_cluster, cluster_kwargs=profile.cluster_kwargs())
 
 
 def start_workers_early(task_runner) -> Future:

@@ -60,25 +60,3 @@ def test_cluster_workers_get_their_thread_limits(monkeypatch):
     for view in views.values():
         assert view["env"] == {name: "1" for name in THREAD_VARIABLES}
         assert view["torch_threads"] == 1
-
-
-def test_the_run_takes_the_cluster_started_ahead_and_one_it_never_takes_is_closed():
-    """`produce` starts its cluster before it imports the flow; the run's task runner takes that one, with the
-    workers it already has, rather than starting another. One started for other settings is left, then closed."""
-    from infra import profiles
-
-    profile = profiles.get_profile("local", workers=1)
-    other = profiles.get_profile("local", workers=2)
-    profiles.start_cluster_ahead(profile)
-    profiles.start_cluster_ahead(other)
-    ahead = [future for _, future in profiles._CLUSTERS_AHEAD]
-    runner = profiles.make_task_runner(profile)
-    with runner:
-        runner.client  # the task runner starts, or here takes, its cluster on first use
-        assert runner._cluster is ahead[0].result()
-        assert len(runner._cluster.scheduler_info["workers"]) == 1
-    assert runner._cluster.status.name == "closed"
-    unused = ahead[1].result()
-    assert unused.status.name == "running"
-    profiles.close_clusters_started_ahead()
-    assert unused.status.name == "closed" and not profiles._CLUSTERS_AHEAD
