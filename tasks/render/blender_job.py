@@ -73,6 +73,7 @@ X264_PRESET = "superfast"  # what Blender's REALTIME preset gives x264
 # face crop: pixels kept around the face's extent over the clip; above this share of the frame a crop saves too
 # little to pay for decoding and encoding the frame once more
 FACE_CROP_MARGIN_PX = 8
+FACE_VIDEO_QUALITY = "PERC_LOSSLESS"  # CRF 17, in yuv420p like every lossy quality
 FACE_CROP_MAX_SHARE = 0.6
 FACE_CROP_CHUNK_FRAMES = 256
 RIG_KEYS = ("vertices", "faces", "uv_photo", "uv_canonical", "deltas", "weights", "head_pose", "pivot")
@@ -679,7 +680,7 @@ def render_face_cropped_video(bpy, scene, path: Path, job: dict, box: tuple[int,
     face_video = path.with_name(path.stem + "_face.mp4")
     whole = frame_face_box(scene, box)
     try:
-        render_video(bpy, scene, face_video, job, "LOSSLESS" if job["video_quality"] == "LOSSLESS" else "PERC_LOSSLESS")
+        render_video(bpy, scene, face_video, job, FACE_VIDEO_QUALITY)
     finally:
         restore_whole_frame(scene, whole)
     try:
@@ -830,9 +831,12 @@ def passes_colour_through(job: dict) -> bool:
 
 def face_crop_box(job: dict, rig: dict) -> tuple[int, int, int, int] | None:
     """The box a photo-mode video renders (see face_box), or None to render whole frames: the job turned cropping
-    off, it renders in lit mode, or it writes a GLB or .blend (they keep the whole frame's camera)."""
+    off, it renders in lit mode, it writes a GLB or .blend (they keep the whole frame's camera), or it asks for a
+    lossless video (Blender writes that as yuv444p, which the yuv420p paste does not take)."""
     outputs = job["outputs"]
     if not (job["face_crop"] and job["mode"] == "photo" and outputs["video"]) or outputs["glb"] or outputs["blend"]:
+        return None
+    if job["video_quality"] == "LOSSLESS":
         return None
     return face_box(rig, job["resolution"])
 

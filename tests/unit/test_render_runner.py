@@ -172,6 +172,7 @@ def test_a_face_that_fills_the_frame_is_rendered_whole(tmp_path):
     assert box_of("both", photo, RENDER_OUTPUTS + EXPORT_OUTPUTS) is None
     assert box_of("lit", lit, RENDER_OUTPUTS) is None
     assert box_of("off", photo, RENDER_OUTPUTS, face_crop=False) is None
+    assert box_of("lossless", photo, RENDER_OUTPUTS, video_quality="LOSSLESS") is None  # yuv444p from Blender
 
 
 def test_load_rig_rejects_nan_and_bad_faces(tmp_path):
