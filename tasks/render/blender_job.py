@@ -201,15 +201,8 @@ def face_box(rig: dict[str, np.ndarray], resolution: int) -> tuple[int, int, int
     frame, with FACE_CROP_MARGIN_PX around it, on even pixels (H.264's yuv420p halves the chroma). Outside it a
     photo-mode frame is the still photo. None when the box would cover more than FACE_CROP_MAX_SHARE of the frame."""
     lowest, highest = np.full(2, np.inf), np.full(2, -np.inf)
-    vertices, deltas = rig["vertices"].astype(np.float64), rig["deltas"].astype(np.float64)
-    pivot = rig["pivot"].astype(np.float64)
-    n_frames = rig["weights"].shape[0]
-    for start in range(0, n_frames, FACE_CROP_CHUNK_FRAMES):  # a long clip's frames are never all held at once
-        weights = rig["weights"][start:start + FACE_CROP_CHUNK_FRAMES].astype(np.float64)
-        poses = rig["head_pose"][start:start + FACE_CROP_CHUNK_FRAMES].astype(np.float64)
-        shaped = vertices + np.tensordot(weights, deltas, axes=1) - pivot  # (C, V, 3)
-        rotations = np.stack([euler_xyz_matrix(*pose[:3]) for pose in poses])  # (C, 3, 3)
-        world = np.einsum("cvj,cij->cvi", shaped, rotations) + pivot + poses[:, None, 3:]
+    for start in range(0, rig["weights"].shape[0], FACE_CROP_CHUNK_FRAMES):  # a long clip is never held whole
+        world = expected_world_vertices_of(rig, start, start + FACE_CROP_CHUNK_FRAMES)
         lowest = np.minimum(lowest, world[..., :2].min(axis=(0, 1)))
         highest = np.maximum(highest, world[..., :2].max(axis=(0, 1)))
     # the photo camera maps x in [-0.5, 0.5] to columns 0..R and y in [0.5, -0.5] to rows 0..R
@@ -226,14 +219,20 @@ def face_box(rig: dict[str, np.ndarray], resolution: int) -> tuple[int, int, int
     return left, top, right - left, bottom - top
 
 
-def expected_world_vertices(rig: dict[str, np.ndarray], frame_index: int) -> np.ndarray:
-    """Where the rig's vertices must be at a 0-based frame: blended shapes, then head pose."""
-    weights = rig["weights"][frame_index].astype(np.float64)
-    shaped = rig["vertices"].astype(np.float64) + np.tensordot(weights, rig["deltas"].astype(np.float64), axes=1)
-    pose = rig["head_pose"][frame_index].astype(np.float64)
+def expected_world_vertices_of(rig: dict[str, np.ndarray], start: int, stop: int) -> np.ndarray:
+    """(C, V, 3): where the rig's vertices must be in 0-based frames start..stop-1: blended shapes, then head pose
+    (rotated about the pivot, then moved)."""
+    weights = rig["weights"][start:stop].astype(np.float64)
+    poses = rig["head_pose"][start:stop].astype(np.float64)
     pivot = rig["pivot"].astype(np.float64)
-    rotation = euler_xyz_matrix(*pose[:3])
-    return (shaped - pivot) @ rotation.T + pivot + pose[3:]
+    shaped = rig["vertices"].astype(np.float64) + np.tensordot(weights, rig["deltas"].astype(np.float64), axes=1)
+    rotations = np.stack([euler_xyz_matrix(*pose[:3]) for pose in poses])  # (C, 3, 3)
+    return np.einsum("cvj,cij->cvi", shaped - pivot, rotations) + pivot + poses[:, None, 3:]
+
+
+def expected_world_vertices(rig: dict[str, np.ndarray], frame_index: int) -> np.ndarray:
+    """Where the rig's vertices must be at a 0-based frame (see expected_world_vertices_of)."""
+    return expected_world_vertices_of(rig, frame_index, frame_index + 1)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -825,18 +824,20 @@ def passes_colour_through(job: dict) -> bool:
     mode that gives the same pixels as an sRGB texture under the Standard view, without transforming every frame
     from linear to sRGB on the CPU (about 2 ms of a 512² frame). Jobs that write a GLB or .blend keep sRGB, since
     those files carry the scene to whoever opens them. `job` is a loaded one (load_job sets the field's default)."""
-    outputs = job["outputs"]
-    return job["colour_passthrough"] and job["mode"] == "photo" and not (outputs["glb"] or outputs["blend"])
+    return job["colour_passthrough"] and job["mode"] == "photo" and not writes_scene_files(job)
+
+
+def writes_scene_files(job: dict) -> bool:
+    """Whether the job writes a GLB or .blend: files that carry the scene, as built, to whoever opens them."""
+    return bool(job["outputs"]["glb"] or job["outputs"]["blend"])
 
 
 def face_crop_box(job: dict, rig: dict) -> tuple[int, int, int, int] | None:
     """The box a photo-mode video renders (see face_box), or None to render whole frames: the job turned cropping
     off, it renders in lit mode, it writes a GLB or .blend (they keep the whole frame's camera), or it asks for a
     lossless video (Blender writes that as yuv444p, which the yuv420p paste does not take)."""
-    outputs = job["outputs"]
-    if not (job["face_crop"] and job["mode"] == "photo" and outputs["video"]) or outputs["glb"] or outputs["blend"]:
-        return None
-    if job["video_quality"] == "LOSSLESS":
+    wanted = job["face_crop"] and job["mode"] == "photo" and job["outputs"]["video"]
+    if not wanted or writes_scene_files(job) or job["video_quality"] == "LOSSLESS":
         return None
     return face_box(rig, job["resolution"])
 
@@ -865,7 +866,7 @@ def run_job(job: dict, reset: bool = True) -> dict:
     material, texture_node = make_material(bpy, image, job["mode"])
     face = build_face(bpy, rig, names, material)
     head = build_head(bpy, face, rig["pivot"])
-    animate(bpy, face, head, rig, names, every_frame=bool(outputs["glb"] or outputs["blend"]))
+    animate(bpy, face, head, rig, names, every_frame=writes_scene_files(job))
     setup_common(scene, job, n_frames)
     if job["mode"] == "photo":
         setup_photo_mode(bpy, scene, tuple(image.size), material)
@@ -893,13 +894,14 @@ def run_job(job: dict, reset: bool = True) -> dict:
         else:  # outside the face's box every frame is the still photo: render it once, whole
             LOG.info("video: face box %dx%d at (%d, %d), %.0f%% of the frame", box[2], box[3], box[0], box[1],
                      100.0 * box[2] * box[3] / job["resolution"] ** 2)
-            background = paths.get("poster") or out_dir / "face_crop_background.png"
-            if "poster" not in paths:
+            scratch = "poster" not in paths  # else the poster is that whole frame
+            background = out_dir / "face_crop_background.png" if scratch else paths["poster"]
+            if scratch:
                 render_poster(bpy, scene, background, 1)
             try:
                 render_face_cropped_video(bpy, scene, paths["video"], job, box, background)
             finally:
-                if "poster" not in paths:
+                if scratch:
                     background.unlink(missing_ok=True)
     seconds["render"] = time.perf_counter() - started
     LOG.info("rendered in %.2fs", seconds["render"])
