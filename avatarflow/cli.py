@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from infra.prefect_server import (configured_api_url, ensure_server, is_healthy, local_port, quiet_environment,
-                                  use_server)
+                                  skip_ca_bundle_on_plain_http, use_server)
 from stores.location import DataLocation, is_url, local_state_dir
 
 
@@ -80,10 +80,13 @@ def _start_run(args: argparse.Namespace):
     runs. None, after printing the error, when either cannot be had."""
     try:
         data_dir = _open_data_dir(args.data_dir)
-        _prepare_prefect(data_dir, args.prefect_port)
+        url = _prepare_prefect(data_dir, args.prefect_port)
         from infra.profiles import get_profile
 
-        return data_dir, get_profile(args.profile, args.dask_address, args.workers)
+        profile = get_profile(args.profile, args.dask_address, args.workers)
+        if profile.dask_address is None:  # the run starts its own workers, on this machine
+            skip_ca_bundle_on_plain_http(url, local_state_dir(data_dir) / "prefect")
+        return data_dir, profile
     except (RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return None
@@ -96,6 +99,9 @@ def _manifest_argument(value: str | os.PathLike) -> Path | str:
 
 
 def produce_command(args: argparse.Namespace, manifest: str | os.PathLike, input_roots: list[str]) -> int:
+    from stores.expectations import start_manifest_gate
+
+    start_manifest_gate()  # first: the gate's child imports great-expectations while the run starts
     from stores.manifest import ManifestError, read_manifest
     from stores.run_lock import RunLockedError, check_run_lock
     from tasks.batch.plan import run_name
@@ -107,9 +113,6 @@ def produce_command(args: argparse.Namespace, manifest: str | os.PathLike, input
     except (ManifestError, RunLockedError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from stores.expectations import start_manifest_gate
-
-    start_manifest_gate()  # the gate's child imports great-expectations while the run starts
     return _run_produce(args, manifest, input_roots)
 
 

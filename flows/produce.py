@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from avatarflow.presets import PipelineConfig, get_preset
 from flows.windows import LOW_PRIORITY, AvatarStages, RowWindows
-from infra.profiles import get_profile, make_task_runner, start_workers_early
+from infra.profiles import get_profile, make_task_runner, start_workers_early, worker_threads
 from stores.location import allowed_input_roots
 from stores.run_lock import hold_run_lock
 from tasks.animate.task import animate_avatar
@@ -40,7 +41,9 @@ def produce(manifest: str, data_dir: str = "avatarflow-data", preset: str = "pho
     batch = BatchConfig.from_environment(window)
     produce_avatars_on = produce_avatars.with_options(task_runner=make_task_runner(execution))
     run = run_name(manifest, preset)
-    with hold_run_lock(data_dir, run):
+    # This flow's heartbeats cover the process; the subflow's own heartbeat thread would only hold its
+    # end for up to a second, while it is joined.
+    with hold_run_lock(data_dir, run), temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         return produce_avatars_on(manifest, data_dir, preset, input_roots, execution.gpu_tasks, run, batch)
 
 
@@ -52,9 +55,9 @@ def produce_avatars(manifest: str, data_dir: str, preset: str, input_roots: list
     try:
         plan = plan_run(manifest, data_dir, preset, config, run)
     finally:
-        workers.result()
+        client = workers.result()
     progress = RunProgress.start(plan, batch)  # a progress artifact; failed rows also emit failure events
-    windows = RowWindows(batch.window, progress.record)
+    windows = RowWindows(batch.window, progress.record, slots=worker_threads(client))
     try:
         outcomes = windows.run(avatar_stages(row, plan, config, gpu_tasks) for row in plan.pending)
     except BaseException:  # Ctrl-C, SIGTERM: report the rows that settled and those that did not

@@ -117,3 +117,31 @@ def use_server(url: str, results_dir: Path) -> None:
     quiet_environment()
     os.environ["PREFECT_API_URL"] = url
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(results_dir))
+
+
+PLAIN_HTTP_CA_FILE = "plain-http-ca.pem"
+
+
+def skip_ca_bundle_on_plain_http(url: str, home: Path) -> bool:
+    """Prefect builds a new TLS context for every API client it makes, loading a whole CA bundle
+    (30–90 ms on two busy cores), and it makes two for every task run, also for an http:// API,
+    which never uses TLS. For such an API, point PREFECT_API_SSL_CERT_FILE at a one-certificate
+    bundle in `home`. Only for processes on this machine (the path is local): a run's own
+    LocalCluster, not an external scheduler's workers. A value already set, or TLS verification
+    turned off, is kept. True when it was set."""
+    if (not url.startswith("http://") or os.environ.get("PREFECT_API_SSL_CERT_FILE")
+            or os.environ.get("PREFECT_API_TLS_INSECURE_SKIP_VERIFY")):
+        return False
+    bundle = home / PLAIN_HTTP_CA_FILE
+    if not bundle.is_file():
+        import certifi
+
+        text = Path(certifi.where()).read_text(encoding="ascii")
+        end = "-----END CERTIFICATE-----"
+        first = text[text.index("-----BEGIN CERTIFICATE-----"):text.index(end) + len(end)]
+        home.mkdir(parents=True, exist_ok=True)
+        partial = bundle.with_name(f"{bundle.name}.{os.getpid()}.tmp")
+        partial.write_text(first + "\n", encoding="ascii")
+        os.replace(partial, bundle)  # another command may write it at the same moment
+    os.environ["PREFECT_API_SSL_CERT_FILE"] = str(bundle)
+    return True

@@ -5,11 +5,14 @@ deployment or a flow parameter can choose it; nothing here is fixed at import ti
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import subprocess
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from typing import Callable
 
 PROFILE_NAMES = ("local", "gpu", "cluster")
 GPU_RESOURCE = "GPU"
@@ -158,6 +161,10 @@ def gpu_slot(enabled: bool):
     return dask.annotate(resources={GPU_RESOURCE: 1}) if enabled else contextlib.nullcontext()
 
 
+WORKER_PRELOAD = "infra.worker_preload"
+"""Module each worker of a started cluster imports as it starts."""
+
+
 def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, ...] = (), memory_limit: str = "auto",
                         dashboard: bool = False):
     """A cluster on this machine, bound to 127.0.0.1: `n_workers` CPU workers, plus one worker per
@@ -168,7 +175,7 @@ def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, 
 
     keep_glibc_malloc_defaults()
     threads = thread_plan(n_workers + len(gpu_devices)).environment()
-    common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit}
+    common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit, "preload": [WORKER_PRELOAD]}
     workers = {f"cpu-{i}": {"cls": Nanny, "options": {**common, "env": {**threads, "CUDA_VISIBLE_DEVICES": ""}}}
                for i in range(n_workers)}
     for device in gpu_devices:
@@ -215,6 +222,20 @@ def start_workers_early(task_runner) -> Future:
     started = pool.submit(lambda: task_runner.client)
     pool.shutdown(wait=False)  # its one thread ends with the job
     return started
+
+
+def worker_threads(client, max_age_s: float = 1.0) -> Callable[[], int]:
+    """The worker threads of a Dask client's cluster, as a callable that asks the scheduler at most
+    once every `max_age_s` (workers may join or leave during a run)."""
+    asked = {"at": -math.inf, "threads": 0}
+
+    def threads() -> int:
+        if time.monotonic() - asked["at"] >= max_age_s:
+            asked["threads"] = sum(client.nthreads().values())
+            asked["at"] = time.monotonic()
+        return asked["threads"]
+
+    return threads
 
 
 def keep_glibc_malloc_defaults() -> None:

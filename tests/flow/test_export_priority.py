@@ -134,6 +134,57 @@ def test_the_flow_process_does_not_keep_settled_submissions(prefect_api, tmp_pat
     assert held < 60, f"{held} submissions are still held after 40 rows settled"
 
 
+def _unfinished_tasks(dask_scheduler) -> int:
+    return sum(ts.state in ("released", "waiting", "queued", "no-worker", "processing")
+               for ts in dask_scheduler.tasks.values())
+
+
+@task(name="counted", cache_policy=NO_CACHE, persist_result=False)
+def counted(name: str, log: str, after: StageRef | None = None) -> StageRef:
+    """Log this stage's name and how many tasks the scheduler holds unfinished (itself included)."""
+    from distributed import get_client
+
+    unfinished = get_client().run_on_scheduler(_unfinished_tasks)
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"{name} {unfinished}\n")
+    return _ran(name, log + ".ran")
+
+
+@flow(name="bounded-submissions")
+def run_with_slots(rows: int, log: str) -> list[dict]:
+    from prefect.context import FlowRunContext
+
+    from infra.profiles import worker_threads
+
+    plan = []
+    for line in range(rows):
+        stages = AvatarStages(AvatarRow(id=f"row{line}", line=line + 2, portrait="p.png", text="Hi."))
+        render = stages.add("render", counted, f"render{line}", log)
+        stages.add("export", counted, f"export{line}", log, render, priority=LOW_PRIORITY)
+        plan.append(stages)
+    slots = worker_threads(FlowRunContext.get().task_runner.client)
+    return RowWindows(window=rows, record=lambda outcome: outcome, slots=slots).run(plan)
+
+
+def test_the_flow_submits_two_chains_per_worker_thread_and_holds_exports(prefect_api, tmp_path):
+    """Knowing the cluster's threads (one here), the flow keeps two normal chains in the scheduler,
+    one running and one queued, and submits the exports once no normal chain is left to run; every
+    row still ends complete with its export."""
+    from flows.windows import IN_FLIGHT_PER_SLOT
+    from infra.profiles import get_profile, make_task_runner
+
+    log = tmp_path / "ran.txt"
+    runner = make_task_runner(get_profile("local", workers=1))
+    outcomes = run_with_slots.with_options(task_runner=runner)(5, str(log))
+    assert sorted(o["status"] for o in outcomes) == ["complete"] * 5
+    assert all(set(o["seconds"]) == {"render", "export"} for o in outcomes), outcomes
+    ran = [line.split() for line in log.read_text().splitlines()]
+    assert [name for name, _ in ran[:5]] == [f"render{i}" for i in range(5)], ran
+    assert sorted(name for name, _ in ran[5:]) == [f"export{i}" for i in range(5)], ran
+    for name, unfinished in ran[:5]:
+        assert int(unfinished) <= IN_FLIGHT_PER_SLOT, f"{name} ran with {unfinished} tasks submitted: {ran}"
+
+
 # --- the produce command on one worker ------------------------------------------------------------
 
 # Two plain rows and a styled one, whose longer chain makes its render ready while exports wait.

@@ -3,6 +3,7 @@ on the workers that use them), and a started cluster's workers get their thread 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -46,11 +47,13 @@ def _worker_view() -> dict:
 
     import torch
 
-    return {"env": {name: os.environ.get(name) for name in THREAD_VARIABLES}, "torch_threads": torch.get_num_threads()}
+    return {"env": {name: os.environ.get(name) for name in THREAD_VARIABLES}, "torch_threads": torch.get_num_threads(),
+            "preloaded": "flows.produce" in sys.modules}
 
 
 def test_cluster_workers_get_their_thread_limits(monkeypatch):
-    """A real two-worker cluster: each worker's libraries see the planned thread count, torch included."""
+    """A real two-worker cluster: each worker's libraries see the planned thread count, torch
+    included, and each imported the flow modules as it started, before any task reached it."""
     from distributed import Client
 
     monkeypatch.setenv(THREADS_VARIABLE, "1")
@@ -60,3 +63,33 @@ def test_cluster_workers_get_their_thread_limits(monkeypatch):
     for view in views.values():
         assert view["env"] == {name: "1" for name in THREAD_VARIABLES}
         assert view["torch_threads"] == 1
+        assert view["preloaded"]
+
+
+def test_a_plain_http_api_gets_a_one_certificate_bundle(monkeypatch, tmp_path):
+    """Prefect loads its CA bundle into every API client it makes, two per task run; an http:// API
+    gets a one-certificate bundle instead, which still makes a working TLS context. An https:// API,
+    a bundle the user chose, and TLS verification turned off are left alone."""
+    import ssl
+
+    from infra.prefect_server import skip_ca_bundle_on_plain_http
+
+    for name in ("PREFECT_API_SSL_CERT_FILE", "PREFECT_API_TLS_INSECURE_SKIP_VERIFY"):
+        monkeypatch.setenv(name, "")  # recorded, so the function's own setting is undone after the test
+        monkeypatch.delenv(name)
+    assert not skip_ca_bundle_on_plain_http("https://prefect.example/api", tmp_path)
+    assert "PREFECT_API_SSL_CERT_FILE" not in os.environ
+
+    assert skip_ca_bundle_on_plain_http("http://127.0.0.1:4200/api", tmp_path / "home")
+    bundle = os.environ["PREFECT_API_SSL_CERT_FILE"]
+    text = open(bundle, encoding="ascii").read()
+    assert text.count("-----BEGIN CERTIFICATE-----") == 1 and text.count("-----END CERTIFICATE-----") == 1
+    assert ssl.create_default_context(cafile=bundle).cert_store_stats()["x509_ca"] == 1
+
+    monkeypatch.setenv("PREFECT_API_SSL_CERT_FILE", "/chosen/bundle.pem")
+    assert not skip_ca_bundle_on_plain_http("http://127.0.0.1:4200/api", tmp_path)
+    assert os.environ["PREFECT_API_SSL_CERT_FILE"] == "/chosen/bundle.pem"
+    monkeypatch.delenv("PREFECT_API_SSL_CERT_FILE")
+    monkeypatch.setenv("PREFECT_API_TLS_INSECURE_SKIP_VERIFY", "true")
+    assert not skip_ca_bundle_on_plain_http("http://127.0.0.1:4200/api", tmp_path)
+    assert "PREFECT_API_SSL_CERT_FILE" not in os.environ
