@@ -122,6 +122,7 @@ def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str]) -> 
         return 2
     data_dir, profile = started
     from prefect.exceptions import TerminationSignal
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows.produce import produce
     from stores.run_lock import RunLockedError
@@ -135,11 +136,14 @@ def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str]) -> 
         print(profile.threads().describe(), flush=True)
     started = time.time()
     try:
-        summary = produce(
-            manifest=str(manifest), data_dir=str(data_dir), preset=args.preset,
-            input_roots=sorted({DataLocation(root).url for root in input_roots}),
-            profile=profile.name, dask_address=profile.dask_address, workers=args.workers,
-        )
+        # No flow heartbeats from a command: no automation here reads them, and Prefect's heartbeat
+        # thread holds the flow's end for up to a second while it is joined.
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            summary = produce(
+                manifest=str(manifest), data_dir=str(data_dir), preset=args.preset,
+                input_roots=sorted({DataLocation(root).url for root in input_roots}),
+                profile=profile.name, dask_address=profile.dask_address, workers=args.workers,
+            )
     except (KeyboardInterrupt, TerminationSignal) as stop:
         return _interrupted(stop, data_dir, run_name(manifest, args.preset), started)
     except RunLockedError as error:  # a run of the same manifest started at the same moment

@@ -166,16 +166,17 @@ WORKER_PRELOAD = "infra.worker_preload"
 
 
 def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, ...] = (), memory_limit: str = "auto",
-                        dashboard: bool = False):
+                        dashboard: bool = False, preload: tuple[str, ...] = (WORKER_PRELOAD,)):
     """A cluster on this machine, bound to 127.0.0.1: `n_workers` CPU workers, plus one worker per
     GPU device, pinned to it by CUDA_VISIBLE_DEVICES and advertising GPU=1. CPU workers see no
     GPU, so torch on them stays on the CPU. Each worker's thread limits follow `thread_plan`.
-    Without `dashboard` the scheduler serves only its health check and advertises no dashboard link."""
+    Without `dashboard` the scheduler serves only its health check and advertises no dashboard link.
+    Each worker imports the `preload` modules as it starts (infra/worker_preload.py)."""
     from distributed import Nanny, Scheduler, SpecCluster
 
     keep_glibc_malloc_defaults()
     threads = thread_plan(n_workers + len(gpu_devices)).environment()
-    common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit, "preload": [WORKER_PRELOAD]}
+    common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit, "preload": list(preload)}
     workers = {f"cpu-{i}": {"cls": Nanny, "options": {**common, "env": {**threads, "CUDA_VISIBLE_DEVICES": ""}}}
                for i in range(n_workers)}
     for device in gpu_devices:

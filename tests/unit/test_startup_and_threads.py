@@ -93,3 +93,26 @@ def test_a_plain_http_api_gets_a_one_certificate_bundle(monkeypatch, tmp_path):
     monkeypatch.setenv("PREFECT_API_TLS_INSECURE_SKIP_VERIFY", "true")
     assert not skip_ca_bundle_on_plain_http("http://127.0.0.1:4200/api", tmp_path)
     assert "PREFECT_API_SSL_CERT_FILE" not in os.environ
+
+
+def _worker_processes(cluster) -> list:
+    return [worker.process.process for worker in cluster.workers.values()]
+
+
+def test_a_closed_worker_skips_the_teardown_of_its_modules(monkeypatch, tmp_path):
+    """A worker process that Dask closed ends with exit code 0 as soon as the exit hooks registered
+    after the worker preload have run: a hook registered before it (the marker's) does not run. The
+    same marker, without the worker preload, is written, so the marker works."""
+    from distributed import Client
+
+    from infra.profiles import WORKER_PRELOAD
+
+    for preload, marked in ((("tests.unit.exit_marker", WORKER_PRELOAD), False), (("tests.unit.exit_marker",), True)):
+        marker = tmp_path / f"marker-{len(preload)}"
+        monkeypatch.setenv("AVATARFLOW_TEST_EXIT_MARKER", str(marker))
+        cluster = start_local_cluster(n_workers=1, preload=preload)
+        with cluster, Client(cluster) as client:
+            assert client.submit(sum, [1, 2]).result() == 3
+            processes = _worker_processes(cluster)
+        assert [process.exitcode for process in processes] == [0]
+        assert marker.exists() == marked, preload
