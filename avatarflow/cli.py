@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from infra.prefect_server import (configured_api_url, ensure_server, is_healthy, local_port, quiet_environment,
-                                  skip_ca_bundle_on_plain_http, use_server)
+                                  skip_ca_bundle_on_plain_http, use_server, without_flow_heartbeats)
 from stores.location import DataLocation, is_url, local_state_dir
 
 
@@ -28,11 +28,16 @@ def _open_data_dir(value: str) -> str:
     return location.url
 
 
+def _prefect_home(data_dir: str) -> Path:
+    """The local Prefect server's files: on this machine, also for a URL data dir."""
+    return local_state_dir(data_dir) / "prefect"
+
+
 def _prepare_prefect(data_dir: str, port: int | None) -> str:
     """Use the Prefect server PREFECT_API_URL names when it is set; otherwise start (or reuse) the
     local one under the data dir."""
     quiet_environment()
-    home = local_state_dir(data_dir) / "prefect"  # the server's files stay on this machine, also for a URL data dir
+    home = _prefect_home(data_dir)
     configured = configured_api_url()
     if configured:
         if not is_healthy(configured):
@@ -85,7 +90,7 @@ def _start_run(args: argparse.Namespace):
 
         profile = get_profile(args.profile, args.dask_address, args.workers)
         if profile.dask_address is None:  # the run starts its own workers, on this machine
-            skip_ca_bundle_on_plain_http(url, local_state_dir(data_dir) / "prefect")
+            skip_ca_bundle_on_plain_http(url, _prefect_home(data_dir))
         return data_dir, profile
     except (RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -122,7 +127,6 @@ def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str]) -> 
         return 2
     data_dir, profile = started
     from prefect.exceptions import TerminationSignal
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows.produce import produce
     from stores.run_lock import RunLockedError
@@ -136,9 +140,7 @@ def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str]) -> 
         print(profile.threads().describe(), flush=True)
     started = time.time()
     try:
-        # No flow heartbeats from a command: no automation here reads them, and Prefect's heartbeat
-        # thread holds the flow's end for up to a second while it is joined.
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with without_flow_heartbeats():  # a command's run: a deployment's keeps its heartbeats
             summary = produce(
                 manifest=str(manifest), data_dir=str(data_dir), preset=args.preset,
                 input_roots=sorted({DataLocation(root).url for root in input_roots}),

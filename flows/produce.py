@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.context import FlowRunContext
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from avatarflow.presets import PipelineConfig, get_preset
 from flows.windows import LOW_PRIORITY, AvatarStages, RowWindows
+from infra.prefect_server import without_flow_heartbeats
 from infra.profiles import get_profile, make_task_runner, start_workers_early, worker_threads
 from stores.location import allowed_input_roots
 from stores.run_lock import hold_run_lock
@@ -41,9 +41,8 @@ def produce(manifest: str, data_dir: str = "avatarflow-data", preset: str = "pho
     batch = BatchConfig.from_environment(window)
     produce_avatars_on = produce_avatars.with_options(task_runner=make_task_runner(execution))
     run = run_name(manifest, preset)
-    # This flow's heartbeats cover the process; the subflow's own heartbeat thread would only hold its
-    # end for up to a second, while it is joined.
-    with hold_run_lock(data_dir, run), temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    # This flow's heartbeats, where it sends them, cover the process; the subflow's would only hold its end.
+    with hold_run_lock(data_dir, run), without_flow_heartbeats():
         return produce_avatars_on(manifest, data_dir, preset, input_roots, execution.gpu_tasks, run, batch)
 
 

@@ -293,10 +293,10 @@ class RowWindows:
             self._check_stop()
             stages = next(waiting, None)
             if stages is None:
-                return
+                break
             key = self._entered = self._entered + 1
             self._active[key] = _RowRun(stages)
-            self._submit_ready()
+        self._submit_ready()  # once for the rows that entered: each call looks at every row in flight
 
     def unfinished(self, rows: Iterable[AvatarRow]) -> list[dict]:
         """Rows of `rows` that did not settle: those in flight, with the stages that were running,

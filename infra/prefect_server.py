@@ -145,3 +145,12 @@ def skip_ca_bundle_on_plain_http(url: str, home: Path) -> bool:
         os.replace(partial, bundle)  # another command may write it at the same moment
     os.environ["PREFECT_API_SSL_CERT_FILE"] = str(bundle)
     return True
+
+
+def without_flow_heartbeats():
+    """Settings under which a flow run sends no heartbeats. Prefect's heartbeat thread sleeps in
+    1 s steps and is joined when the flow ends, so it holds every flow's end for up to a second;
+    no automation here reads the heartbeats."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
