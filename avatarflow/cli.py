@@ -86,11 +86,12 @@ def _start_run(args: argparse.Namespace):
     try:
         data_dir = _open_data_dir(args.data_dir)
         url = _prepare_prefect(data_dir, args.prefect_port)
-        from infra.profiles import get_profile
+        from infra.profiles import get_profile, start_worker_forkserver
 
         profile = get_profile(args.profile, args.dask_address, args.workers)
         if profile.dask_address is None:  # the run starts its own workers, on this machine
             skip_ca_bundle_on_plain_http(url, _prefect_home(data_dir))
+            start_worker_forkserver(profile)  # the environment is settled: the workers' imports start now
         return data_dir, profile
     except (RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -130,10 +131,8 @@ def _run_produce(args: argparse.Namespace, manifest, input_roots: list[str]) -> 
 
     from flows.produce import produce
     from stores.run_lock import RunLockedError
-    from stores.tracking import prepare_tracking
     from tasks.batch.plan import run_name
 
-    prepare_tracking(data_dir)  # after the flow's imports, which it would slow; ready when the run logs to MLflow
     where = profile.dask_address or f"a LocalCluster of {profile.n_workers} worker process(es)"
     print(f"dask: {where} ({profile.name} profile); preset {args.preset}; data {data_dir}", flush=True)
     if profile.threads() is not None:

@@ -12,6 +12,7 @@ from infra.prefect_server import without_flow_heartbeats
 from infra.profiles import get_profile, make_task_runner, start_workers_early, worker_threads
 from stores.location import allowed_input_roots
 from stores.run_lock import hold_run_lock
+from stores.tracking import prepare_tracking
 from tasks.animate.task import animate_avatar
 from tasks.batch.config import BatchConfig
 from tasks.batch.monitoring import RunProgress
@@ -58,7 +59,10 @@ def produce_avatars(manifest: str, data_dir: str, preset: str, input_roots: list
     progress = RunProgress.start(plan, batch)  # a progress artifact; failed rows also emit failure events
     windows = RowWindows(batch.window, progress.record, slots=worker_threads(client))
     try:
-        outcomes = windows.run(avatar_stages(row, plan, config, gpu_tasks) for row in plan.pending)
+        # MLflow (seconds of imports, and a fresh database's schema) is needed only when the run is
+        # published: it loads beside the first stages, not before them.
+        outcomes = windows.run((avatar_stages(row, plan, config, gpu_tasks) for row in plan.pending),
+                               started=lambda: prepare_tracking(data_dir))
     except BaseException:  # Ctrl-C, SIGTERM: report the rows that settled and those that did not
         write_interrupted_run(plan, windows.outcomes, windows.unfinished(plan.pending), preset)
         raise

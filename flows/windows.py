@@ -217,12 +217,15 @@ class RowWindows:
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._stop: int | None = None
 
-    def run(self, rows: Iterable[AvatarStages]) -> list[dict]:
+    def run(self, rows: Iterable[AvatarStages], started: Callable[[], object] | None = None) -> list[dict]:
+        """Run every row; `started` is called once the first rows' stages are submitted."""
         with self._stop_requests():
-            return self._run(iter(rows))
+            return self._run(iter(rows), started)
 
-    def _run(self, waiting) -> list[dict]:
+    def _run(self, waiting, started: Callable[[], object] | None = None) -> list[dict]:
         self._fill(waiting)
+        if started is not None:
+            started()
         while self._active:
             self._check_stop()
             try:  # the timeout lets a stop request through while nothing settles

@@ -176,6 +176,7 @@ def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, 
 
     keep_glibc_malloc_defaults()
     threads = thread_plan(n_workers + len(gpu_devices)).environment()
+    threads = {**_changed_since_forkserver(), **threads}  # the run's environment, as a spawned worker inherits it
     common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit, "preload": list(preload)}
     workers = {f"cpu-{i}": {"cls": Nanny, "options": {**common, "env": {**threads, "CUDA_VISIBLE_DEVICES": ""}}}
                for i in range(n_workers)}
@@ -186,8 +187,78 @@ def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, 
     scheduler = {"cls": Scheduler if dashboard else _scheduler_without_dashboard, "options": options}
     import dask
 
-    with dask.config.set(SCHEDULER_CONFIG):  # read when SpecCluster starts the scheduler
+    config = dict(SCHEDULER_CONFIG)
+    if _WORKER_FORKSERVER:  # start_worker_forkserver ran: the workers fork from its server
+        config["distributed.worker.multiprocessing-method"] = "forkserver"
+    with dask.config.set(config):  # read while SpecCluster starts the scheduler and the workers
         return SpecCluster(scheduler=scheduler, workers=workers, name="avatarflow")
+
+
+SPAWN_WORKERS_VARIABLE = "AVATARFLOW_SPAWN_WORKERS"
+"""Environment variable: true starts each local worker as a fresh interpreter instead of forking it."""
+_WORKER_FORKSERVER: list[dict[str, str]] = []
+"""The environment the workers' fork server started with, once start_worker_forkserver ran."""
+
+
+def start_worker_forkserver(profile: ExecutionProfile) -> bool:
+    """Start the fork server that this process's next local cluster forks its workers from, and have
+    it import the worker preload now. A spawned worker imports the flow modules itself (2.5 s of one
+    core each, after the cluster starts); forked from this server, it starts with them loaded, and
+    the server's import runs beside the command's own. The server gets the workers' pre-spawn and
+    thread-limit environment, which libraries read as they load; this process's environment is
+    left as it was; variables this process sets later reach the workers through their nanny's
+    environment, as they would reach a spawned worker. Start it once the run's environment is
+    settled (the Prefect API's address, above all): modules read some of it as they load. False
+    (nothing started) for an external scheduler, where fork servers do not exist, or with
+    AVATARFLOW_SPAWN_WORKERS=true (each worker a fresh interpreter, as before). The server lives
+    as long as this process: Dask learns of a forked worker's exit from it."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    if (profile.dask_address is not None or _env_flag(SPAWN_WORKERS_VARIABLE)
+            or "forkserver" not in multiprocessing.get_all_start_methods()):
+        return False
+    if _WORKER_FORKSERVER:
+        return True
+    import dask
+    from distributed.utils import get_mp_context
+
+    keep_glibc_malloc_defaults()
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        context = get_mp_context()  # sets distributed's own preload list once; ours replaces it below
+    environment = {name: str(value) for name, value in
+                   dask.config.get("distributed.nanny.pre-spawn-environ", default={}).items()}
+    environment.setdefault("PYTHONHASHSEED", "6640")  # as Nanny sets it: one hash seed for every worker
+    environment.update(profile.threads().environment())
+    context.set_forkserver_preload(["distributed", WORKER_PRELOAD])
+    with _environment(environment):
+        forkserver.ensure_running()
+        _WORKER_FORKSERVER.append(dict(os.environ))
+    return True
+
+
+def _changed_since_forkserver() -> dict[str, str]:
+    """Variables set or changed in this process since the workers' fork server started (none when
+    there is none)."""
+    if not _WORKER_FORKSERVER:
+        return {}
+    started_with = _WORKER_FORKSERVER[0]
+    return {name: value for name, value in os.environ.items() if started_with.get(name) != value}
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """os.environ with `values` set, for a child started inside; then as it was."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _scheduler_without_dashboard(**options):

@@ -116,3 +116,71 @@ def test_a_closed_worker_skips_the_teardown_of_its_modules(monkeypatch, tmp_path
             processes = _worker_processes(cluster)
         assert [process.exitcode for process in processes] == [0]
         assert marker.exists() == marked, preload
+
+
+FORKED_CLUSTER_PROBE = r'''
+import json, os, sys
+
+from distributed import Client
+
+from infra.profiles import THREAD_VARIABLES, get_profile, start_local_cluster, start_worker_forkserver
+
+
+def view():
+    import psutil
+    import torch
+
+    return {"parent": " ".join(psutil.Process(os.getppid()).cmdline()),
+            "env": {name: os.environ.get(name) for name in THREAD_VARIABLES},
+            "late": os.environ.get("AVATARFLOW_TEST_LATE"), "torch_threads": torch.get_num_threads(),
+            "preloaded": "flows.produce" in sys.modules}
+
+
+if __name__ == "__main__":
+    profile = get_profile("local", None, 2)
+    started = start_worker_forkserver(profile)
+    parent_env = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ["AVATARFLOW_TEST_LATE"] = "set after the fork server started"
+    with start_local_cluster(**profile.cluster_kwargs()) as cluster, Client(cluster) as client:
+        views = list(client.run(view).values())
+        total = client.submit(sum, [1, 2]).result()
+        exits = [worker.process.process for worker in cluster.workers.values()]
+    print(json.dumps({"started": started, "parent_env": parent_env, "views": views, "total": total,
+                      "exit_codes": [process.exitcode for process in exits]}))
+'''
+
+
+def test_a_run_forks_its_workers_from_a_server_that_imported_the_flow_modules(monkeypatch):
+    """start_worker_forkserver (the produce command calls it as its run starts): a real two-worker
+    cluster whose workers are children of the fork server, with the flow modules loaded, their
+    thread limits (torch's included), and a variable the run set after the server started; the
+    command's own environment keeps no thread limit; tasks run and the workers exit cleanly."""
+    import json
+
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(THREADS_VARIABLE, "1")
+    monkeypatch.delenv("AVATARFLOW_SPAWN_WORKERS", raising=False)
+    done = subprocess.run([sys.executable, "-c", FORKED_CLUSTER_PROBE], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["started"] and report["total"] == 3
+    assert report["parent_env"] == {name: None for name in THREAD_VARIABLES}
+    assert len(report["views"]) == 2
+    for view in report["views"]:
+        assert "multiprocessing.forkserver" in view["parent"]
+        assert view["env"] == {name: "1" for name in THREAD_VARIABLES}
+        assert view["torch_threads"] == 1
+        assert view["late"] == "set after the fork server started"
+        assert view["preloaded"]
+    assert report["exit_codes"] == [0, 0]
+
+
+def test_no_fork_server_for_an_external_scheduler_or_when_turned_off(monkeypatch):
+    from infra.profiles import SPAWN_WORKERS_VARIABLE, get_profile, start_worker_forkserver
+
+    monkeypatch.delenv(SPAWN_WORKERS_VARIABLE, raising=False)
+    assert not start_worker_forkserver(get_profile("cluster", "tcp://127.0.0.1:8786"))
+    monkeypatch.setenv(SPAWN_WORKERS_VARIABLE, "true")
+    assert not start_worker_forkserver(get_profile("local", None, 2))
