@@ -8,7 +8,9 @@ the worker starts (Dask's `preload`):
   run about a second (closing two such workers: 1.2 s, against 0.04 s without it). It runs last of
   the exit hooks that came after this module (Prefect drains its event and log workers before any
   of them), and only for a worker whose status is `closed`: a worker that failed keeps the
-  interpreter's own exit and its exit code."""
+  interpreter's own exit and its exit code. (A worker forked from a run's fork server, see
+  `infra.profiles.start_worker_forkserver`, ends without that teardown anyway: a fork server's
+  children leave with `os._exit`, after Prefect's thread exit hooks have drained its events and logs.)"""
 
 import atexit
 import logging
