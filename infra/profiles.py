@@ -175,14 +175,15 @@ def start_local_cluster(n_workers: int = 2, gpu_devices: list[str] | tuple[str, 
     from distributed import Nanny, Scheduler, SpecCluster
 
     keep_glibc_malloc_defaults()
-    threads = thread_plan(n_workers + len(gpu_devices)).environment()
-    threads = {**_changed_since_forkserver(), **threads}  # the run's environment, as a spawned worker inherits it
+    # What a forked worker missed and a spawned one inherits (none without a fork server), then the thread limits.
+    environment = {**_changed_since_forkserver(), **thread_plan(n_workers + len(gpu_devices)).environment()}
     common = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": memory_limit, "preload": list(preload)}
-    workers = {f"cpu-{i}": {"cls": Nanny, "options": {**common, "env": {**threads, "CUDA_VISIBLE_DEVICES": ""}}}
+    workers = {f"cpu-{i}": {"cls": Nanny, "options": {**common, "env": {**environment, "CUDA_VISIBLE_DEVICES": ""}}}
                for i in range(n_workers)}
     for device in gpu_devices:
+        gpu_environment = {**environment, "CUDA_VISIBLE_DEVICES": str(device)}
         workers[f"gpu-{device}"] = {"cls": Nanny, "options": {**common, "resources": {GPU_RESOURCE: 1},
-                                                              "env": {**threads, "CUDA_VISIBLE_DEVICES": str(device)}}}
+                                                              "env": gpu_environment}}
     options = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", "dashboard": dashboard}
     scheduler = {"cls": Scheduler if dashboard else _scheduler_without_dashboard, "options": options}
     import dask

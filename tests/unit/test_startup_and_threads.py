@@ -157,10 +157,12 @@ def test_a_run_forks_its_workers_from_a_server_that_imported_the_flow_modules(mo
     command's own environment keeps no thread limit; tasks run and the workers exit cleanly."""
     import json
 
+    from infra.profiles import SPAWN_WORKERS_VARIABLE
+
     for name in THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(THREADS_VARIABLE, "1")
-    monkeypatch.delenv("AVATARFLOW_SPAWN_WORKERS", raising=False)
+    monkeypatch.delenv(SPAWN_WORKERS_VARIABLE, raising=False)
     done = subprocess.run([sys.executable, "-c", FORKED_CLUSTER_PROBE], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
