@@ -25,6 +25,9 @@ IDENTITY_PATTERN = r"^generate:[0-9]{1,10}$"
 # A transcript must hold at least one letter or digit of any script.
 TRANSCRIPT_PATTERN = r"[^\W_]"
 BOOLEAN_WORDS = ["true", "false", "yes", "no", "1", "0"]
+# great-expectations imports these at start-up for its KL-divergence expectation and its charts, which no
+# suite here uses: about a quarter of the gate child's start-up. The child loads them only if they are read.
+GATE_DEFERRED_IMPORTS = ("scipy.stats", "altair")
 
 
 @dataclass(frozen=True)
@@ -292,6 +295,9 @@ if __name__ == "__main__":  # validate_manifest_apart's child: a pickled (frame,
     import pickle
     import sys
 
+    from infra.deferred_imports import defer_imports
+
+    defer_imports(*GATE_DEFERRED_IMPORTS)
     importlib.import_module("great_expectations")  # before the frame comes: a child started early imports it meanwhile
 
     _request = sys.stdin.buffer.read()
