@@ -105,20 +105,23 @@ def _manifest_argument(value: str | os.PathLike) -> Path | str:
 
 
 def produce_command(args: argparse.Namespace, manifest: str | os.PathLike, input_roots: list[str]) -> int:
-    from stores.expectations import start_manifest_gate
+    from stores.expectations import send_manifest_ahead, start_manifest_gate
 
     start_manifest_gate()  # first: the gate's child imports great-expectations while the run starts
+    from avatarflow.presets import get_preset
     from stores.manifest import ManifestError, read_manifest
     from stores.run_lock import RunLockedError, check_run_lock
     from tasks.batch.plan import run_name
 
     manifest = _manifest_argument(manifest)
     try:
-        read_manifest(manifest)  # unreadable files and unknown columns end here, before any server starts
+        table = read_manifest(manifest)  # unreadable files and unknown columns end here, before any server starts
         check_run_lock(args.data_dir, run_name(manifest, args.preset))  # so does a run already in progress
     except (ManifestError, RunLockedError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # The plan checks the manifest it reads then; the gate answers at once if it is this one.
+    send_manifest_ahead(table.to_frame(), get_preset(args.preset).manifest)
     return _run_produce(args, manifest, input_roots)
 
 

@@ -172,21 +172,53 @@ def validate_manifest(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimi
     return {index: "; ".join(found) for index, found in sorted(errors.items())}
 
 
-# A gate child started ahead of its manifest (start_manifest_gate), waiting on its stdin.
-_STARTED_GATE: list = []
+class _GateChild:
+    """A child Python that imports great-expectations at once, then reads a pickled (frame, limits) on its
+    stdin and prints the errors as JSON on its last line. `send` hands it the request on a thread, so a
+    caller can send it early and take the answer later."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        root = str(Path(__file__).resolve().parents[1])  # where `stores` is importable from
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen([sys.executable, "-m", "stores.expectations"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.request: tuple | None = None
+        self._exchange = None
+        self._reply: tuple[bytes, bytes] = (b"", b"")
+
+    def send(self, frame: pd.DataFrame, limits: ManifestLimits) -> None:
+        import pickle
+        import threading
+
+        self.request = (frame, limits)
+        payload = pickle.dumps(self.request)
+        self._exchange = threading.Thread(target=self._communicate, args=(payload,), daemon=True)
+        self._exchange.start()
+
+    def _communicate(self, payload: bytes) -> None:
+        self._reply = self.process.communicate(payload)
+
+    def answer(self) -> dict[int, str]:
+        self._exchange.join()
+        out, err = self._reply
+        if self.process.returncode != 0:
+            tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"the manifest gate's child process exited with {self.process.returncode}: {tail[0]}")
+        answer = out.decode("utf-8").strip().splitlines()[-1]  # the last line: anything printed before is not it
+        return {int(index): message for index, message in json.loads(answer).items()}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
-def _gate_child():
-    """A child Python that imports great-expectations at once, then reads a pickled (frame, limits) on its stdin
-    and prints the errors as JSON on its last line."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = str(Path(__file__).resolve().parents[1])  # where `stores` is importable from
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "stores.expectations"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+# A gate child started ahead of its manifest (start_manifest_gate), maybe sent it (send_manifest_ahead).
+_STARTED_GATE: list[_GateChild] = []
 
 
 def start_manifest_gate() -> None:
@@ -195,15 +227,16 @@ def start_manifest_gate() -> None:
     import atexit
 
     if not _STARTED_GATE:
-        child = _gate_child()
-        _STARTED_GATE.append(child)
-        atexit.register(_stop_unused_gate, child)
+        gate = _GateChild()
+        _STARTED_GATE.append(gate)
+        atexit.register(gate.stop)
 
 
-def _stop_unused_gate(child) -> None:
-    if child.poll() is None:
-        child.kill()
-        child.wait()
+def send_manifest_ahead(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimits()) -> None:
+    """Give the started gate its manifest now: it checks it as soon as its imports end, and
+    validate_manifest_apart takes that answer if it is asked about an equal frame with equal limits."""
+    if _STARTED_GATE and _STARTED_GATE[0].request is None:
+        _STARTED_GATE[0].send(frame, limits)
 
 
 def validate_manifest_apart(frame: pd.DataFrame, limits: ManifestLimits = ManifestLimits()) -> dict[int, str]:
@@ -211,15 +244,15 @@ def validate_manifest_apart(frame: pd.DataFrame, limits: ManifestLimits = Manife
     to a process once imported and run, and the flow process lives (holding the Dask scheduler) for the
     whole run: a long row's render would carry it to the end. A plain subprocess, not multiprocessing,
     so the caller's main module is never imported again. Uses the child start_manifest_gate started, if any."""
-    import pickle
-
-    child = _STARTED_GATE.pop() if _STARTED_GATE else _gate_child()
-    out, err = child.communicate(pickle.dumps((frame, limits)))
-    if child.returncode != 0:
-        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"the manifest gate's child process exited with {child.returncode}: {tail[0]}")
-    answer = out.decode("utf-8").strip().splitlines()[-1]  # the last line: anything printed before is not it
-    return {int(index): message for index, message in json.loads(answer).items()}
+    gate = _STARTED_GATE.pop() if _STARTED_GATE else _GateChild()
+    if gate.request is not None:
+        sent_frame, sent_limits = gate.request
+        if sent_limits == limits and sent_frame.equals(frame):
+            return gate.answer()
+        gate.stop()  # it was sent another manifest
+        gate = _GateChild()
+    gate.send(frame, limits)
+    return gate.answer()
 
 
 @dataclass(frozen=True)

@@ -99,11 +99,46 @@ def test_a_gate_started_ahead_is_the_one_that_checks_the_manifest(tmp_path):
 
     path = write(tmp_path, "id,portrait,text,audio,fps\nok,p.jpg,hello,,25\nbad id!,p.jpg,hi,,\n")
     expectations.start_manifest_gate()
-    child = expectations._STARTED_GATE[0]
+    child = expectations._STARTED_GATE[0].process
     errors = validate_manifest_apart(read_manifest(path).to_frame())
     assert set(errors) == {1} and "id must be" in errors[1]
     assert child.returncode == 0 and not expectations._STARTED_GATE  # used, and finished
     assert validate_manifest_apart(read_manifest(path).to_frame()) == errors  # the next call starts its own
+
+
+def test_a_manifest_sent_ahead_is_checked_by_the_started_gate_and_its_answer_used(tmp_path, monkeypatch):
+    from stores import expectations
+    from stores.expectations import ManifestLimits, send_manifest_ahead, validate_manifest_apart
+
+    frame = read_manifest(write(tmp_path, "id,portrait,text,audio,fps\nok,p.jpg,hello,,25\nbad id!,p.jpg,hi,,\n")).to_frame()
+    expectations.start_manifest_gate()
+    gate = expectations._STARTED_GATE[0]
+    send_manifest_ahead(frame.copy(), ManifestLimits())
+
+    def no_new_child():
+        raise AssertionError("a new gate child was started for the manifest sent ahead")
+
+    monkeypatch.setattr(expectations, "_GateChild", no_new_child)
+    errors = validate_manifest_apart(frame, ManifestLimits())
+    assert set(errors) == {1} and "id must be" in errors[1]
+    assert gate.process.returncode == 0 and not expectations._STARTED_GATE
+
+
+def test_a_gate_sent_another_manifest_or_other_limits_is_not_believed(tmp_path):
+    from stores import expectations
+    from stores.expectations import ManifestLimits, send_manifest_ahead, validate_manifest_apart
+
+    sent = read_manifest(write(tmp_path, "id,portrait,text,audio,fps\nok,p.jpg,hello,,25\n", "sent.csv")).to_frame()
+    asked = read_manifest(write(tmp_path, "id,portrait,text,audio,fps\nok,p.jpg,hello,,25\nbad id!,p.jpg,hi,,\n",
+                                "asked.csv")).to_frame()
+    expectations.start_manifest_gate()
+    send_manifest_ahead(sent)
+    assert set(validate_manifest_apart(asked)) == {1}  # the gate's answer about `sent` (no error) is not used
+
+    expectations.start_manifest_gate()
+    send_manifest_ahead(sent)
+    strict = validate_manifest_apart(sent, ManifestLimits(max_fps=24))
+    assert set(strict) == {0} and "fps" in strict[0]  # other limits: checked again with them
 
 
 UNUSED_GATE = """
@@ -111,7 +146,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 from stores import expectations
 expectations.start_manifest_gate()
-print(expectations._STARTED_GATE[0].pid, flush=True)
+print(expectations._STARTED_GATE[0].process.pid, flush=True)
 """
 
 
