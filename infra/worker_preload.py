@@ -41,3 +41,7 @@ import prefect.task_engine  # noqa: E402,F401  (runs each task)
 import prefect_dask.client  # noqa: E402,F401  (its submissions are unpickled from here)
 
 import flows.produce  # noqa: E402,F401  (the stage tasks, their configs and rows)
+# The stages import scipy where they use it, so the produce command, which runs none, skips it; a worker
+# (or the fork server its workers come from) loads it here, once.
+import scipy.ndimage  # noqa: E402,F401
+import scipy.sparse.linalg  # noqa: E402,F401

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
 from tasks.animate.config import AnimationConfig
 from tasks.animate.visemes import MOUTH_INDICES, coarticulate, frame_times, is_pause
@@ -174,6 +173,8 @@ def opening_gain(features: AudioFeatures, n_frames: int, fps: float, config: Ani
     Sampled at the times the mouth shapes are (frame time plus anticipation). All ones when the range is 0 or
     the clip has no speech level.
     """
+    from scipy.ndimage import gaussian_filter1d
+
     n_frames = max(1, int(n_frames))
     span = config.loudness_range_db - config.loudness_headroom_db
     if config.loudness_range_db <= 0 or span <= 0 or not np.isfinite(features.speech_level_db):
@@ -193,6 +194,8 @@ def plosive_closures(features: AudioFeatures, config: AnimationConfig) -> np.nda
     config.plosive_max_closure_s long. The audio cannot tell /p b/ from /t k/, so every stop closes the
     lips; bilabials, the stops a viewer checks, close on time.
     """
+    from scipy.ndimage import maximum_filter1d
+
     level = features.level_db
     n = level.size
     closure = np.zeros(n)
@@ -219,6 +222,8 @@ def plosive_closures(features: AudioFeatures, config: AnimationConfig) -> np.nda
 
 def mouth_targets(features: AudioFeatures, config: AnimationConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-hop target poses (N, 52) and lip-closure track (N,) from the features."""
+    from scipy.ndimage import maximum_filter1d
+
     n = features.level_db.size
     loud = loudness(features)
     active = features.active
@@ -319,6 +324,8 @@ def unaligned_voice(features: AudioFeatures, phonemes: Sequence[tuple[str, float
                     fps: float) -> np.ndarray:
     """(T,) in [0, 1]: 1 on frames inside a stretch of voice, at least _UNALIGNED_MIN_S long, that no phoneme
     covers (words a recogniser missed, or a transcript left out), easing to 0 over _UNALIGNED_EASE_S."""
+    from scipy.ndimage import gaussian_filter1d
+
     n_frames = max(1, int(n_frames))
     grid = np.arange(features.active.size) * HOP_S
     covered = np.zeros(features.active.size, bool)

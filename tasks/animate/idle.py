@@ -11,7 +11,6 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from tasks.animate.config import AnimationConfig
 from tasks.animate.visemes import frame_times
@@ -176,6 +175,8 @@ def idle_motion(n_frames: int, fps: float, seed: int, config: AnimationConfig,
     the head also nods a little on emphasis. mood (per frame) changes the blink rate and length, the sway and
     the gaze; the random draws stay the same, so one seed gives the same blinks and saccades, retimed.
     """
+    from scipy.ndimage import gaussian_filter1d
+
     n_frames = max(1, int(n_frames))
     rng = np.random.default_rng(seed)
     times = frame_times(n_frames, fps)

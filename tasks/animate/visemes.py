@@ -13,7 +13,6 @@ import re
 from typing import Sequence
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from tasks.animate.config import AnimationConfig
 from tasks.common.arkit import ARKIT_NAMES, INDEX
@@ -194,6 +193,8 @@ def coarticulate(targets: np.ndarray, closure: np.ndarray, step: float, n_frames
     one, reach a full seal, and seals a closure's edges whole; 1 half-seals a frame shown at a closure's edge.
     The result (T, 52) is float64, mouth weights scaled by the viseme gain, not yet clipped.
     """
+    from scipy.ndimage import gaussian_filter1d
+
     sigma = max(config.coarticulation_sigma_s / step, 1e-6)
     closure_sigma = max(config.closure_sigma_s / step, 1e-6)
     seal = gaussian_filter1d(closure.astype(np.float64), closure_sigma, mode="constant", truncate=KERNEL_TRUNCATE)

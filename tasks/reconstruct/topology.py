@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 
 from tasks.reconstruct.canonical_shape import load_canonical_shape
 
@@ -182,6 +180,8 @@ class FaceTopology:
 
 def _tutte_layout(n_vertices, edges, boundary, hole_loops) -> np.ndarray:
     """Barycentric embedding with the boundary on an ellipse and a virtual centre in each hole."""
+    import scipy.sparse.linalg
+
     all_edges = [tuple(e) for e in edges]
     n_total = n_vertices + len(hole_loops)
     for hole, loop in enumerate(hole_loops):
@@ -213,6 +213,8 @@ def _mean_value_layout(shape, triangles, boundary) -> np.ndarray:
     The boundary keeps the (x, y) of `shape`; the weights are positive, so with a convex
     boundary every triangle keeps its orientation.
     """
+    import scipy.sparse.linalg
+
     n_vertices = len(shape)
     rows, cols, weights = [], [], []
     for corner in range(3):

@@ -8,13 +8,14 @@ few array operations, so a dataset build reuses one `CanonicalUnwrapper` for eve
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 
 class CanonicalUnwrapper:
     """Piecewise-affine unwrap into a fixed size×size canonical UV layout (v up, row 0 is v = 1)."""
 
     def __init__(self, faces: np.ndarray, uv_canonical: np.ndarray, size: int):
+        from scipy import ndimage
+
         self.size = size
         self.faces = np.asarray(faces, np.int64)
         target = np.asarray(uv_canonical, np.float64)[:, :2] * size
@@ -54,6 +55,8 @@ class CanonicalUnwrapper:
 
     def __call__(self, image: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
         """The H×W×3 uint8 image unwrapped by its (N, ≥2) vertex pixel positions: size×size×3 uint8."""
+        from scipy import ndimage
+
         height, width = image.shape[:2]
         source = np.asarray(landmarks_px, np.float64)[:, :2]
         corners = source[self.faces[self.triangle_index]]  # (P, 3, 2)

@@ -15,7 +15,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from tasks.dataset.align import apply_affine, fit_similarity
 from tasks.quality.metrics import normalised_shape
@@ -45,6 +44,8 @@ class ShapeModel:
 @lru_cache(maxsize=1)
 def mirror_index() -> np.ndarray:
     """(478,) index of each landmark's left/right partner, from the symmetric canonical face."""
+    from scipy.spatial import cKDTree
+
     canonical = load_canonical_shape()
     mirrored = canonical * np.array([-1.0, 1.0, 1.0])
     _, partner = cKDTree(canonical).query(mirrored)

@@ -12,12 +12,12 @@ import pytest
 from infra.profiles import THREAD_VARIABLES, THREADS_VARIABLE, start_local_cluster, thread_plan
 from tests.conftest import REPO
 
-HEAVY_MODULES = ("torch", "mediapipe", "matplotlib", "great_expectations", "mlflow", "bpy")
+HEAVY_MODULES = ("torch", "mediapipe", "matplotlib", "great_expectations", "mlflow", "bpy", "scipy")
 
 
 def test_importing_the_flows_loads_no_heavy_library():
     """The `produce` command imports the flows before its first task can run; torch, MediaPipe,
-    great-expectations and MLflow load later, where a task or a gate uses them."""
+    great-expectations, MLflow and scipy load later, where a task or a gate uses them."""
     probe = (f"import sys, flows.produce, flows.synthesize, avatarflow.cli; "
              f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
