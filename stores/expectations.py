@@ -28,6 +28,10 @@ BOOLEAN_WORDS = ["true", "false", "yes", "no", "1", "0"]
 # great-expectations imports these at start-up for its KL-divergence expectation and its charts, which no
 # suite here uses: about a quarter of the gate child's start-up. The child loads them only if they are read.
 GATE_DEFERRED_IMPORTS = ("scipy.stats", "altair")
+# great-expectations' optional SQL and cloud back ends, which it imports when installed (other packages here
+# install them). The gate checks a pandas frame, so its child treats them as absent: about 0.5 s of its start-up.
+GATE_HIDDEN_IMPORTS = ("sqlalchemy", "boto3", "botocore", "google.cloud", "google.auth", "google.oauth2",
+                       "google.api_core")
 
 
 @dataclass(frozen=True)
@@ -328,9 +332,10 @@ if __name__ == "__main__":  # validate_manifest_apart's child: a pickled (frame,
     import pickle
     import sys
 
-    from infra.deferred_imports import defer_imports
+    from infra.deferred_imports import defer_imports, hide_imports
 
     defer_imports(*GATE_DEFERRED_IMPORTS)
+    hide_imports(*GATE_HIDDEN_IMPORTS)
     importlib.import_module("great_expectations")  # before the frame comes: a child started early imports it meanwhile
 
     _request = sys.stdin.buffer.read()

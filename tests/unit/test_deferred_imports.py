@@ -1,5 +1,6 @@
-"""Deferred imports: a placeholder module that reads through to the real one from its first use, and the
-manifest gate's child, which defers what great-expectations imports but no suite uses."""
+"""Deferred and hidden imports: a placeholder module that reads through to the real one from its first use,
+a package made to look not installed, and the manifest gate's child, which defers what great-expectations
+imports but no suite uses and hides its optional back ends."""
 
 import json
 import pickle
@@ -38,6 +39,31 @@ def test_a_deferred_module_loads_on_its_first_attribute_and_then_reads_through_t
     assert later.split() == ["True", "0.5", "True"]
 
 
+HIDDEN_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import colorsys  # already imported: hiding does not take it away
+from infra.deferred_imports import hide_imports
+hide_imports("email", "xml.dom")
+for name in ("email", "email.mime.text", "xml.dom.minidom", "xml.etree.ElementTree"):
+    try:
+        __import__(name)
+        print(name, "imported")
+    except ModuleNotFoundError as error:
+        print(name, "missing", error.name)
+print("colorsys", "kept" if colorsys.rgb_to_hsv else "")
+"""
+
+
+def test_a_hidden_package_and_its_modules_fail_to_import_as_if_not_installed():
+    completed = subprocess.run([sys.executable, "-c", HIDDEN_PROBE, REPO], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == [
+        "email missing email", "email.mime.text missing email", "xml.dom.minidom missing xml.dom",
+        "xml.etree.ElementTree imported", "colorsys kept"]
+
+
 GATE_CHILD = """
 import json, runpy, sys
 sys.path.insert(0, sys.argv[1])
@@ -45,12 +71,15 @@ try:
     runpy.run_module("stores.expectations", run_name="__main__")  # as `python -m stores.expectations` runs it
 finally:
     from infra.deferred_imports import is_deferred
-    from stores.expectations import GATE_DEFERRED_IMPORTS
-    print(json.dumps([name for name in GATE_DEFERRED_IMPORTS if not is_deferred(sys.modules[name])]), file=sys.stderr)
+    from stores.expectations import GATE_DEFERRED_IMPORTS, GATE_HIDDEN_IMPORTS
+    loaded = [name for name in GATE_DEFERRED_IMPORTS if not is_deferred(sys.modules[name])]
+    loaded += [name for name in sys.modules
+               if any(name == hidden or name.startswith(hidden + ".") for hidden in GATE_HIDDEN_IMPORTS)]
+    print(json.dumps(loaded), file=sys.stderr)
 """
 
 
-def test_the_gate_child_checks_a_manifest_without_loading_what_it_defers(tmp_path):
+def test_the_gate_child_checks_a_manifest_without_loading_what_it_defers_or_hides(tmp_path):
     path = tmp_path / "manifest.csv"
     path.write_text("id,portrait,text,audio,fps\nok,p.jpg,hello,,25\nbad id!,p.jpg,hi,,\nboth,p.jpg,hi,x.wav,99\n")
     request = pickle.dumps((read_manifest(path).to_frame(), ManifestLimits()))
@@ -61,4 +90,5 @@ def test_the_gate_child_checks_a_manifest_without_loading_what_it_defers(tmp_pat
     assert {int(index): message for index, message in errors.items()} == validate_manifest(read_manifest(path).to_frame())
     assert set(errors) == {"1", "2"}
     loaded_for_real = json.loads(completed.stderr.decode().strip().splitlines()[-1])
-    assert loaded_for_real == []  # scipy.stats and altair stayed placeholders: great-expectations never read them
+    # scipy.stats and altair stayed placeholders (great-expectations never read them); no SQL or cloud back end
+    assert loaded_for_real == []
