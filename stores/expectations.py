@@ -247,7 +247,8 @@ def validate_manifest_apart(frame: pd.DataFrame, limits: ManifestLimits = Manife
     """validate_manifest in a child Python process that ends with it. great-expectations adds about 170 MB
     to a process once imported and run, and the flow process lives (holding the Dask scheduler) for the
     whole run: a long row's render would carry it to the end. A plain subprocess, not multiprocessing,
-    so the caller's main module is never imported again. Uses the child start_manifest_gate started, if any."""
+    so the caller's main module is never imported again. Uses the child start_manifest_gate started, if any,
+    and its answer when send_manifest_ahead gave it an equal frame with equal limits."""
     gate = _STARTED_GATE.pop() if _STARTED_GATE else _GateChild()
     if gate.request is not None:
         sent_frame, sent_limits = gate.request
