@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import threading
 import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -51,9 +50,6 @@ ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
 # Stress, syllable and variant marks espeak attaches to a base mnemonic (t#, i@3, 'a).
 _ESPEAK_MARKS = re.compile(r"[',%=;~#\-\^!*|/]+")
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
-
-# pocketsphinx's decoder setup reads model files; one decoder per thread, built once.
-_DECODERS = threading.local()
 
 
 class AlignmentError(Exception):
@@ -104,20 +100,18 @@ def arpabet_to_espeak(symbol: str) -> str:
 
 
 def _decoder(kind: str, beam: float = 1e-48):
-    """A per-thread pocketsphinx decoder: "align" (dictionary only) or "recognise" (with the language model)."""
+    """A new pocketsphinx decoder: "align" (dictionary only) or "recognise" (with the language model).
+
+    Built for each recording (0.1-0.4 s): a decoder's noise estimate adapts to all it has heard, so one
+    reused across rows would make a row's timings depend on the rows before it."""
     from pocketsphinx import Decoder
 
-    cache = _DECODERS.__dict__
-    key = (kind, beam)
-    if key not in cache:
-        paths = model_paths()
-        if kind == "recognise":
-            cache[key] = Decoder(hmm=paths["hmm"], dict=paths["dict"], lm=paths["lm"], loglevel="FATAL")
-        else:
-            # lw=1: the word graph's silence and filler transitions weigh little against the acoustics.
-            cache[key] = Decoder(hmm=paths["hmm"], dict=paths["dict"], lm=None, bestpath=False, beam=beam,
-                                 wbeam=beam * 1e20, pbeam=beam, lw=1.0, loglevel="FATAL")
-    return cache[key]
+    paths = model_paths()
+    if kind == "recognise":
+        return Decoder(hmm=paths["hmm"], dict=paths["dict"], lm=paths["lm"], loglevel="FATAL")
+    # lw=1: the word graph's silence and filler transitions weigh little against the acoustics.
+    return Decoder(hmm=paths["hmm"], dict=paths["dict"], lm=None, bestpath=False, beam=beam, wbeam=beam * 1e20,
+                   pbeam=beam, lw=1.0, loglevel="FATAL")
 
 
 def _pcm(audio: np.ndarray, sample_rate: int) -> bytes:
@@ -230,15 +224,18 @@ def _prepare(words: Sequence[str], pcm: bytes, pronounce: Callable[[str], list[s
     if len(words) > config.max_words_per_second * seconds + 2:
         raise AlignmentError(f"{len(words)} words cannot be spoken in {seconds:.1f} s")
 
+    wider: list = []
+
     def fit(span: bytes, span_words: Sequence[str], offset_frames: int, widen: bool = False) -> list[Phone]:
         try:
             return _align_span(decoder, span, span_words, offset_frames)
         except AlignmentError:
             if not widen or config.retry_beam >= config.beam:
                 raise
-        wider = _decoder("align", config.retry_beam)  # built on the first retry of this thread
-        _ensure_words(wider, words, spell)
-        return _align_span(wider, span, span_words, offset_frames)
+        if not wider:  # built on the recording's first retry
+            wider.append(_decoder("align", config.retry_beam))
+            _ensure_words(wider[0], words, spell)
+        return _align_span(wider[0], span, span_words, offset_frames)
 
     return fit
 

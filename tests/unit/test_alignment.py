@@ -59,6 +59,20 @@ def test_aligned_phonemes_drive_closed_lips_on_bilabials(speech):
         assert sealed[near].any(), (start, end)
 
 
+def test_a_recording_is_timed_the_same_whatever_its_worker_heard_before(speech):
+    # A worker times many rows in turn; a quiet, faster, lower voice heard in between must not move this
+    # recording's recognised words or phone timings (pocketsphinx's noise estimate adapts to what it hears).
+    other = synthesize("Nobody expected the train to arrive so early.", "en-us+m3", IngestConfig(tts_rate_wpm=190))
+    first = time_speech(speech.audio, speech.sample_rate, None, "en", pronounce, CONFIG)
+    aligned = time_speech(speech.audio, speech.sample_rate, SENTENCE, "en", pronounce, CONFIG)
+    time_speech(other.audio * 0.2, other.sample_rate, None, "en", pronounce, CONFIG)
+    time_speech(other.audio * 0.2, other.sample_rate, "Nobody expected the train to arrive so early.", "en",
+                pronounce, CONFIG)
+    assert first.method == "aligned" and len(first.phonemes) > 20
+    assert time_speech(speech.audio, speech.sample_rate, None, "en", pronounce, CONFIG) == first
+    assert time_speech(speech.audio, speech.sample_rate, SENTENCE, "en", pronounce, CONFIG) == aligned
+
+
 def test_words_missing_from_the_dictionary_are_spelled_by_espeak():
     assert espeak_to_arpabet(["z", "o@", "b", "l", "'a", "k", "s"]) == ["Z", "AO", "R", "B", "L", "AE", "K", "S"]
     assert espeak_to_arpabet(["l", "E", "t#", "3"]) == ["L", "EH", "T", "ER"]
