@@ -3,8 +3,11 @@
 For every video in the shared samples, and for 720p, HEVC and variable-frame-rate versions made
 here with ffmpeg, it produces a video-only row (the portrait is the video's best frame) through
 `avatarflow produce`, runs MediaPipe on the rendered MP4 and prints the Pearson r of the inner-lip
-gap, eye openness, head yaw and pitch against the driver's. It then times capture (decode, track,
-solve) of each 720p version pinned to one CPU core. Prints figures; asserts nothing.
+gap, eye openness, head yaw and pitch against the driver's. Beside them it prints how well MediaPipe
+agrees with itself on that driver: the eye-openness r between the driver and another encoding of it
+(the original for a converted version, the 720p one for the original), a ceiling no render can be
+expected to pass. It then times capture (decode, track, solve) of each 720p version pinned to one
+CPU core. Prints figures; asserts nothing.
 
     .venv/bin/python bench/capture_benchmark.py [--videos DIR] [--resolution 256] [--seconds 0]
 """
@@ -127,6 +130,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tasks.capture.metrics import follow_correlations
+    from tasks.capture.tracking import eye_openness
     from tasks.reconstruct.canonical_shape import load_canonical_shape
 
     videos = sorted(args.videos.glob("*.mp4"))
@@ -140,17 +144,25 @@ def main() -> None:
             print(f"produced {len(rows)} rows at {args.resolution}² in {time.perf_counter() - started:.0f} s")
             reference = load_canonical_shape()
             print(f"{'row':28s} {'frames':>6s} {'lip r':>6s} {'eye r':>6s} {'yaw r':>6s} {'pitch r':>7s} "
-                  f"{'yaw sd°':>7s} {'pitch sd°':>9s}")
-            for row_id, path in rows:
-                rendered = folder / row_id / "talk.mp4"
-                if not rendered.exists():
-                    print(f"{row_id:28s} not rendered")
-                    continue
-                driver, render = track(path), track(rendered)
-                r = follow_correlations(driver.landmarks, driver.times, driver.found, render.landmarks,
-                                        render.times, render.found, reference)
-                print(f"{row_id:28s} {r['frames']:6d} {r['lip_gap']:6.3f} {r['eye_openness']:6.3f} {r['yaw']:6.3f} "
-                      f"{r['pitch']:7.3f} {r['driver_yaw_std_deg']:7.2f} {r['driver_pitch_std_deg']:9.2f}")
+                  f"{'yaw sd°':>7s} {'pitch sd°':>9s} {'eye sd':>7s} {'eye r, driver vs its copy':>26s}")
+            tracked = {path: track(path) for _, path in rows}
+            for stem, made in versions.items():
+                for name, path in made.items():
+                    row_id = f"{stem}_{name}"
+                    rendered = folder / row_id / "talk.mp4"
+                    if not rendered.exists():
+                        print(f"{row_id:28s} not rendered")
+                        continue
+                    driver, render = tracked[path], track(rendered)
+                    r = follow_correlations(driver.landmarks, driver.times, driver.found, render.landmarks,
+                                            render.times, render.found, reference)
+                    copy = tracked[made["720p" if name == "original" else "original"]]
+                    ceiling = follow_correlations(copy.landmarks, copy.times, copy.found, driver.landmarks,
+                                                  driver.times, driver.found, reference)
+                    eye_sd = eye_openness(driver.landmarks[driver.found]).std()
+                    print(f"{row_id:28s} {r['frames']:6d} {r['lip_gap']:6.3f} {r['eye_openness']:6.3f} "
+                          f"{r['yaw']:6.3f} {r['pitch']:7.3f} {r['driver_yaw_std_deg']:7.2f} "
+                          f"{r['driver_pitch_std_deg']:9.2f} {eye_sd:7.4f} {ceiling['eye_openness']:26.3f}")
         print("capture speed on one core (decode + track + solve), 720p versions:")
         for stem, made in versions.items():
             speed = capture_speed(made["720p"])
