@@ -232,6 +232,28 @@ def blink_weights(aligned: np.ndarray, rest_face: np.ndarray, neutral: np.ndarra
     return np.where(full > 0.05, np.clip(closure / np.maximum(full, 1e-6), 0.0, 1.0), 0.0)
 
 
+def match_lids(solved: np.ndarray, aligned: np.ndarray, rest_face: np.ndarray, neutral: np.ndarray,
+               deltas: np.ndarray, closed_gap: float = 0.0) -> np.ndarray:
+    """(T, K) weights with each blink raised or lowered until the rig's lid aperture, with every other
+    shape applied, closes as far as the performer's (see blink_weights). The other shapes are fitted
+    after the blinks, and their lid-raising part (eyeWide fitting how a performer's lid folds as it
+    drops) would otherwise open again a lid the blink had closed."""
+    rest = _apertures(rest_face)
+    shut = closed_gap * _eye_widths(rest_face)
+    closure = (rest - _apertures(aligned)) / np.maximum(rest - shut, 1e-12)
+    rig = _apertures(neutral)
+    flat = np.asarray(deltas, np.float64).reshape(len(deltas), -1)
+    predicted = _apertures((neutral.reshape(-1) + solved @ flat).reshape(len(solved), *neutral.shape))
+    matched = solved.copy()
+    for eye, blink in enumerate(BLINKS):
+        per_blink = rig[eye] - _apertures(neutral + deltas[blink])[eye]
+        if per_blink / rig[eye] <= 0.05:  # as in blink_weights: this rig's blink cannot show
+            continue
+        excess = predicted[:, eye] - rig[eye] * (1.0 - closure[:, eye])
+        matched[:, blink] = np.clip(solved[:, blink] + excess / per_blink, 0.0, 1.0)
+    return matched
+
+
 def _lip_gaps(shapes: np.ndarray) -> np.ndarray:
     """(…,) inner-lip opening: mean upward distance, in the image plane, from the lower to the upper
     inner lip over the three middle pairs (negative when the lips press past each other)."""
@@ -324,6 +346,7 @@ def solve_capture(landmarks_px: np.ndarray, valid: np.ndarray, times: np.ndarray
     free = np.setdiff1d(np.arange(len(deltas)), BLINKS)
     solved[:, free] = bounded_least_squares(basis[:, free], residual - solved @ basis.T, 0.0, 1.0, config.ridge,
                                             config.solver_iterations)
+    solved = match_lids(solved, aligned, rest_face, neutral, deltas, config.closed_lid_gap)
     solved = seal_lips(solved, aligned, rest_face, neutral, deltas)
     rest_offset = bounded_least_squares(basis, ((rest_face - np.median(aligned, axis=0)) * zscale).reshape(1, -1),
                                         -1.0, 1.0, config.ridge, config.solver_iterations)[0]

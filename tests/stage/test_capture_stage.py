@@ -139,6 +139,7 @@ def test_bad_videos_give_one_line_errors(case, tmp_path):
 
 
 def test_video_drives_a_rig_built_from_its_best_frame():
+    from tasks.capture.solve import _apertures
     from tasks.capture.tracking import eye_openness, lip_gap
     from tasks.reconstruct.canonical_shape import load_canonical_shape
     from tasks.reconstruct.rig import reconstruct
@@ -162,7 +163,11 @@ def test_video_drives_a_rig_built_from_its_best_frame():
     driver_gap = lip_gap(tracked.landmarks)[:n_frames]
     opening = motion.weights[:, INDEX["jawOpen"]] + motion.weights[:, INDEX["mouthLowerDownLeft"]]
     assert np.corrcoef(opening, driver_gap)[0, 1] > 0.7
-    # The driver blinks once, near 2.7 s: the eyes close there and nowhere else.
-    blink = motion.weights[:, [INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]]].mean(axis=1)
+    # The driver blinks once, near 2.7 s: the rig's lids (every shape applied) shut there and nowhere else.
+    neutral, deltas = rig.vertices[:478].astype(np.float64), rig.deltas[:, :478].astype(np.float64)
+    lids = _apertures(neutral + np.einsum("tk,knd->tnd", motion.weights.astype(np.float64), deltas)).mean(axis=1)
     eyes = eye_openness(tracked.landmarks)[:n_frames]
-    assert abs(int(np.argmax(blink)) - int(np.argmin(eyes))) <= 1
+    assert abs(int(np.argmin(lids)) - int(np.argmin(eyes))) <= 1
+    assert lids.min() < 0.15 * np.median(lids) and np.sort(lids)[5] > 0.5 * np.median(lids)
+    blink = motion.weights[:, [INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]]].mean(axis=1)
+    assert blink.max() > 0.9

@@ -197,6 +197,36 @@ def test_a_shut_eye_as_mediapipe_reads_it_drives_a_full_blink():
     assert blink_weights(shut[None], neutral, neutral, deltas, 0.0).max() < 0.97
 
 
+def test_a_blink_reopened_by_eyewide_is_closed_as_far_as_the_performers():
+    """Shapes fitted after the blinks (eyeWide here) that raise a lid the blink lowered get the blink raised
+    until the rig's lids close as far as the performer's; a performer's eye opened wider keeps no blink."""
+    from tasks.capture.solve import _apertures, match_lids
+    from tasks.reconstruct.topology import face_topology
+
+    rng = np.random.default_rng(7)
+    neutral, deltas = _synthetic_rig(rng)
+    half_shut, wide = neutral.copy(), neutral.copy()
+    for name, eye in (("eyeWideLeft", face_topology().eye_left), ("eyeWideRight", face_topology().eye_right)):
+        upper, lower = eye.upper[1:-1], eye.lower[1:-1]
+        deltas[:, np.concatenate([upper, lower])] = 0.0  # only the blink and eyeWide move these lids
+        deltas[INDEX[name.replace("Wide", "Blink")], upper] = neutral[lower] - neutral[upper]
+        deltas[INDEX[name], upper] = 0.3 * (neutral[upper] - neutral[lower])  # lifts the upper lid
+        half_shut[upper] = neutral[upper] + 0.4 * (neutral[lower] - neutral[upper])
+        wide[upper] = neutral[upper] + 0.1 * (neutral[upper] - neutral[lower])
+    solved = np.zeros((2, 52))
+    solved[0, [INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]]] = 0.4
+    solved[:, [INDEX["eyeWideLeft"], INDEX["eyeWideRight"]]] = 0.3
+    solved[:, INDEX["browInnerUp"]] = 0.2
+    matched = match_lids(solved, np.stack([half_shut, wide]), neutral, neutral, deltas)
+    blinks = [INDEX["eyeBlinkLeft"], INDEX["eyeBlinkRight"]]
+    np.testing.assert_allclose(matched[0, blinks], 0.4 + 0.3 * 0.3, atol=1e-6)
+    shaped = neutral + np.einsum("k,knd->nd", matched[0], deltas)
+    np.testing.assert_allclose(_apertures(shaped), 0.6 * _apertures(neutral), rtol=1e-6)
+    np.testing.assert_array_equal(matched[1, blinks], 0.0)
+    others = np.setdiff1d(np.arange(52), blinks)
+    np.testing.assert_array_equal(matched[:, others], solved[:, others])
+
+
 def test_lips_sealed_over_an_open_jaw_are_sealed_on_the_rig():
     """A least-squares fit that spreads a seal thin (mouthClose under jawOpen) gets mouthClose raised
     until the rig's lips meet as the performer's do; open lips are left alone."""
