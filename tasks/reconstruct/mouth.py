@@ -17,8 +17,8 @@ its own teeth are copied into the teeth rows where it shows them (`paste_photo_t
 
 A portrait whose mouth is open would otherwise show its own teeth and mouth at rest, under lips
 that the rig then opens further. `rest_closing_offset` moves its lips together instead (the
-photo's texture stays on them), and `fill_photo_mouth` paints the photo's opening over in the
-lips' shade, so its rest frame is the photo with the lips closed.
+photo's texture stays on them), and `fill_photo_mouth` paints the photo's opening over with the
+lips' own colours, so its rest frame is the photo with the lips closed.
 """
 
 from __future__ import annotations
@@ -339,12 +339,17 @@ def paste_photo_teeth(image: np.ndarray, rect_px: tuple[int, int, int, int], cro
 
 
 def fill_photo_mouth(crop: np.ndarray, landmarks_px: np.ndarray, lip_rgb: np.ndarray,
-                     margin_px: float = 1.5) -> np.ndarray:
-    """The crop with an open mouth's inside painted over in the lips' shade (a copy).
+                     margin_px: float = 1.5, seam_shade: float = 0.85) -> np.ndarray:
+    """The crop with an open mouth's inside painted over with its own lips (a copy).
 
     Closing an open mouth at rest leaves the photo's teeth and dark inside on the lips' inner rim
     (MediaPipe's inner contour sits a pixel or two inside the lips), so the opening, grown by
-    `margin_px`, becomes the line where the closed lips meet: lip colour, a little darker.
+    `margin_px`, is painted over. Each column takes its lips' own colour: the part above the middle
+    of the painted run repeats the first photo pixel above it, the part below the first pixel below.
+    The closing stretches the lips' rim several times over, so a flat fill there would show as a
+    dark band between closed lips, which reads as parted lips. Only the pixel on each side of the
+    middle is shaded by `seam_shade`: the line where the lips meet. A column with no photo pixel
+    on one side takes `lip_rgb` there.
     """
     topology = face_topology()
     loop = np.asarray(landmarks_px, np.float64)[topology.lips_inner_loop, :2]
@@ -361,8 +366,17 @@ def fill_photo_mouth(crop: np.ndarray, landmarks_px: np.ndarray, lip_rgb: np.nda
         return filled
     cols, rows = np.meshgrid(np.arange(low[0], high[0]), np.arange(low[1], high[1]))
     centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=1)
-    inside = inside_polygon(centres, grown)
-    filled[rows.ravel()[inside], cols.ravel()[inside]] = np.clip(0.8 * np.asarray(lip_rgb, np.float64), 0, 255)
+    painted = inside_polygon(centres, grown).reshape(cols.shape)
+    fallback = np.clip(np.asarray(lip_rgb, np.float64), 0, 255)
+    for j in np.flatnonzero(painted.any(axis=0)):
+        x, ys = low[0] + j, low[1] + np.flatnonzero(painted[:, j])
+        top, bottom = ys.min(), ys.max()
+        middle = 0.5 * (top + bottom)
+        above = crop[top - 1, x].astype(np.float64) if top > 0 else fallback
+        below = crop[bottom + 1, x].astype(np.float64) if bottom + 1 < crop.shape[0] else fallback
+        for y in ys:
+            colour = above if y < middle else below
+            filled[y, x] = np.clip(colour * (seam_shade if abs(y + 0.5 - (middle + 0.5)) < 1.0 else 1.0), 0, 255)
     return filled
 
 
