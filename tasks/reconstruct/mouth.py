@@ -344,12 +344,12 @@ def fill_photo_mouth(crop: np.ndarray, landmarks_px: np.ndarray, lip_rgb: np.nda
 
     Closing an open mouth at rest leaves the photo's teeth and dark inside on the lips' inner rim
     (MediaPipe's inner contour sits a pixel or two inside the lips), so the opening, grown by
-    `margin_px`, is painted over. Each column takes its lips' own colour: the part above the middle
-    of the painted run repeats the first photo pixel above it, the part below the first pixel below.
-    The closing stretches the lips' rim several times over, so a flat fill there would show as a
-    dark band between closed lips, which reads as parted lips. Only the pixel on each side of the
-    middle is shaded by `seam_shade`: the line where the lips meet. A column with no photo pixel
-    on one side takes `lip_rgb` there.
+    `margin_px`, is painted over. In each column, the part above the middle of the painted run
+    repeats the photo's first pixel above it, and the part below the first pixel below (each
+    averaged with its unpainted neighbours in that row). The closing stretches the lips' rim several
+    times over, so a flat fill there would show as a dark band between closed lips, which reads as
+    parted lips. Only the pixel on each side of the middle is shaded by `seam_shade`: the line
+    where the lips meet. Where no photo pixel lies beyond the run, `lip_rgb` is used.
     """
     topology = face_topology()
     loop = np.asarray(landmarks_px, np.float64)[topology.lips_inner_loop, :2]
@@ -366,14 +366,23 @@ def fill_photo_mouth(crop: np.ndarray, landmarks_px: np.ndarray, lip_rgb: np.nda
         return filled
     cols, rows = np.meshgrid(np.arange(low[0], high[0]), np.arange(low[1], high[1]))
     centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=1)
-    painted = inside_polygon(centres, grown).reshape(cols.shape)
+    painted = np.zeros(crop.shape[:2], bool)
+    painted[low[1]:high[1], low[0]:high[0]] = inside_polygon(centres, grown).reshape(cols.shape)
     fallback = np.clip(np.asarray(lip_rgb, np.float64), 0, 255)
-    for j in np.flatnonzero(painted.any(axis=0)):
-        x, ys = low[0] + j, low[1] + np.flatnonzero(painted[:, j])
+
+    def lip_colour(y: int, x: int) -> np.ndarray:
+        """Mean of the unpainted photo pixels at (y, x - 1 .. x + 1): one pixel repeated down a column
+        would streak."""
+        if not 0 <= y < crop.shape[0]:
+            return fallback
+        xs = [c for c in (x - 1, x, x + 1) if 0 <= c < crop.shape[1] and not painted[y, c]]
+        return crop[y, xs].astype(np.float64).mean(axis=0) if xs else fallback
+
+    for x in np.flatnonzero(painted.any(axis=0)):
+        ys = np.flatnonzero(painted[:, x])
         top, bottom = ys.min(), ys.max()
         middle = 0.5 * (top + bottom)
-        above = crop[top - 1, x].astype(np.float64) if top > 0 else fallback
-        below = crop[bottom + 1, x].astype(np.float64) if bottom + 1 < crop.shape[0] else fallback
+        above, below = lip_colour(top - 1, x), lip_colour(bottom + 1, x)
         for y in ys:
             colour = above if y < middle else below
             filled[y, x] = np.clip(colour * (seam_shade if abs(y + 0.5 - (middle + 0.5)) < 1.0 else 1.0), 0, 255)
