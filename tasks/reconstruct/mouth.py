@@ -17,8 +17,8 @@ its own teeth are copied into the teeth rows where it shows them (`paste_photo_t
 
 A portrait whose mouth is open would otherwise show its own teeth and mouth at rest, under lips
 that the rig then opens further. `rest_closing_offset` moves its lips together instead (the
-photo's texture stays on them), and `fill_photo_mouth` paints the photo's opening over with the
-lips' own colours, so its rest frame is the photo with the lips closed.
+photo's texture stays on them), and `fill_photo_mouth` paints the photo's opening over in the
+lips' shade, so its rest frame is the photo with the lips closed.
 """
 
 from __future__ import annotations
@@ -339,17 +339,12 @@ def paste_photo_teeth(image: np.ndarray, rect_px: tuple[int, int, int, int], cro
 
 
 def fill_photo_mouth(crop: np.ndarray, landmarks_px: np.ndarray, lip_rgb: np.ndarray,
-                     margin_px: float = 1.5, seam_shade: float = 0.85) -> np.ndarray:
-    """The crop with an open mouth's inside painted over with its own lips (a copy).
+                     margin_px: float = 1.5) -> np.ndarray:
+    """The crop with an open mouth's inside painted over in the lips' shade (a copy).
 
     Closing an open mouth at rest leaves the photo's teeth and dark inside on the lips' inner rim
     (MediaPipe's inner contour sits a pixel or two inside the lips), so the opening, grown by
-    `margin_px`, is painted over. In each column, the part above the middle of the painted run
-    repeats the photo's first pixel above it, and the part below the first pixel below (each
-    averaged with its unpainted neighbours in that row). The closing stretches the lips' rim several
-    times over, so a flat fill there would show as a dark band between closed lips, which reads as
-    parted lips. Only the pixel on each side of the middle is shaded by `seam_shade`: the line
-    where the lips meet. Where no photo pixel lies beyond the run, `lip_rgb` is used.
+    `margin_px`, becomes the line where the closed lips meet: lip colour, a little darker.
     """
     topology = face_topology()
     loop = np.asarray(landmarks_px, np.float64)[topology.lips_inner_loop, :2]
@@ -366,26 +361,8 @@ def fill_photo_mouth(crop: np.ndarray, landmarks_px: np.ndarray, lip_rgb: np.nda
         return filled
     cols, rows = np.meshgrid(np.arange(low[0], high[0]), np.arange(low[1], high[1]))
     centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=1)
-    painted = np.zeros(crop.shape[:2], bool)
-    painted[low[1]:high[1], low[0]:high[0]] = inside_polygon(centres, grown).reshape(cols.shape)
-    fallback = np.clip(np.asarray(lip_rgb, np.float64), 0, 255)
-
-    def lip_colour(y: int, x: int) -> np.ndarray:
-        """Mean of the unpainted photo pixels at (y, x - 1 .. x + 1): one pixel repeated down a column
-        would streak."""
-        if not 0 <= y < crop.shape[0]:
-            return fallback
-        xs = [c for c in (x - 1, x, x + 1) if 0 <= c < crop.shape[1] and not painted[y, c]]
-        return crop[y, xs].astype(np.float64).mean(axis=0) if xs else fallback
-
-    for x in np.flatnonzero(painted.any(axis=0)):
-        ys = np.flatnonzero(painted[:, x])
-        top, bottom = ys.min(), ys.max()
-        middle = 0.5 * (top + bottom)
-        above, below = lip_colour(top - 1, x), lip_colour(bottom + 1, x)
-        for y in ys:
-            colour = above if y < middle else below
-            filled[y, x] = np.clip(colour * (seam_shade if abs(y + 0.5 - (middle + 0.5)) < 1.0 else 1.0), 0, 255)
+    inside = inside_polygon(centres, grown)
+    filled[rows.ravel()[inside], cols.ravel()[inside]] = np.clip(0.8 * np.asarray(lip_rgb, np.float64), 0, 255)
     return filled
 
 

@@ -345,27 +345,14 @@ def test_photo_teeth_are_pasted_where_an_open_mouth_shows_them():
 
 def test_open_mouth_inside_is_painted_over_for_the_closed_rest():
     landmarks = synthetic_landmarks(mouth_open=0.35)
-    upper_lip, lower_lip = np.array([120, 80, 75], np.uint8), np.array([190, 120, 125], np.uint8)
-    crop = np.full((SIZE, SIZE, 3), upper_lip, np.uint8)
+    crop = np.full((SIZE, SIZE, 3), (150, 110, 100), np.uint8)
     loop = landmarks[face_topology().lips_inner_loop, :2].astype(float)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    crop[yy >= loop[:, 1].mean()] = lower_lip
     centres = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], axis=1)
     inside = inside_polygon(centres, loop).reshape(SIZE, SIZE)
     crop[inside] = (236, 230, 214)
-    filled = fill_photo_mouth(crop, landmarks, LIPS, margin_px=1.5, seam_shade=0.85)
-    # No teeth are left on the lips' rim: each side takes its own lip's colour, and the line where the
-    # lips meet is a little darker.
-    colours = {tuple(c) for c in filled[inside]}
-    allowed = {tuple(upper_lip), tuple(lower_lip), tuple(np.clip(upper_lip * 0.85, 0, 255).astype(np.uint8)),
-               tuple(np.clip(lower_lip * 0.85, 0, 255).astype(np.uint8))}
-    assert colours <= allowed and tuple(upper_lip) in colours and tuple(lower_lip) in colours
-    for x in np.flatnonzero(inside.any(axis=0)):
-        column = filled[:, x][inside[:, x]]
-        shaded = np.any(column != upper_lip, axis=1) & np.any(column != lower_lip, axis=1)
-        assert shaded.sum() <= 2  # at most a two-pixel seam, not a dark band
-        is_lower = np.isin(column[:, 0], [lower_lip[0], np.uint8(lower_lip[0] * 0.85)])
-        assert np.all(np.diff(is_lower.astype(int)) >= 0)  # the upper lip's colour above the lower one's
+    filled = fill_photo_mouth(crop, landmarks, LIPS, margin_px=1.5)
+    assert (filled[inside] == np.round(0.8 * LIPS)).all()           # no teeth left on the lips' rim
     changed = np.any(filled != crop, axis=2)
     rows, cols = np.nonzero(changed)
     assert cols.min() >= loop[:, 0].min() - 1 and cols.max() <= loop[:, 0].max() + 1
