@@ -217,19 +217,34 @@ def _eye_widths(shape: np.ndarray) -> np.ndarray:
                      for eye in (topology.eye_left, topology.eye_right)])
 
 
+MIN_BLINK_REACH = 0.05
+"""Share of its rest aperture a rig's blink must close at weight 1 to show; a weaker blink stays at 0."""
+
+
+def _lid_closure(aligned: np.ndarray, rest_face: np.ndarray, closed_gap: float) -> np.ndarray:
+    """(T, 2) how far each eye of each frame has closed from the performer's rest (0) toward a shut eye
+    (1, a lid gap of `closed_gap` eye widths); negative when it opens wider than at rest."""
+    rest = _apertures(rest_face)
+    shut = closed_gap * _eye_widths(rest_face)
+    return (rest - _apertures(aligned)) / np.maximum(rest - shut, 1e-12)
+
+
+def _blink_reach(neutral: np.ndarray, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(2,) the rig's lid aperture at rest, and (2,) the share of it each eye's blink closes at weight 1."""
+    rig = _apertures(neutral)
+    return rig, np.array([1.0 - _apertures(neutral + deltas[BLINKS[eye]])[eye] / rig[eye] for eye in range(2)])
+
+
 def blink_weights(aligned: np.ndarray, rest_face: np.ndarray, neutral: np.ndarray, deltas: np.ndarray,
                   closed_gap: float = 0.0) -> np.ndarray:
     """(T, 2) eyeBlinkLeft and eyeBlinkRight from each eye's lid aperture: its closure from the
     performer's rest toward a shut eye (a lid gap of `closed_gap` eye widths), over the closure
     the rig's own blink shape makes at weight 1. Solved with the rest of the face instead,
     gaze-down and squint (which also lower a lid) take part of every blink, and the eye never closes."""
-    rest = _apertures(rest_face)
-    shut = closed_gap * _eye_widths(rest_face)
-    closure = (rest - _apertures(aligned)) / np.maximum(rest - shut, 1e-12)
-    rig = _apertures(neutral)
-    full = np.array([1.0 - _apertures(neutral + deltas[BLINKS[eye]])[eye] / rig[eye] for eye in range(2)])
+    closure = _lid_closure(aligned, rest_face, closed_gap)
+    _, full = _blink_reach(neutral, deltas)
     # A rig whose blink barely moves its lids cannot show a blink: its weight stays 0.
-    return np.where(full > 0.05, np.clip(closure / np.maximum(full, 1e-6), 0.0, 1.0), 0.0)
+    return np.where(full > MIN_BLINK_REACH, np.clip(closure / np.maximum(full, 1e-6), 0.0, 1.0), 0.0)
 
 
 def match_lids(solved: np.ndarray, aligned: np.ndarray, rest_face: np.ndarray, neutral: np.ndarray,
@@ -238,19 +253,15 @@ def match_lids(solved: np.ndarray, aligned: np.ndarray, rest_face: np.ndarray, n
     shape applied, closes as far as the performer's (see blink_weights). The other shapes are fitted
     after the blinks, and their lid-raising part (eyeWide fitting how a performer's lid folds as it
     drops) would otherwise open again a lid the blink had closed."""
-    rest = _apertures(rest_face)
-    shut = closed_gap * _eye_widths(rest_face)
-    closure = (rest - _apertures(aligned)) / np.maximum(rest - shut, 1e-12)
-    rig = _apertures(neutral)
+    closure = _lid_closure(aligned, rest_face, closed_gap)
+    rig, full = _blink_reach(neutral, deltas)
     flat = np.asarray(deltas, np.float64).reshape(len(deltas), -1)
-    predicted = _apertures((neutral.reshape(-1) + solved @ flat).reshape(len(solved), *neutral.shape))
+    # The share of each eye's rest aperture the rig closes with every shape applied.
+    closed = 1.0 - _apertures((neutral.reshape(-1) + solved @ flat).reshape(len(solved), *neutral.shape)) / rig
     matched = solved.copy()
     for eye, blink in enumerate(BLINKS):
-        per_blink = rig[eye] - _apertures(neutral + deltas[blink])[eye]
-        if per_blink / rig[eye] <= 0.05:  # as in blink_weights: this rig's blink cannot show
-            continue
-        excess = predicted[:, eye] - rig[eye] * (1.0 - closure[:, eye])
-        matched[:, blink] = np.clip(solved[:, blink] + excess / per_blink, 0.0, 1.0)
+        if full[eye] > MIN_BLINK_REACH:
+            matched[:, blink] = np.clip(solved[:, blink] + (closure[:, eye] - closed[:, eye]) / full[eye], 0.0, 1.0)
     return matched
 
 
