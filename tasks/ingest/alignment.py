@@ -224,7 +224,11 @@ def _prepare(words: Sequence[str], pcm: bytes, pronounce: Callable[[str], list[s
     if len(words) > config.max_words_per_second * seconds + 2:
         raise AlignmentError(f"{len(words)} words cannot be spoken in {seconds:.1f} s")
 
-    wider: list = []
+    @functools.cache
+    def wider():  # built on the recording's first retry
+        retry = _decoder("align", config.retry_beam)
+        _ensure_words(retry, words, spell)
+        return retry
 
     def fit(span: bytes, span_words: Sequence[str], offset_frames: int, widen: bool = False) -> list[Phone]:
         try:
@@ -232,10 +236,7 @@ def _prepare(words: Sequence[str], pcm: bytes, pronounce: Callable[[str], list[s
         except AlignmentError:
             if not widen or config.retry_beam >= config.beam:
                 raise
-        if not wider:  # built on the recording's first retry
-            wider.append(_decoder("align", config.retry_beam))
-            _ensure_words(wider[0], words, spell)
-        return _align_span(wider[0], span, span_words, offset_frames)
+        return _align_span(wider(), span, span_words, offset_frames)
 
     return fit
 
